@@ -1,0 +1,24 @@
+"""Grading of the course's exercises.
+
+* :mod:`llmcourse.grading.checks` — how a check is written and run.
+* :mod:`llmcourse.grading.notebook` — the one-line feedback inside a notebook.
+* :mod:`llmcourse.grading.runner` — grading a whole notebook safely, on a copy.
+"""
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    CheckResult,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    get_function,
+    load_chapter,
+    run_checks,
+)
+from llmcourse.grading.notebook import Grader
+
+__all__ = [
+    "Chapter", "CheckFailed", "CheckResult", "Grader", "call", "expect", "expect_close", "expect_shape",
+    "get_function", "load_chapter", "run_checks",
+]

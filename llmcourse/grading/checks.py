@@ -1,0 +1,265 @@
+"""Graded checks: how an exercise is tested.
+
+Each chapter module in ``llmcourse.checks`` creates a :class:`Chapter` and
+registers checks on it::
+
+    chapter = Chapter("01", "Neural networks are numbers")
+
+    @chapter.check("softmax", points=2, hint="Subtract the row maximum before exp.")
+    def softmax_matches_reference(ns):
+        got = call(ns, "softmax", torch.tensor([[1000.0, 1001.0]]))
+        expect_close(got, torch.softmax(torch.tensor([[1000.0, 1001.0]]), -1), "softmax([[1000, 1001]])")
+
+A check receives the learner's namespace (a dict of the names their notebook
+defined) and raises :class:`CheckFailed` with a learner-friendly message when
+something is wrong. :func:`run_checks` turns every outcome — a wrong value, an
+exception, a missing function, an endless loop — into a :class:`CheckResult`.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import signal
+import threading
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+CheckFunction = Callable[[Mapping[str, Any]], None]
+
+DEFAULT_CHECK_TIMEOUT = 20.0  # seconds one check may run
+
+
+class CheckFailed(AssertionError):
+    """Raised by a check when the learner's code gives a wrong answer."""
+
+
+@dataclass
+class Check:
+    """One graded check of one exercise."""
+
+    name: str
+    exercise: str
+    points: int
+    func: CheckFunction
+    hint: str = ""
+    timeout: float = DEFAULT_CHECK_TIMEOUT
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a check, as the grader reports it."""
+
+    name: str
+    exercise: str
+    points: int
+    max_points: int
+    passed: bool
+    message: str
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Chapter:
+    """The graded exercises of one chapter and their checks."""
+
+    number: str
+    title: str
+    checks: list[Check] = field(default_factory=list)
+
+    def check(self, exercise: str, points: int = 1, hint: str = "", timeout: float = DEFAULT_CHECK_TIMEOUT,
+              name: str | None = None) -> Callable[[CheckFunction], CheckFunction]:
+        """Decorator: register ``func`` as a check of ``exercise`` worth ``points``."""
+        if points <= 0:
+            raise ValueError("a check must be worth at least one point")
+
+        def register(func: CheckFunction) -> CheckFunction:
+            check_name = name or func.__name__
+            if any(c.name == check_name for c in self.checks):
+                raise ValueError(f"chapter {self.number} already has a check named {check_name!r}")
+            self.checks.append(Check(check_name, exercise, points, func, hint, timeout))
+            return func
+
+        return register
+
+    @property
+    def exercises(self) -> list[str]:
+        """Exercise names in the order their first check was registered."""
+        return list(dict.fromkeys(c.exercise for c in self.checks))
+
+    @property
+    def max_score(self) -> int:
+        return sum(c.points for c in self.checks)
+
+
+def load_chapter(number: str | int) -> Chapter:
+    """Import ``llmcourse.checks.chNN`` and return its ``chapter``.
+
+    ``number`` may also name any module as ``"package.module:attribute"``, for
+    chapters that live outside the course (and for the grader's own tests).
+    """
+    if isinstance(number, str) and ":" in number:
+        module_name, _, attribute = number.partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+    try:
+        number = f"{int(number):02d}"
+    except ValueError:
+        raise LookupError(f"{number!r} is not a chapter number such as '01'") from None
+    try:
+        module = importlib.import_module(f"llmcourse.checks.ch{number}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"llmcourse.checks.ch{number}":
+            raise
+        raise LookupError(f"chapter {number} has no graded exercises (no llmcourse.checks.ch{number})") from None
+    return module.chapter
+
+
+# --------------------------------------------------------------------------- helpers for writing checks
+
+
+def get_function(ns: Mapping[str, Any], name: str) -> Callable[..., Any]:
+    """Fetch the learner's function ``name`` or fail with a message that says what to do."""
+    if name not in ns:
+        raise CheckFailed(
+            f"`{name}` is not defined. Did you run the cell that defines it, or rename it? "
+            f"The checks look for a function called exactly `{name}`."
+        )
+    func = ns[name]
+    if not callable(func):
+        raise CheckFailed(f"`{name}` should be a function, but it is a {type(func).__name__}.")
+    return func
+
+
+def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call the learner's ``name(*args, **kwargs)``; exceptions become readable failures."""
+    func = get_function(ns, name)
+    try:
+        return func(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(f"`{name}` is not written yet: replace `raise NotImplementedError` with your code.") from None
+    except CheckTimeout:
+        raise
+    except Exception as exc:  # the learner's bug, reported in one line
+        where = _learner_frame(exc)
+        raise CheckFailed(f"`{name}` raised {type(exc).__name__}: {exc}{where}") from None
+
+
+def _learner_frame(exc: BaseException) -> str:
+    """Point at the last line of the learner's own code in a traceback."""
+    package_dir = str(Path(__file__).resolve().parents[1])
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if not str(Path(frame.filename).resolve()).startswith(package_dir):
+            line = (frame.line or "").strip()
+            return f" (at line {frame.lineno}: `{line}`)" if line else ""
+    return ""
+
+
+def as_tensor(value: Any, what: str) -> torch.Tensor:
+    """Accept a tensor (or a NumPy array / number) from the learner, else fail clearly."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    try:
+        import numpy as np
+
+        if isinstance(value, (np.ndarray, np.generic)):
+            return torch.as_tensor(value)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(float(value))
+    raise CheckFailed(f"{what} should return a torch.Tensor, but it returned {type(value).__name__} ({value!r:.60}).")
+
+
+def expect_shape(value: Any, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    tensor = as_tensor(value, what)
+    if tuple(tensor.shape) != tuple(shape):
+        raise CheckFailed(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(shape)}.")
+    return tensor
+
+
+def expect_close(value: Any, expected: Any, what: str, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    """Fail unless ``value`` has ``expected``'s shape and values (to the tolerances)."""
+    expected_t = torch.as_tensor(expected).detach()
+    tensor = expect_shape(value, tuple(expected_t.shape), what)
+    tensor = tensor.to(torch.float64)
+    expected_t = expected_t.to(torch.float64)
+    if not torch.isfinite(tensor).all() and torch.isfinite(expected_t).all():
+        raise CheckFailed(f"{what} contains inf or nan, but every expected value is finite.")
+    if not torch.allclose(tensor, expected_t, atol=atol, rtol=rtol, equal_nan=True):
+        diff = (tensor - expected_t).abs()
+        diff = torch.where(torch.isnan(diff), torch.full_like(diff, math.inf), diff)
+        worst = int(diff.flatten().argmax())
+        got = tensor.flatten()[worst].item()
+        want = expected_t.flatten()[worst].item()
+        raise CheckFailed(f"{what} is wrong: one entry is {got:.6g} where {want:.6g} was expected.")
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+# --------------------------------------------------------------------------- running checks
+
+
+class CheckTimeout(Exception):
+    """A check ran longer than its time limit (an endless loop, most likely)."""
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CheckTimeout` after ``seconds`` (Unix main thread only; elsewhere no limit)."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise CheckTimeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_check(check: Check, ns: Mapping[str, Any]) -> CheckResult:
+    """Run one check; never raises."""
+    def result(passed: bool, message: str) -> CheckResult:
+        return CheckResult(check.name, check.exercise, check.points if passed else 0, check.points, passed,
+                           message, "" if passed else check.hint)
+
+    try:
+        with time_limit(check.timeout):
+            torch.manual_seed(1234)
+            check.func(ns)
+    except CheckTimeout:
+        return result(False, f"Gave up after {check.timeout:g} s: does `{check.exercise}` loop forever?")
+    except CheckFailed as exc:
+        return result(False, str(exc))
+    except NotImplementedError:
+        return result(False, f"`{check.exercise}` is not written yet: replace `raise NotImplementedError` with your code.")
+    except Exception as exc:
+        return result(False, f"The check could not use your code: {type(exc).__name__}: {exc}")
+    return result(True, "passed")
+
+
+def run_checks(chapter: Chapter | str | int, ns: Mapping[str, Any], exercise: str | None = None) -> list[CheckResult]:
+    """Run every check of ``chapter`` (or only those of ``exercise``) against namespace ``ns``."""
+    if not isinstance(chapter, Chapter):
+        chapter = load_chapter(chapter)
+    checks = [c for c in chapter.checks if exercise is None or c.exercise == exercise]
+    if exercise is not None and not checks:
+        known = ", ".join(chapter.exercises)
+        raise LookupError(f"chapter {chapter.number} has no exercise {exercise!r}; its exercises are: {known}")
+    return [run_check(c, ns) for c in checks]
