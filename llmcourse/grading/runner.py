@@ -30,9 +30,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from llmcourse.grading.checks import Chapter, CheckResult, load_chapter, run_check
+from llmcourse.grading.checks import RESULT_PREFIX, Chapter, CheckResult, load_chapter
 
-RESULT_PREFIX = "@@llmcourse-check "
 DEFAULT_CELL_TIMEOUT = 60
 MAX_RESTARTS = 8
 _CHECK_CALL = re.compile(r"^\s*grader\.check(_all)?\(.*\)\s*;?\s*$")
@@ -174,23 +173,9 @@ def _environment(fast: bool) -> Iterator[None]:
 
 def _grading_source(chapter: str, skip: list[str]) -> str:
     return (
-        "from llmcourse.grading.runner import _report_checks as _llmcourse_report\n"
+        "from llmcourse.grading.checks import report_checks as _llmcourse_report\n"
         f"_llmcourse_report({chapter!r}, globals(), skip={skip!r})\n"
     )
-
-
-def _report_checks(chapter: str, namespace: dict[str, Any], skip: list[str]) -> None:
-    """Run inside the kernel: run each check and print its result as one JSON line."""
-    import sys
-
-    chapter_obj = load_chapter(chapter)
-    for check in chapter_obj.checks:
-        if check.name in skip:
-            continue
-        print(RESULT_PREFIX + json.dumps({"started": check.name}), flush=True)
-        result = run_check(check, namespace)
-        print(RESULT_PREFIX + json.dumps(result.to_dict()), flush=True)
-        sys.stdout.flush()
 
 
 def _cell_error(cell: nbformat.NotebookNode) -> str | None:

@@ -1,0 +1,231 @@
+"""Authoring the course: exercises generated from solutions, notebooks executed in place.
+
+``solutions/NN_topic.ipynb`` is the single source of an exercise notebook. The
+learner's part of each exercise sits between two marker lines::
+
+    def relu(x):
+        \"\"\"Element-wise max(x, 0).\"\"\"
+        ### BEGIN SOLUTION
+        return torch.where(x > 0, x, torch.zeros_like(x))
+        ### END SOLUTION
+
+:func:`make_exercise` replaces every marked block with a stub that raises
+``NotImplementedError`` and clears all outputs; everything else is kept. The
+result is byte-for-byte stable, so ``llmcourse build --check`` can tell when
+``exercises/`` is out of date. Each generated notebook records a digest of its
+cells; a file whose cells no longer match it was edited by a person, and
+:func:`write_exercise` refuses to overwrite it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB_MESSAGE = "Exercise: replace this line with your code, then run the check below."
+_MARKER = re.compile(r"^([ \t]*)### (BEGIN|END) SOLUTION\s*$")
+
+
+class AuthoringError(Exception):
+    """A solutions notebook is malformed (e.g. unbalanced markers)."""
+
+
+# --------------------------------------------------------------------------- solutions -> exercises
+
+
+def strip_solutions(source: str, where: str = "cell") -> str:
+    """Replace each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block by a stub."""
+    out: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), start=1):
+        match = _MARKER.match(line)
+        if match and match.group(2) == "BEGIN":
+            if inside:
+                raise AuthoringError(f"{where}, line {number}: BEGIN SOLUTION inside another solution block")
+            inside = True
+            indent = match.group(1)
+            out.append(f"{indent}# YOUR CODE HERE")
+            out.append(f"{indent}raise NotImplementedError({STUB_MESSAGE!r})")
+        elif match:
+            if not inside:
+                raise AuthoringError(f"{where}, line {number}: END SOLUTION without a BEGIN SOLUTION")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise AuthoringError(f"{where}: BEGIN SOLUTION is never closed by END SOLUTION")
+    return "\n".join(out)
+
+
+def cells_digest(nb: nbformat.NotebookNode) -> str:
+    """A digest of the cells' types and sources: what a person edits."""
+    payload = json.dumps([[c.cell_type, c.source] for c in nb.cells], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """The exercise notebook for a solutions notebook: stubs instead of solutions, no outputs."""
+    nb = copy.deepcopy(solution)
+    for index, cell in enumerate(nb.cells):
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.source = strip_solutions(cell.source, f"{name}, cell {index + 1}")
+            cell.outputs = []
+            cell.execution_count = None
+    meta = nb.metadata.setdefault("llmcourse", {})
+    meta["kind"] = "exercise"
+    meta["generated_from"] = f"solutions/{name}"
+    meta["cells_digest"] = cells_digest(nb)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def notebook_text(nb: nbformat.NotebookNode) -> str:
+    """Stable JSON text for a notebook (what is written to disk)."""
+    return nbformat.writes(nb) + "\n"
+
+
+def is_hand_edited(path: Path) -> bool:
+    """True when ``path`` is an exercise whose cells no longer match the digest it was generated with."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return True  # unreadable: treat as a person's work and leave it alone
+    recorded = nb.metadata.get("llmcourse", {}).get("cells_digest")
+    return recorded is None or recorded != cells_digest(nb)
+
+
+def write_exercise(solution_path: Path, exercise_path: Path, force: bool = False) -> str:
+    """Write the exercise for ``solution_path``. Returns 'created', 'updated' or 'unchanged'.
+
+    An existing exercise that a person has edited is never overwritten unless
+    ``force``; then it is first saved next to itself as ``*.ipynb.edited``.
+    """
+    exercise = make_exercise(nbformat.read(solution_path, as_version=4), solution_path.name)
+    text = notebook_text(exercise)
+    if exercise_path.exists():
+        if exercise_path.read_text(encoding="utf-8") == text:
+            return "unchanged"
+        if is_hand_edited(exercise_path):
+            if not force:
+                raise AuthoringError(
+                    f"{exercise_path} has been edited by hand, so it was not overwritten. Move your copy away "
+                    f"(e.g. `llmcourse start` works in workspace/), or rebuild with --force to keep it as "
+                    f"{exercise_path.name}.edited and regenerate."
+                )
+            backup = exercise_path.with_name(exercise_path.name + ".edited")
+            backup.write_bytes(exercise_path.read_bytes())
+        _atomic_write(exercise_path, text)
+        return "updated"
+    exercise_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(exercise_path, text)
+    return "created"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stale_exercises(root: Path) -> list[str]:
+    """What ``build`` would change in ``exercises/``: missing, outdated or orphaned files."""
+    problems = []
+    solutions = sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    expected = {p.name for p in solutions}
+    for sol in solutions:
+        target = root / "exercises" / sol.name
+        text = notebook_text(make_exercise(nbformat.read(sol, as_version=4), sol.name))
+        if not target.exists():
+            problems.append(f"exercises/{sol.name} is missing")
+        elif target.read_text(encoding="utf-8") != text:
+            problems.append(f"exercises/{sol.name} is out of date with solutions/{sol.name}")
+    for ex in sorted((root / "exercises").glob("[0-9][0-9]_*.ipynb")):
+        if ex.name not in expected:
+            problems.append(f"exercises/{ex.name} has no solutions/{ex.name}")
+    return problems
+
+
+# --------------------------------------------------------------------------- executing notebooks
+
+
+def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 1200) -> bool:
+    """Run a notebook top to bottom in a fresh kernel and store its outputs in place.
+
+    ``fast`` sets ``LLMCOURSE_FAST`` for the kernel (None: inherit). Errors stop
+    the run and raise (nothing is written). Returns True when the file changed.
+    """
+    nb = nbformat.read(path, as_version=4)
+    env_before = os.environ.get("LLMCOURSE_FAST")
+    hash_before = os.environ.get("PYTHONHASHSEED")
+    if fast is not None:
+        os.environ["LLMCOURSE_FAST"] = "1" if fast else "0"
+    os.environ["PYTHONHASHSEED"] = "0"
+    try:
+        client = NotebookClient(
+            nb, timeout=timeout, kernel_name="python3", record_timing=False,
+            resources={"metadata": {"path": str(path.parent.resolve())}},
+        )
+        client.execute(stderr=subprocess.DEVNULL)
+    finally:
+        _restore("LLMCOURSE_FAST", env_before)
+        _restore("PYTHONHASHSEED", hash_before)
+    nb.metadata.pop("widgets", None)
+    text = notebook_text(nb)
+    if path.read_text(encoding="utf-8") == text:
+        return False
+    _atomic_write(path, text)
+    return True
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+# --------------------------------------------------------------------------- the whole build
+
+
+@dataclass
+class SelfCheck:
+    """The grader self-check of one chapter."""
+
+    chapter: str
+    solution_score: int
+    exercise_score: int
+    max_score: int
+    exercise_passing: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.solution_score == self.max_score and not self.exercise_passing
+
+
+def self_check(root: Path, name: str) -> SelfCheck:
+    """Grade ``solutions/name`` (must get full marks) and ``exercises/name`` (every check must fail)."""
+    from llmcourse.grading.runner import grade_notebook
+
+    solution = grade_notebook(root / "solutions" / name)
+    exercise = grade_notebook(root / "exercises" / name)
+    return SelfCheck(
+        solution.chapter, solution.score, exercise.score, solution.max_score,
+        [c.name for c in exercise.checks if c.passed],
+    )

@@ -1,0 +1,238 @@
+"""The ``llmcourse`` command: doctor, grade, start, build and execute.
+
+    llmcourse doctor                 what a bug report needs: versions, device, kernel, fast mode
+    llmcourse grade NOTEBOOK [--json]  grade your exercise notebook (the file is only read)
+    llmcourse start NN               copy chapter NN's exercise into workspace/ to work on
+    llmcourse build [--check]        instructors: regenerate exercises/ from solutions/ and self-check
+    llmcourse execute NOTEBOOK...    authors: run notebooks and store their outputs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def course_root(start: Path | None = None) -> Path:
+    """The folder holding ``solutions/`` and ``exercises/``: $LLMCOURSE_ROOT, the current
+    folder or one above it, or the checkout the package was installed from."""
+    if os.environ.get("LLMCOURSE_ROOT"):
+        return Path(os.environ["LLMCOURSE_ROOT"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "solutions").is_dir() and (folder / "exercises").is_dir():
+            return folder
+    package_parent = Path(__file__).resolve().parents[1]
+    if (package_parent / "exercises").is_dir():
+        return package_parent
+    raise SystemExit("Cannot find the course folder (with solutions/ and exercises/): run this inside the "
+                     "course checkout or set LLMCOURSE_ROOT.")
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def doctor_report() -> list[tuple[str, str]]:
+    """(name, value) lines describing this installation."""
+    import torch
+
+    from llmcourse import __version__
+    from llmcourse.config import fast_mode
+    from llmcourse.device import describe_device, get_device
+
+    rows = [
+        ("llmcourse", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+        ("torch", torch.__version__),
+        ("cuda available", f"{torch.cuda.is_available()} (built for CUDA {torch.version.cuda})"),
+        ("mps available", str(getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())),
+    ]
+    try:
+        import accelerate
+
+        rows.append(("accelerate", accelerate.__version__))
+        rows.append(("device", describe_device(get_device())))
+    except Exception as exc:  # report, never crash
+        rows.append(("device", f"error: {exc}"))
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        spec = KernelSpecManager().get_kernel_spec("python3")
+        rows.append(("jupyter kernel", f"python3 -> {' '.join(spec.argv[:3])}"))
+    except Exception as exc:
+        rows.append(("jupyter kernel", f"not found ({exc}); run: python -m ipykernel install --user"))
+    try:
+        rows.append(("fast mode", "on (LLMCOURSE_FAST=1)" if fast_mode() else "off"))
+    except ValueError as exc:
+        rows.append(("fast mode", f"error: {exc}"))
+    for package in ("jupyterlab", "ipywidgets", "nbclient", "matplotlib", "tiktoken", "transformers"):
+        try:
+            from importlib.metadata import version
+
+            rows.append((package, version(package)))
+        except Exception:
+            rows.append((package, "not installed"))
+    return rows
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    rows = doctor_report()
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key.ljust(width)}  {value}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- grade
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from llmcourse.grading.runner import GradingError, grade_notebook
+
+    try:
+        report = grade_notebook(args.notebook, chapter=args.chapter, cell_timeout=args.timeout)
+    except GradingError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.to_table())
+    return EXIT_OK if report.score == report.max_score else EXIT_FAIL
+
+
+# --------------------------------------------------------------------------- start
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    root = course_root()
+    number = f"{int(args.chapter):02d}" if args.chapter.isdigit() else args.chapter
+    matches = sorted((root / "exercises").glob(f"{number}_*.ipynb"))
+    if not matches:
+        available = ", ".join(p.name[:2] for p in sorted((root / "exercises").glob("[0-9][0-9]_*.ipynb")))
+        print(f"error: no exercise for chapter {args.chapter!r}; chapters with exercises: {available}", file=sys.stderr)
+        return EXIT_USAGE
+    source = matches[0]
+    dest_dir = Path(args.dest) if args.dest else root / "workspace"
+    dest = dest_dir / source.name
+    if dest.exists():
+        print(f"error: {dest} already exists and holds your work; it was left as it is. "
+              f"Open it, or move it away to start over.", file=sys.stderr)
+        return EXIT_FAIL
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, dest)
+    print(f"Copied {source.name} to {dest}.\nOpen it in JupyterLab, fill in the exercises, then run:\n"
+          f"    llmcourse grade {dest}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- build
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from llmcourse.authoring import AuthoringError, execute_notebook, self_check, stale_exercises, write_exercise
+
+    root = course_root()
+    if args.check:
+        problems = stale_exercises(root)
+        for p in problems:
+            print(p)
+        if problems:
+            print("exercises/ is out of date: run `llmcourse build`.")
+            return EXIT_FAIL
+        print("exercises/ is up to date.")
+        return EXIT_OK
+
+    solutions = sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    if args.chapters:
+        solutions = [s for s in solutions if s.name[:2] in {f"{int(c):02d}" for c in args.chapters}]
+    status = EXIT_OK
+    for sol in solutions:
+        if not args.no_execute:
+            changed = execute_notebook(sol)
+            print(f"solutions/{sol.name}: executed{' (outputs changed)' if changed else ''}")
+        try:
+            what = write_exercise(sol, root / "exercises" / sol.name, force=args.force)
+            print(f"exercises/{sol.name}: {what}")
+        except AuthoringError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_FAIL
+    if not args.no_self_check:
+        for sol in solutions:
+            result = self_check(root, sol.name)
+            verdict = "ok" if result.ok else "FAILED"
+            print(f"self-check {sol.name}: solution {result.solution_score}/{result.max_score}, "
+                  f"untouched exercise {result.exercise_score}/{result.max_score} -> {verdict}")
+            if result.exercise_passing:
+                print(f"  checks that pass on the untouched exercise: {', '.join(result.exercise_passing)}")
+            if not result.ok:
+                status = EXIT_FAIL
+    return status
+
+
+# --------------------------------------------------------------------------- execute
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    from llmcourse.authoring import execute_notebook
+
+    for name in args.notebooks:
+        changed = execute_notebook(Path(name), fast=args.fast or None)
+        print(f"{name}: {'outputs updated' if changed else 'unchanged'}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmcourse", description="The llmcourse command-line tool.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("doctor", help="print versions, device and settings (paste into a bug report)")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("grade", help="grade an exercise notebook (the file is only read, never changed)")
+    p.add_argument("notebook")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--chapter", help="chapter number, when the file name does not start with it")
+    p.add_argument("--timeout", type=float, default=60, help="seconds each cell may run (default 60)")
+    p.set_defaults(func=cmd_grade)
+
+    p = sub.add_parser("start", help="copy chapter NN's exercise into workspace/ (never overwrites)")
+    p.add_argument("chapter")
+    p.add_argument("--dest", help="folder to copy into (default: workspace/ in the course folder)")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("build", help="instructors: regenerate exercises/ from solutions/ and self-check")
+    p.add_argument("--check", action="store_true", help="change nothing; fail if exercises/ is out of date")
+    p.add_argument("--force", action="store_true", help="regenerate hand-edited exercises (keeps *.edited)")
+    p.add_argument("--no-execute", action="store_true", help="do not re-run the solutions notebooks")
+    p.add_argument("--no-self-check", action="store_true", help="skip grading solutions and exercises")
+    p.add_argument("chapters", nargs="*", help="only these chapter numbers")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("execute", help="authors: run notebooks top to bottom and store their outputs")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--fast", action="store_true", help="run in fast mode (LLMCOURSE_FAST=1)")
+    p.set_defaults(func=cmd_execute)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Test settings: fast mode, a non-interactive plotting backend, stable hashing.
+
+They are set before any kernel starts, so nbval's kernels inherit them too.
+"""
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("LLMCOURSE_FAST", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))
