@@ -104,3 +104,19 @@ def test_stale_exercises_reports_missing_outdated_and_orphans(tmp_path):
     assert stale_exercises(tmp_path) == []
     nbformat.write(solution_notebook(), tmp_path / "exercises" / "98_other.ipynb")
     assert stale_exercises(tmp_path) == ["exercises/98_other.ipynb has no solutions/98_other.ipynb"]
+
+
+def test_build_twice_gives_byte_identical_exercises(tmp_path, monkeypatch, capsys):
+    from llmcourse.cli import main as cli
+
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "exercises").mkdir()
+    nbformat.write(solution_notebook(), tmp_path / "solutions" / "99_demo.ipynb")
+    monkeypatch.setenv("LLMCOURSE_ROOT", str(tmp_path))
+    assert cli(["build", "--check"]) == 1
+    assert cli(["build", "--no-execute", "--no-self-check"]) == 0
+    first = (tmp_path / "exercises" / "99_demo.ipynb").read_bytes()
+    assert cli(["build", "--no-execute", "--no-self-check"]) == 0
+    assert (tmp_path / "exercises" / "99_demo.ipynb").read_bytes() == first
+    assert cli(["build", "--check"]) == 0
+    assert "exercises/99_demo.ipynb: unchanged" in capsys.readouterr().out
