@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ.setdefault("LLMCOURSE_FAST", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per pytest worker and per kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
