@@ -71,7 +71,7 @@ def test(extra_args: list[str]) -> int:
     ensure_environment("dev")
     # Tests run in fast mode, one pytest worker per core; each worker (and the notebook
     # kernels it starts) uses one thread, so tiny tensor ops do not fight over the cores.
-    env = dict(os.environ, LLMCOURSE_FAST="1", PYTHONHASHSEED="0", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
+    env = dict(os.environ, LLMCOURSE_FAST="1", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     return subprocess.call([str(PYTHON), "-m", "pytest", "-n", "auto", *extra_args], cwd=ROOT, env=env)
 
 

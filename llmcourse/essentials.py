@@ -6,14 +6,17 @@
 * :class:`ToyClassification` — a tiny, seeded data set with a rule to learn.
 * :func:`train` and :func:`accuracy` — the training loop every later chapter
   builds on, and its evaluation twin.
+* :func:`plot_history` — the loss curve (and learning rate) of a run.
 """
 from __future__ import annotations
 
 import re
 from typing import Callable, Iterable
 
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -86,8 +89,8 @@ class ToyClassification(Dataset):
 
     def __init__(self, n: int = 512, n_features: int = 16, n_classes: int = 2, seed: int = 0):
         generator = torch.Generator().manual_seed(seed)
+        self.teacher = torch.randn(n_features, n_classes, generator=generator)  # the rule, the same for any n
         self.x = torch.randn(n, n_features, generator=generator)
-        self.teacher = torch.randn(n_features, n_classes, generator=generator)
         self.y = (self.x @ self.teacher).argmax(dim=1)
 
     def __len__(self) -> int:
@@ -148,3 +151,19 @@ def accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
         correct += (predictions == y.to(device)).sum().item()
         total += len(y)
     return correct / total
+
+
+def plot_history(losses: list[float], lrs: list[float] | None = None) -> Figure:
+    """The loss of every step, and beside it the learning rate if ``lrs`` is given.
+
+    The figure is closed in pyplot, so a notebook shows it once, as the cell's last expression.
+    """
+    fig, axes = plt.subplots(1, 1 if lrs is None else 2, figsize=(5 if lrs is None else 10, 3.5), squeeze=False)
+    axes[0, 0].plot(losses)
+    axes[0, 0].set(title="training loss", xlabel="step", ylabel="loss")
+    if lrs is not None:
+        axes[0, 1].plot(lrs)
+        axes[0, 1].set(title="learning rate", xlabel="step", ylabel="lr")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

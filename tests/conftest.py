@@ -1,4 +1,4 @@
-"""Test settings: fast mode, a non-interactive plotting backend, stable hashing.
+"""Test settings: fast mode, stable hashing, one thread per process.
 
 They are set before any kernel starts, so nbval's kernels inherit them too.
 """
@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("LLMCOURSE_FAST", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per pytest worker and per kernel
 
