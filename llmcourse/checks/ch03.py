@@ -1,0 +1,415 @@
+"""Graded checks of chapter 03, "Tokenization".
+
+Seven exercises: the pieces of byte-pair encoding (counting pairs, merging,
+training, encoding by merge rank, decoding), GPT-4's pre-tokenizer with special
+tokens, and the export of merges to tiktoken's rank format. Each is checked on
+hand-made and seeded inputs against an independent reference: the package's
+tokenizers (:mod:`llmcourse.tokenizers`), Python's own ``bytes.decode`` and
+tiktoken. No check needs any other exercise's function.
+
+While the learner's code runs for the first five exercises, the package's own
+BPE functions are switched off, so calling them fails the check.
+"""
+from __future__ import annotations
+
+import functools
+import random
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator, Mapping
+from unittest import mock
+
+import regex
+import tiktoken
+
+import llmcourse.tokenizers as _tokenizers
+from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, get_function
+from llmcourse.tokenizers import basic, regex_bpe, training
+from llmcourse.tokenizers import tiktoken_bridge as bridge
+from llmcourse.tokenizers.basic import BasicTokenizer, get_pair_counts, merge
+from llmcourse.tokenizers.corpora import chinese_sentences, english_prose
+from llmcourse.tokenizers.regex_bpe import RegexTokenizer
+from llmcourse.tokenizers.training import GPT4_PATTERN
+
+chapter = Chapter("03", "Tokenization")
+
+Namespace = Mapping[str, Any]
+
+# The package's BPE code, which the first exercises ask the learner to write: (owner, attribute, as shown).
+_PACKAGE_BPE = [
+    (basic, "get_pair_counts", "get_pair_counts"), (basic, "merge", "merge"),
+    (_tokenizers, "get_pair_counts", "get_pair_counts"), (_tokenizers, "merge", "merge"),
+    (BasicTokenizer, "train_steps", "BasicTokenizer.train_steps"), (BasicTokenizer, "train", "BasicTokenizer.train"),
+    (BasicTokenizer, "encode", "BasicTokenizer.encode"), (BasicTokenizer, "decode", "BasicTokenizer.decode"),
+    (BasicTokenizer, "decode_bytes", "BasicTokenizer.decode_bytes"),
+    (RegexTokenizer, "train", "RegexTokenizer.train"), (RegexTokenizer, "bpe", "RegexTokenizer.bpe"),
+    (RegexTokenizer, "encode", "RegexTokenizer.encode"), (RegexTokenizer, "decode", "RegexTokenizer.decode"),
+    (RegexTokenizer, "decode_bytes", "RegexTokenizer.decode_bytes"),
+    (regex_bpe, "_merge", "regex_bpe._merge"),
+    (training, "train_bpe", "train_bpe"), (training, "train_bpe_naive", "train_bpe_naive"),
+    (training, "count_pairs", "training.count_pairs"), (training, "merge_ids", "training.merge_ids"),
+]
+
+
+class PackageNotAllowed(Exception):
+    """Raised inside the learner's code when it calls the package function the exercise asks them to write."""
+
+
+def _refuse(exercise: str, shown: str):
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise PackageNotAllowed(f"it calls llmcourse's {shown}, but this exercise asks you to write "
+                                f"`{exercise}` yourself")
+    return refused
+
+
+@contextmanager
+def _without_package(exercise: str) -> Iterator[None]:
+    """Switch llmcourse's own BPE functions off while the learner's code runs."""
+    with ExitStack() as stack:
+        for owner, attribute, shown in _PACKAGE_BPE:
+            stack.enter_context(mock.patch.object(owner, attribute, _refuse(exercise, shown)))
+        yield
+
+
+def _learner(ns: Namespace, name: str, *args: Any) -> Any:
+    """Call the learner's function with the package's BPE code switched off."""
+    with _without_package(name):
+        return call(ns, name, *args)
+
+
+def _random_ids(n: int, high: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randrange(high) for _ in range(n)]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+# --------------------------------------------------------------------------- pair_counts
+
+
+def _expect_counts(got: Any, ids: list[int], what: str) -> None:
+    expected = get_pair_counts(ids)
+    expect(isinstance(got, Mapping), f"{what} should return a dict {{(id_a, id_b): count}}, got {type(got).__name__}.")
+    got = dict(got)
+    bad_keys = [k for k in got if not (isinstance(k, tuple) and len(k) == 2)]
+    expect(not bad_keys, f"{what}: keys should be pairs (tuples of two ids), got e.g. {bad_keys[:1]!r}.")
+    for pair, count in expected.items():
+        expect(got.get(pair, 0) == count, f"{what}: pair {pair} occurs {count} times, your dict says "
+                                          f"{got.get(pair, 0)}.")
+    extra = [p for p, c in got.items() if p not in expected and c]
+    expect(not extra, f"{what}: {extra[:1]} is not a pair of neighbours, but your dict counts it.")
+
+
+@chapter.check("pair_counts", points=1, hint="Look at every position i and count the pair (ids[i], ids[i + 1]); "
+               "neighbouring pairs overlap, so [5, 5, 5] holds (5, 5) twice.")
+def pair_counts_small(ns: Namespace) -> None:
+    for ids in ([1, 2, 1, 2], [5, 5, 5], [104, 105, 32, 104, 105, 33]):
+        _expect_counts(_learner(ns, "pair_counts", list(ids)), ids, f"pair_counts({ids})")
+
+
+@chapter.check("pair_counts", points=1, hint="Mind the ends: the last pair is (ids[-2], ids[-1]), and a list "
+               "with fewer than two ids has no pairs at all (an empty dict). Do not change the input list.")
+def pair_counts_edges_and_random(ns: Namespace) -> None:
+    for ids in ([], [7], [3, 4]):
+        _expect_counts(_learner(ns, "pair_counts", list(ids)), ids, f"pair_counts({ids})")
+    ids = _random_ids(400, 12, seed=1)
+    given = list(ids)
+    _expect_counts(_learner(ns, "pair_counts", given), ids, "pair_counts of 400 random ids")
+    expect(given == ids, "pair_counts changed the list it was given; it should only read it.")
+    ids = list("BPE counts pairs: 字节对".encode("utf-8"))
+    _expect_counts(_learner(ns, "pair_counts", ids), ids, "pair_counts of the UTF-8 bytes of a sentence")
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def _expect_merge(ns: Namespace, ids: list[int], pair: tuple[int, int], new_id: int) -> None:
+    expected = merge(ids, pair, new_id)
+    given = list(ids)
+    got = _learner(ns, "merge", given, pair, new_id)
+    what = f"merge({_short(ids, 60)}, {pair}, {new_id})"
+    expect(isinstance(got, list), f"{what} should return a new list, got {type(got).__name__}.")
+    expect(given == ids, f"{what} changed the list it was given; build and return a new list instead.")
+    expect(got == expected, f"{what} returned {_short(got)}, expected {_short(expected)}.")
+
+
+@chapter.check("merge", points=1, hint="Walk through the list; where ids[i] and ids[i + 1] are the pair, write "
+               "new_id and jump two places, else copy ids[i] and move one place. Every occurrence is replaced.")
+def merge_every_occurrence(ns: Namespace) -> None:
+    _expect_merge(ns, [1, 2, 3, 1, 2], (1, 2), 99)
+    _expect_merge(ns, [1, 2, 3], (4, 5), 256)
+    ids = _random_ids(300, 6, seed=2)
+    _expect_merge(ns, ids, (2, 3), 300)
+
+
+@chapter.check("merge", points=1, hint="The pair is ordered: (1, 2) is not (2, 1). Do not lose the last id when it "
+               "is not part of a pair, and handle a pair at the very end.")
+def merge_ends_and_order(ns: Namespace) -> None:
+    _expect_merge(ns, [2, 1, 2, 1], (1, 2), 256)
+    _expect_merge(ns, [3, 1, 2], (1, 2), 256)
+    _expect_merge(ns, [1, 2, 3], (1, 2), 256)
+    _expect_merge(ns, [], (1, 2), 256)
+    _expect_merge(ns, [9], (1, 2), 256)
+
+
+@chapter.check("merge", points=1, hint="Overlapping occurrences: scan left to right and skip both ids of a merged "
+               "pair, so [5, 5, 5] becomes [new, 5].")
+def merge_overlapping(ns: Namespace) -> None:
+    _expect_merge(ns, [5, 5, 5], (5, 5), 256)
+    _expect_merge(ns, [5, 5, 5, 5, 5], (5, 5), 256)
+    _expect_merge(ns, [7, 5, 5, 5, 7, 5, 5], (5, 5), 300)
+
+
+# --------------------------------------------------------------------------- train_merges
+
+
+def _reference_merges(text: bytes, num_merges: int) -> dict[tuple[int, int], int]:
+    tok = BasicTokenizer()
+    for _ in tok.train_steps(text.decode("utf-8"), num_merges):
+        pass
+    return dict(tok.merges)
+
+
+def _expect_merges(ns: Namespace, text: bytes, num_merges: int, what: str) -> None:
+    expected = _reference_merges(text, num_merges)
+    got = _learner(ns, "train_merges", text, num_merges)
+    expect(isinstance(got, Mapping), f"{what} should return a dict {{(id_a, id_b): new_id}}, "
+                                     f"got {type(got).__name__}.")
+    got_items, want_items = list(dict(got).items()), list(expected.items())
+    for k, (g, w) in enumerate(zip(got_items, want_items)):
+        expect(g == w, f"{what}: merge {k + 1} is {g[0]} -> {g[1]}, expected {w[0]} -> {w[1]}.")
+    expect(len(got_items) == len(want_items), f"{what} learned {len(got_items)} merges, expected "
+                                              f"{len(want_items)}.")
+
+
+@chapter.check("train_merges", points=1, hint="Each round: count the pairs of the current ids, take the most "
+               "frequent, give it id 256 + round, and replace it in the ids before counting again.")
+def train_merges_tiny(ns: Namespace) -> None:
+    _expect_merges(ns, b"aaabdaaabac", 3, "train_merges(b'aaabdaaabac', 3)")
+    _expect_merges(ns, b"low lower lowest newer newest", 8, "train_merges(b'low lower lowest newer newest', 8)")
+
+
+@chapter.check("train_merges", points=1, hint="Ties are common: among pairs with the highest count, take the "
+               "smallest pair (compare the first id, then the second), not the first one you met.")
+def train_merges_ties(ns: Namespace) -> None:
+    _expect_merges(ns, b"xyab", 1, "train_merges(b'xyab', 1)")
+    _expect_merges(ns, b"dcba dcba", 4, "train_merges(b'dcba dcba', 4)")
+
+
+@chapter.check("train_merges", points=1, hint="When the ids have shrunk to one token there is no pair left: stop "
+               "and return the merges learned so far. Non-ASCII text works the same way on its bytes.")
+def train_merges_corpus_and_early_stop(ns: Namespace) -> None:
+    _expect_merges(ns, b"aaaa", 10, "train_merges(b'aaaa', 10)")
+    text = (english_prose(2_500) + "\n" + chinese_sentences()[:120]).encode("utf-8")
+    _expect_merges(ns, text, 40, "train_merges on 2.5 kB of English and some Chinese, 40 merges")
+
+
+# --------------------------------------------------------------------------- encode_with_merges
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_basic() -> BasicTokenizer:
+    return BasicTokenizer().train(english_prose(3_000) + chinese_sentences()[:60], 256 + 60)
+
+
+def _expect_encoding(ns: Namespace, text: str, merges: dict[tuple[int, int], int], what: str) -> None:
+    tok = BasicTokenizer()
+    tok.merges = dict(merges)
+    expected = tok.encode(text)
+    got = _learner(ns, "encode_with_merges", text, dict(merges))
+    expect(isinstance(got, list), f"{what} should return a list of ints, got {type(got).__name__}.")
+    expect(got == expected, f"{what} returned {_short(got)}, expected {_short(expected)}.")
+
+
+@chapter.check("encode_with_merges", points=1, hint="Start from the text's UTF-8 bytes, then repeatedly merge the "
+               "neighbouring pair with the lowest new id (the merge learned first) until no pair is in `merges`.")
+def encode_matches_trained_tokenizer(ns: Namespace) -> None:
+    merges = _trained_basic().merges
+    for text in ("The return value is None.", "def f(x):\n    return x", "a"):
+        _expect_encoding(ns, text, merges, f"encode_with_merges({text!r}) with 60 merges trained on prose")
+
+
+@chapter.check("encode_with_merges", points=1, hint="Apply merges by rank (lowest new id first), not by how often "
+               "a pair occurs in this text and not by where it occurs. The dict may be in any order.")
+def encode_by_rank(ns: Namespace) -> None:
+    ranked = {(97, 98): 257, (98, 99): 256}   # listed out of rank order on purpose
+    _expect_encoding(ns, "abc", ranked, "encode_with_merges('abc', {(97, 98): 257, (98, 99): 256})")
+    _expect_encoding(ns, "ababc", ranked, "encode_with_merges('ababc', {(97, 98): 257, (98, 99): 256})")
+    nested = {(104, 105): 256, (256, 33): 257, (257, 257): 258}
+    _expect_encoding(ns, "hi!hi!hi", nested, "encode_with_merges('hi!hi!hi', {(104, 105): 256, (256, 33): 257, "
+                                             "(257, 257): 258})")
+
+
+@chapter.check("encode_with_merges", points=1, hint="Encode the text to UTF-8 bytes first (a Chinese character is 3 "
+               "bytes, ord() is not a byte); an empty text gives an empty list.")
+def encode_unicode_and_empty(ns: Namespace) -> None:
+    merges = _trained_basic().merges
+    for text in ("", "分词器 tokenizes 😀!", "字节对编码"):
+        _expect_encoding(ns, text, merges, f"encode_with_merges({text!r})")
+
+
+# --------------------------------------------------------------------------- decode_ids
+
+
+def _byte_vocab(extra: Mapping[int, bytes] = {}) -> dict[int, bytes]:
+    return {**{i: bytes([i]) for i in range(256)}, **extra}
+
+
+def _expect_decoding(ns: Namespace, ids: list[int], vocab: Mapping[int, bytes], what: str) -> None:
+    expected = b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
+    got = _learner(ns, "decode_ids", list(ids), dict(vocab))
+    expect(isinstance(got, str), f"{what} should return a str, got {type(got).__name__}.")
+    expect(got == expected, f"{what} returned {got!r}, expected {expected!r}.")
+
+
+@chapter.check("decode_ids", points=1, hint="Look up each id's bytes in `vocab`, join them, and decode the whole "
+               "byte string as UTF-8 at the end.")
+def decode_round_trip(ns: Namespace) -> None:
+    tok = _trained_basic()
+    for text in ("The value of x is None.", "分词器 and 😀"):
+        ids = tok.encode(text)
+        _expect_decoding(ns, ids, tok.vocab, f"decode_ids of the ids of {text!r}")
+        got = _learner(ns, "decode_ids", ids, dict(tok.vocab))
+        expect(got == text, f"decode_ids did not give back {text!r}: got {got!r}.")
+
+
+@chapter.check("decode_ids", points=1, hint="A character may be split over two tokens: decode the joined bytes "
+               "once, not each token on its own. Invalid UTF-8 must become '\\ufffd' (errors='replace'), "
+               "not be dropped or crash.")
+def decode_split_and_invalid(ns: Namespace) -> None:
+    vocab = _byte_vocab({256: "中".encode("utf-8")[:2], 257: "中".encode("utf-8")[2:] + b"!"})
+    _expect_decoding(ns, [256, 257], vocab, "decode_ids([256, 257]) where 256 and 257 each hold part of '中'")
+    _expect_decoding(ns, [0xE4, 0xB8, 97], vocab, "decode_ids([0xE4, 0xB8, 97]) (a cut-off character, then 'a')")
+    _expect_decoding(ns, [104, 0xFF, 105], vocab, "decode_ids([104, 0xFF, 105]) (0xFF is never valid UTF-8)")
+    _expect_decoding(ns, [], vocab, "decode_ids([])")
+
+
+@chapter.check("decode_ids", points=1, hint="An id that is not in `vocab` is a bug in the caller: raise a "
+               "ValueError whose message names the id, instead of a bare KeyError or skipping it.")
+def decode_unknown_id(ns: Namespace) -> None:
+    decode_ids = get_function(ns, "decode_ids")
+    vocab = _byte_vocab({256: b"ab"})
+    for bad in (999, -1):
+        try:
+            with _without_package("decode_ids"):
+                got = decode_ids([104, bad, 105], dict(vocab))
+        except ValueError as exc:
+            expect(str(bad) in str(exc), f"decode_ids([104, {bad}, 105]) raised ValueError({str(exc)!r}); "
+                                         f"the message should name the unknown id {bad}.")
+            continue
+        except (NotImplementedError, PackageNotAllowed):
+            raise
+        except Exception as exc:
+            raise CheckFailed(f"decode_ids([104, {bad}, 105]) raised {type(exc).__name__}: {exc}; an unknown id "
+                              "should raise a ValueError.") from None
+        raise CheckFailed(f"decode_ids([104, {bad}, 105]) returned {got!r}; an unknown id should raise a "
+                          "ValueError.")
+
+
+# --------------------------------------------------------------------------- regex_split
+
+
+def _reference_split(text: str, special_tokens: tuple[str, ...] = ()) -> list[str]:
+    if not special_tokens:
+        return regex.findall(GPT4_PATTERN, text)
+    specials = sorted(special_tokens, key=lambda s: (-len(s), s))
+    parts = regex.split("(" + "|".join(regex.escape(s) for s in specials) + ")", text)
+    out: list[str] = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            out.append(part)
+        elif part:
+            out.extend(regex.findall(GPT4_PATTERN, part))
+    return out
+
+
+def _expect_split(ns: Namespace, text: str, special_tokens: tuple[str, ...] = ()) -> None:
+    expected = _reference_split(text, special_tokens)
+    args = (text, special_tokens) if special_tokens else (text,)
+    got = call(ns, "regex_split", *args)
+    what = f"regex_split({_short(text, 50)}" + (f", {special_tokens})" if special_tokens else ")")
+    expect(isinstance(got, list) and all(isinstance(p, str) for p in got),
+           f"{what} should return a list of str, got {_short(got)}.")
+    expect("".join(got) == text, f"{what}: the pieces joined together are not the text; nothing may be dropped.")
+    for k, (g, w) in enumerate(zip(got, expected)):
+        expect(g == w, f"{what}: piece {k} is {g!r}, expected {w!r}.")
+    expect(len(got) == len(expected), f"{what} gave {len(got)} pieces, expected {len(expected)}.")
+
+
+@chapter.check("regex_split", points=1, hint="Use the third-party `regex` module (Python's `re` has no \\p{L}) "
+               "with the GPT-4 pattern of the task, and return every match (findall).")
+def regex_split_english(ns: Namespace) -> None:
+    _expect_split(ns, "Hello world! It's 2024, isn't it?")
+    _expect_split(ns, "def add(a, b):\n    return a + b\n")
+
+
+@chapter.check("regex_split", points=1, hint="The GPT-4 pattern (not GPT-2's) keeps at most 3 digits together, "
+               "matches contractions in any case, and leaves the last space of a run to the next word.")
+def regex_split_gpt4_details(ns: Namespace) -> None:
+    _expect_split(ns, "I DON'T have 1234567 apples.")
+    _expect_split(ns, "a    b\n\n\nc \t d  ")
+    _expect_split(ns, "分词器 splits 中文 and 😀😀 too")
+
+
+@chapter.check("regex_split", points=1, hint="Cut the text around the special tokens first: each occurrence is "
+               "one piece of its own; only the text between them goes through the pattern.")
+def regex_split_special_tokens(ns: Namespace) -> None:
+    _expect_split(ns, "Hello<|endoftext|> world", ("<|endoftext|>",))
+    _expect_split(ns, "<|fim_prefix|>x = 1<|endoftext|><|endoftext|>y", ("<|endoftext|>", "<|fim_prefix|>"))
+    _expect_split(ns, "no special token here", ("<|endoftext|>",))
+
+
+# --------------------------------------------------------------------------- to_mergeable_ranks
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_regex() -> RegexTokenizer:
+    return RegexTokenizer().train(english_prose(6_000), 256 + 120)
+
+
+_EXPORT = [(bridge, "to_tiktoken", "to_tiktoken"), (_tokenizers, "to_tiktoken", "to_tiktoken")]
+
+
+def _learner_ranks(ns: Namespace, merges: Mapping[tuple[int, int], int]) -> dict[bytes, int]:
+    with ExitStack() as stack:
+        for owner, attribute, shown in _EXPORT:
+            stack.enter_context(mock.patch.object(owner, attribute, _refuse("to_mergeable_ranks", shown)))
+        got = call(ns, "to_mergeable_ranks", dict(merges))
+    expect(isinstance(got, Mapping), f"to_mergeable_ranks should return a dict {{token bytes: rank}}, "
+                                     f"got {type(got).__name__}.")
+    bad = [k for k in got if not isinstance(k, bytes)]
+    expect(not bad, f"the keys should be bytes, got e.g. {bad[:1]!r}.")
+    return dict(got)
+
+
+@chapter.check("to_mergeable_ranks", points=1, hint="Every single byte b is a token with rank b; each merge "
+               "(a, b) -> new_id is the token vocab[a] + vocab[b] (the bytes, built up merge by merge) with rank new_id.")
+def ranks_match_vocabulary(ns: Namespace) -> None:
+    for merges in ({(104, 105): 256, (256, 33): 257}, _trained_regex().merges):
+        expected = {token: i for i, token in RegexTokenizer.from_merges(merges).vocab.items()}
+        got = _learner_ranks(ns, merges)
+        missing = [b for b in range(256) if bytes([b]) not in got]
+        expect(not missing, f"the single byte {bytes(missing[:1])!r} is missing: tiktoken needs all 256.")
+        for token, rank in expected.items():
+            expect(got.get(token) == rank, f"token {token!r} should have rank {rank}, got {got.get(token)!r}.")
+        expect(len(got) == len(expected), f"{len(got)} ranks, expected {len(expected)} (256 bytes + "
+                                          f"{len(merges)} merges).")
+
+
+@chapter.check("to_mergeable_ranks", points=1, hint="tiktoken encodes by rank: with your ranks, an Encoding must "
+               "give exactly the ids of llmcourse's RegexTokenizer for the same merges.")
+def ranks_encode_like_llmcourse(ns: Namespace) -> None:
+    tok = _trained_regex()
+    got = _learner_ranks(ns, tok.merges)
+    ids = list(got.values())
+    usable = (all(type(i) is int and i >= 0 for i in ids) and len(set(ids)) == len(ids)
+              and all(bytes([b]) in got for b in range(256)))
+    expect(usable, "the ranks need all 256 single bytes and one distinct non-negative int per token.")
+    encoding = tiktoken.Encoding(name="learner", pat_str=GPT4_PATTERN, mergeable_ranks=got, special_tokens={})
+    for text in ("Return the value of the attribute, or None.", "分词 for 2025 😀"):
+        want = tok.encode_ordinary(text)
+        have = encoding.encode_ordinary(text)
+        expect(have == want, f"tiktoken with your ranks encodes {text!r} as {_short(have)}; llmcourse gives "
+                             f"{_short(want)}.")
