@@ -161,3 +161,16 @@ def test_cli_table_output(tmp_path, capsys):
     assert cli(["grade", str(path), "--chapter", CHAPTER]) == 0
     out = capsys.readouterr().out
     assert "add_matches" in out and "Total: 4/4 points" in out
+
+
+def test_an_error_inside_a_library_points_at_the_learners_line():
+    from llmcourse.grading.checks import CheckFailed, call
+
+    def mul(a, b):
+        import json
+        return json.loads("{")  # the learner's line; the error is raised inside the json module
+
+    with pytest.raises(CheckFailed) as info:
+        call({"mul": mul}, "mul", 1, 2)
+    assert "raised JSONDecodeError" in str(info.value)
+    assert 'json.loads("{")' in str(info.value)

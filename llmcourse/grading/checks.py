@@ -154,10 +154,14 @@ def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def _learner_frame(exc: BaseException) -> str:
-    """Point at the last line of the learner's own code in a traceback."""
-    package_dir = str(Path(__file__).resolve().parents[1])
+    """Point at the last line of the learner's own code in a traceback (not ours, not a library's)."""
+    import sysconfig
+
+    library_dirs = {str(Path(__file__).resolve().parents[1])}
+    library_dirs |= {str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("stdlib", "purelib", "platlib")}
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
-        if not str(Path(frame.filename).resolve()).startswith(package_dir):
+        path = str(Path(frame.filename).resolve())
+        if not any(path.startswith(d) for d in library_dirs):
             line = (frame.line or "").strip()
             return f" (at line {frame.lineno}: `{line}`)" if line else ""
     return ""
