@@ -1,0 +1,191 @@
+"""Tests of chapter 02's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub, fail every common mistake, and are quick and deterministic."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcourse import optim
+from llmcourse.autograd import mul_rule, topological_order
+from llmcourse.checks.ch02 import chapter
+from llmcourse.dropout import dropout
+from llmcourse.gradients import layer_sensitivity, numerical_gradient
+from llmcourse.grading.checks import run_check, run_checks
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _finite_difference_gradient(f, x, eps=1e-6):
+    grad = torch.empty(x.shape, dtype=torch.float64)
+    for index in range(x.numel()):
+        up, down = x.detach().clone().to(torch.float64), x.detach().clone().to(torch.float64)
+        up.view(-1)[index] += eps
+        down.view(-1)[index] -= eps
+        grad.view(-1)[index] = (float(f(up)) - float(f(down))) / (2 * eps)
+    return grad
+
+
+def _mul_backward(out):
+    a, b = out.parents
+    a.grad += out.grad * b.data
+    b.grad += out.grad * a.data
+
+
+def _topological_sort(root):
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:  # iterative depth-first search: parents first, then the node
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+        elif node not in seen:
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((p, False) for p in reversed(node.parents) if p not in seen)
+    return order
+
+
+def _layer_delta(delta_next, W, z):
+    s = 1 / (1 + torch.exp(-z))
+    return s * (1 - s) * (delta_next @ W.T)
+
+
+def _momentum_step(param, grad, buf, lr, momentum=0.9):
+    buf = grad.clone() if buf is None else momentum * buf + grad
+    return param - lr * buf, buf
+
+
+def _adam_step(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad**2
+    step = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+    return param - lr * step, m, v
+
+
+def _inverted_dropout(x, p, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape, generator=generator) >= p
+    return torch.where(keep, x / (1 - p), torch.zeros_like(x))
+
+
+CORRECT = {
+    "finite_difference_gradient": _finite_difference_gradient,
+    "mul_backward": _mul_backward,
+    "topological_sort": _topological_sort,
+    "layer_delta": _layer_delta,
+    "momentum_step": _momentum_step,
+    "adam_step": _adam_step,
+    "inverted_dropout": _inverted_dropout,
+}
+
+
+def _package_mul_backward(out):
+    for parent, local in zip(out.parents, mul_rule(out)):
+        parent.grad += out.grad * local
+
+
+PACKAGE = {
+    "finite_difference_gradient": numerical_gradient,
+    "mul_backward": _package_mul_backward,
+    "topological_sort": topological_order,
+    "layer_delta": lambda delta_next, W, z: layer_sensitivity(delta_next, W, z,
+                                                              lambda t: torch.sigmoid(t) * (1 - torch.sigmoid(t))),
+    "momentum_step": lambda param, grad, buf, lr, momentum=0.9: optim.momentum_step(param, grad, buf, lr, momentum),
+    "adam_step": optim.adam_step,
+    "inverted_dropout": lambda x, p, training=True, generator=None: dropout(x, p, training, generator),
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("write this")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert chapter.number == "02"
+    assert set(chapter.exercises) == set(CORRECT)
+    assert len(chapter.exercises) >= 6
+    for exercise in chapter.exercises:
+        checks = [c for c in chapter.checks if c.exercise == exercise]
+        assert 2 <= len(checks) <= 3, exercise
+        assert all(c.hint for c in checks)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    results = run_checks(chapter, {exercise: PACKAGE[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_each_check_fails_for_the_stub(exercise):
+    results = run_checks(chapter, {exercise: _stub}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+def test_a_missing_function_fails_with_a_clear_message():
+    results = run_checks(chapter, {}, "adam_step")
+    assert not any(r.passed for r in results)
+    assert all("is not defined" in r.message for r in results)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_every_wrong_solution_fails_a_check_without_crashing_it(exercise):
+    from wrong_solutions.ch02 import WRONG
+
+    assert WRONG[exercise], exercise
+    for wrong in WRONG[exercise]:
+        results = run_checks(chapter, {exercise: wrong}, exercise)
+        assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
+        assert not any("could not use your code" in r.message for r in results), (wrong.__name__, results)
+
+
+@pytest.mark.parametrize("exercise, builtin", [
+    ("inverted_dropout", lambda x, p, training=True, generator=None: F.dropout(x, p, training)),
+    ("inverted_dropout", lambda x, p, training=True, generator=None: torch.nn.Dropout(p)(x) if training else x),
+    ("layer_delta", lambda delta_next, W, z: torch.autograd.grad(
+        ((torch.sigmoid(z.clone().requires_grad_(True)) @ W) * delta_next).sum(), [z])[0]),
+])
+def test_checks_refuse_the_builtin_they_ask_you_to_write(exercise, builtin):
+    results = run_checks(chapter, {exercise: builtin}, exercise)
+    assert not all(r.passed for r in results)
+    assert F.dropout(torch.ones(3), 0.5, training=False).tolist() == [1.0, 1.0, 1.0]  # restored afterwards
+
+
+def test_autograd_is_refused_inside_finite_differences():
+    def cheat(f, x, eps=1e-6):
+        leaf = x.detach().clone().requires_grad_(True)
+        f(leaf).backward()
+        return leaf.grad
+
+    results = run_checks(chapter, {"finite_difference_gradient": cheat}, "finite_difference_gradient")
+    assert not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    x = torch.ones(2, requires_grad=True)
+    (x * 2).sum().backward()  # backward works again afterwards
+    assert x.grad.tolist() == [2.0, 2.0]
+
+
+def test_checks_are_quick_and_deterministic():
+    optim.Adam([torch.zeros(1, requires_grad=True)])  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name  # well under 1 s on an idle CPU
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second

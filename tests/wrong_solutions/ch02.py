@@ -1,0 +1,344 @@
+"""Common mistakes in chapter 02's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# --------------------------------------------------------------------------- finite_difference_gradient
+
+
+def fd_one_sided(f, x, eps=1e-6):
+    """A forward difference (f(x + eps) - f(x)) / eps: its error shrinks only like eps."""
+    grad = torch.zeros_like(x)
+    base = float(f(x))
+    for i in range(x.numel()):
+        nudged = x.clone()
+        nudged.view(-1)[i] += eps
+        grad.view(-1)[i] = (float(f(nudged)) - base) / eps
+    return grad
+
+
+def fd_huge_eps(f, x, eps=1e-6):
+    """Ignores eps and nudges by 0.1: the slope of a chord, not of the curve."""
+    grad = torch.zeros_like(x)
+    for i in range(x.numel()):
+        up, down = x.clone(), x.clone()
+        up.view(-1)[i] += 0.1
+        down.view(-1)[i] -= 0.1
+        grad.view(-1)[i] = (float(f(up)) - float(f(down))) / 0.2
+    return grad
+
+
+def fd_divides_by_eps(f, x, eps=1e-6):
+    """Central difference divided by eps instead of 2 eps: every slope comes out twice too large."""
+    grad = torch.zeros_like(x)
+    for i in range(x.numel()):
+        up, down = x.clone(), x.clone()
+        up.view(-1)[i] += eps
+        down.view(-1)[i] -= eps
+        grad.view(-1)[i] = (float(f(up)) - float(f(down))) / eps
+    return grad
+
+
+def fd_never_restores(f, x, eps=1e-6):
+    """Nudges x in place and never puts the element back: later slopes are taken at the wrong point."""
+    flat = x.view(-1)
+    grad = torch.zeros_like(flat)
+    for i in range(flat.numel()):
+        flat[i] += eps
+        f_up = float(f(x))
+        flat[i] -= 2 * eps
+        f_down = float(f(x))
+        grad[i] = (f_up - f_down) / (2 * eps)
+    return grad.view_as(x)
+
+
+def fd_nudges_everything(f, x, eps=1e-6):
+    """Nudges all the elements at once: one directional slope copied into every entry."""
+    slope = (float(f(x + eps)) - float(f(x - eps))) / (2 * eps)
+    return torch.full_like(x, slope)
+
+
+# --------------------------------------------------------------------------- mul_backward
+
+
+def mul_overwrites(out):
+    """Assigns with = instead of adding: loses what other paths contributed, and a * a gets half its gradient."""
+    a, b = out.parents
+    a.grad = out.grad * b.data
+    b.grad = out.grad * a.data
+
+
+def mul_swapped(out):
+    """Gives each parent its own value as the local derivative instead of the other one's."""
+    a, b = out.parents
+    a.grad += out.grad * a.data
+    b.grad += out.grad * b.data
+
+
+def mul_forgets_out_grad(out):
+    """Uses the local derivatives alone, forgetting the sensitivity that arrived from further on."""
+    a, b = out.parents
+    a.grad += b.data
+    b.grad += a.data
+
+
+def mul_returns_instead_of_adding(out):
+    """Computes the right numbers but returns them instead of adding them to the parents' grads."""
+    a, b = out.parents
+    return out.grad * b.data, out.grad * a.data
+
+
+# --------------------------------------------------------------------------- topological_sort
+
+
+def topo_root_first(root):
+    """A correct depth-first order, but returned the wrong way round (root first)."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node not in seen:
+            seen.add(node)
+            for parent in node.parents:
+                visit(parent)
+            order.append(node)
+
+    visit(root)
+    return order[::-1]
+
+
+def topo_preorder(root):
+    """Appends each node before visiting its parents (pre-order): children come before their parents."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node not in seen:
+            seen.add(node)
+            order.append(node)
+            for parent in node.parents:
+                visit(parent)
+
+    visit(root)
+    return order
+
+
+def topo_no_visited_set(root):
+    """Forgets the visited set: a Value reached along several paths is listed several times."""
+    order = []
+
+    def visit(node):
+        for parent in node.parents:
+            visit(parent)
+        order.append(node)
+
+    visit(root)
+    return order
+
+
+def topo_breadth_first_reversed(root):
+    """Breadth-first from the root, reversed: fails when a node is reached by paths of different lengths."""
+    order, seen, queue = [], {root}, [root]
+    while queue:
+        node = queue.pop(0)
+        order.append(node)
+        for parent in node.parents:
+            if parent not in seen:
+                seen.add(parent)
+                queue.append(parent)
+    return order[::-1]
+
+
+def topo_skips_leaves(root):
+    """Lists only the nodes made by an operation, leaving out inputs, weights and constants."""
+    order, seen = [], set()
+
+    def visit(node):
+        if node not in seen:
+            seen.add(node)
+            for parent in node.parents:
+                visit(parent)
+            if node.parents:
+                order.append(node)
+
+    visit(root)
+    return order
+
+
+# --------------------------------------------------------------------------- layer_delta
+
+
+def _sigmoid(z):
+    return 1 / (1 + torch.exp(-z))
+
+
+def delta_without_slope(delta_next, W, z):
+    """Forgets the activation's derivative: passes delta_next @ W.T straight through."""
+    return delta_next @ W.T
+
+
+def delta_sigmoid_not_its_slope(delta_next, W, z):
+    """Multiplies by σ(z) where σ'(z) belongs (the slip in source 000, §4.2.4)."""
+    return _sigmoid(z) * (delta_next @ W.T)
+
+
+def delta_without_transpose(delta_next, W, z):
+    """Multiplies by W instead of W.T (the shapes only line up by accident when W is square)."""
+    return _sigmoid(z) * (1 - _sigmoid(z)) * (delta_next @ W)
+
+
+def delta_slope_of_the_output(delta_next, W, z):
+    """Takes the slope at σ(z), as if z were already the activation: σ'(σ(z))."""
+    a = _sigmoid(z)
+    return _sigmoid(a) * (1 - _sigmoid(a)) * (delta_next @ W.T)
+
+
+def delta_tanh_slope(delta_next, W, z):
+    """Uses tanh's derivative 1 - tanh(z)² for a sigmoid layer."""
+    return (1 - torch.tanh(z) ** 2) * (delta_next @ W.T)
+
+
+# --------------------------------------------------------------------------- momentum_step
+
+
+def momentum_moving_average(param, grad, buf, lr, momentum=0.9):
+    """buf = momentum * buf + (1 - momentum) * grad: an average, not PyTorch's sum (steps 10x smaller)."""
+    buf = (1 - momentum) * grad if buf is None else momentum * buf + (1 - momentum) * grad
+    return param - lr * buf, buf
+
+
+def momentum_lr_in_buffer(param, grad, buf, lr, momentum=0.9):
+    """Puts the learning rate inside the buffer: the same path, but the buffer is not PyTorch's."""
+    buf = lr * grad if buf is None else momentum * buf + lr * grad
+    return param - buf, buf
+
+
+def momentum_old_buffer(param, grad, buf, lr, momentum=0.9):
+    """Steps with the old buffer, before adding the new gradient."""
+    step = torch.zeros_like(param) if buf is None else buf
+    new_param = param - lr * step
+    buf = grad.clone() if buf is None else momentum * buf + grad
+    return new_param, buf
+
+
+def momentum_in_place(param, grad, buf, lr, momentum=0.9):
+    """Right numbers, but updates the caller's param tensor in place."""
+    buf = grad.clone() if buf is None else momentum * buf + grad
+    param -= lr * buf
+    return param, buf
+
+
+def momentum_ignored(param, grad, buf, lr, momentum=0.9):
+    """Plain gradient descent: the buffer never remembers anything."""
+    return param - lr * grad, grad.clone()
+
+
+# --------------------------------------------------------------------------- adam_step
+
+
+def adam_no_bias_correction(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Uses m and v as they are: early steps come out the wrong size."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    return param - lr * m / (v.sqrt() + eps), m, v
+
+
+def adam_eps_inside_sqrt(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Adds eps under the square root instead of after it."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+    return param - lr * m_hat / (v_hat + eps).sqrt(), m, v
+
+
+def adam_v_of_abs_grad(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Averages |grad| in v instead of grad², and then still takes the square root."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad.abs()
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+def adam_corrected_state(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Returns the bias-corrected m_hat and v_hat as the new state, so the correction compounds."""
+    beta1, beta2 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m_hat, v_hat
+
+
+def adam_betas_swapped(param, grad, m, v, t, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """Uses beta2 for the gradient's average and beta1 for the square's."""
+    beta2, beta1 = betas
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+    return param - lr * m_hat / (v_hat.sqrt() + eps), m, v
+
+
+# --------------------------------------------------------------------------- inverted_dropout
+
+
+def dropout_without_scaling(x, p, training=True, generator=None):
+    """Zeroes entries but forgets to divide the survivors by 1 - p: the average shrinks."""
+    if not training:
+        return x
+    return x * (torch.rand(x.shape, generator=generator) >= p)
+
+
+def dropout_multiplies_by_keep(x, p, training=True, generator=None):
+    """Multiplies the survivors by 1 - p instead of dividing."""
+    if not training:
+        return x
+    return x * (torch.rand(x.shape, generator=generator) >= p) * (1 - p)
+
+
+def dropout_also_at_inference(x, p, training=True, generator=None):
+    """Ignores `training`: still drops units when the model is used."""
+    return x * (torch.rand(x.shape, generator=generator) >= p) / (1 - p)
+
+
+def dropout_keeps_with_probability_p(x, p, training=True, generator=None):
+    """Keeps each entry with probability p instead of dropping it with probability p."""
+    if not training:
+        return x
+    return x * (torch.rand(x.shape, generator=generator) < p) / (1 - p)
+
+
+def dropout_classic_convention(x, p, training=True, generator=None):
+    """The classic convention (as source 003 describes inference): no scaling in training, x (1 - p) at inference."""
+    if not training:
+        return x * (1 - p)
+    return x * (torch.rand(x.shape, generator=generator) >= p)
+
+
+def dropout_global_random(x, p, training=True, generator=None):
+    """Ignores the generator and draws from the global random numbers: masks cannot be reproduced."""
+    if not training:
+        return x
+    return x * (torch.rand(x.shape) >= p) / (1 - p)
+
+
+WRONG: dict[str, list[Callable]] = {
+    "finite_difference_gradient": [fd_one_sided, fd_huge_eps, fd_divides_by_eps, fd_never_restores,
+                                   fd_nudges_everything],
+    "mul_backward": [mul_overwrites, mul_swapped, mul_forgets_out_grad, mul_returns_instead_of_adding],
+    "topological_sort": [topo_root_first, topo_preorder, topo_no_visited_set, topo_breadth_first_reversed,
+                         topo_skips_leaves],
+    "layer_delta": [delta_without_slope, delta_sigmoid_not_its_slope, delta_without_transpose,
+                    delta_slope_of_the_output, delta_tanh_slope],
+    "momentum_step": [momentum_moving_average, momentum_lr_in_buffer, momentum_old_buffer, momentum_in_place,
+                      momentum_ignored],
+    "adam_step": [adam_no_bias_correction, adam_eps_inside_sqrt, adam_v_of_abs_grad, adam_corrected_state,
+                  adam_betas_swapped],
+    "inverted_dropout": [dropout_without_scaling, dropout_multiplies_by_keep, dropout_also_at_inference,
+                         dropout_keeps_with_probability_p, dropout_classic_convention, dropout_global_random],
+}
