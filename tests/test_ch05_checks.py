@@ -1,0 +1,158 @@
+"""Tests of chapter 05's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub, fail every common mistake, refuse the built-in the learner
+must write, and are quick and deterministic."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcourse import attention as A
+from llmcourse.checks.ch05 import chapter
+from llmcourse.grading.checks import run_check, run_checks
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _attention_scores(q, k):
+    return torch.einsum("...qd,...kd->...qk", q, k) / math.sqrt(q.shape[-1])
+
+
+def _causal_mask(seq_len):
+    return torch.ones(seq_len, seq_len).tril() > 0
+
+
+def _attention(q, k, v, mask=None):
+    scores = torch.einsum("...qd,...kd->...qk", q, k) * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = torch.where(mask, scores, torch.full_like(scores, -math.inf))
+    scores = scores - scores.amax(dim=-1, keepdim=True)
+    weights = scores.exp() / scores.exp().sum(dim=-1, keepdim=True)
+    return weights @ v
+
+
+def _split_heads(x, n_heads):
+    head_dim = x.shape[-1] // n_heads
+    return torch.stack(x.split(head_dim, dim=-1), dim=1)
+
+
+def _merge_heads(x):
+    return torch.cat(x.unbind(dim=1), dim=-1)
+
+
+def _repeat_kv(x, n_rep):
+    batch, kv, seq, head_dim = x.shape
+    return x[:, :, None].expand(batch, kv, n_rep, seq, head_dim).reshape(batch, kv * n_rep, seq, head_dim)
+
+
+def _kv_cache_bytes(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
+    keys = values = n_layers * n_kv_heads * head_dim
+    return (keys + values) * bytes_per_value
+
+
+CORRECT = {
+    "attention_scores": _attention_scores,
+    "causal_mask": _causal_mask,
+    "attention": _attention,
+    "split_heads": _split_heads,
+    "merge_heads": _merge_heads,
+    "repeat_kv": _repeat_kv,
+    "kv_cache_bytes": _kv_cache_bytes,
+}
+
+PACKAGE = {
+    "attention_scores": A.attention_scores,
+    "causal_mask": A.causal_mask,
+    "attention": lambda q, k, v, mask=None: A.scaled_dot_product_attention(q, k, v, mask=mask),
+    "split_heads": A.split_heads,
+    "merge_heads": A.merge_heads,
+    "repeat_kv": A.repeat_kv,
+    "kv_cache_bytes": A.kv_cache_bytes_per_token,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("write this")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert chapter.number == "05"
+    assert set(chapter.exercises) == set(CORRECT)
+    assert len(chapter.exercises) >= 5
+    for exercise in chapter.exercises:
+        checks = [c for c in chapter.checks if c.exercise == exercise]
+        assert 2 <= len(checks) <= 3, exercise
+        assert all(c.hint for c in checks)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    results = run_checks(chapter, {exercise: PACKAGE[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_each_check_fails_for_the_stub(exercise):
+    results = run_checks(chapter, {exercise: _stub}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+def test_a_missing_function_fails_with_a_clear_message():
+    results = run_checks(chapter, {}, "attention")
+    assert not any(r.passed for r in results)
+    assert all("is not defined" in r.message for r in results)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_every_wrong_solution_fails_a_check_without_crashing_it(exercise):
+    from wrong_solutions.ch05 import WRONG
+
+    assert WRONG[exercise], exercise
+    for wrong in WRONG[exercise]:
+        results = run_checks(chapter, {exercise: wrong}, exercise)
+        assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
+        assert not any("could not use your code" in r.message for r in results), (wrong.__name__, results)
+
+
+def test_attention_refuses_torch_sdpa():
+    def builtin(q, k, v, mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    results = run_checks(chapter, {"attention": builtin}, "attention")
+    assert results and not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    q = torch.zeros(1, 2, 3)
+    assert F.scaled_dot_product_attention(q, q, q).shape == (1, 2, 3)  # restored afterwards
+
+
+def test_kv_cache_bytes_accepts_a_whole_float_but_not_gib():
+    as_float = lambda n_layers, n_kv_heads, head_dim, bytes_per_value=2: float(
+        _kv_cache_bytes(n_layers, n_kv_heads, head_dim, bytes_per_value))
+    assert all(r.passed for r in run_checks(chapter, {"kv_cache_bytes": as_float}, "kv_cache_bytes"))
+    in_gib = lambda n_layers, n_kv_heads, head_dim, bytes_per_value=2: (
+        _kv_cache_bytes(n_layers, n_kv_heads, head_dim, bytes_per_value) / 2**30)
+    assert not any(r.passed for r in run_checks(chapter, {"kv_cache_bytes": in_gib}, "kv_cache_bytes"))
+
+
+def test_checks_are_quick_and_deterministic():
+    run_checks(chapter, CORRECT)  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name  # well under 1 s on an idle CPU
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second

@@ -1,0 +1,202 @@
+"""Common mistakes in chapter 05's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+# --------------------------------------------------------------------------- attention_scores
+
+
+def scores_unscaled(q, k):
+    """Forgets to divide by sqrt(d_k)."""
+    return q @ k.transpose(-2, -1)
+
+
+def scores_divided_by_d_k(q, k):
+    """Divides by d_k instead of its square root."""
+    return q @ k.transpose(-2, -1) / q.shape[-1]
+
+
+def scores_scaled_by_sequence_length(q, k):
+    """Scales by the number of keys, following source 000's "N^2 results" explanation."""
+    return q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])
+
+
+def scores_keys_against_queries(q, k):
+    """Multiplies in the wrong order: one row per key instead of one per query."""
+    return k @ q.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+# --------------------------------------------------------------------------- causal_mask
+
+
+def mask_without_diagonal(seq_len):
+    """Strictly lower triangle: a token may not even look at itself (the first row is empty)."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).tril(diagonal=-1)
+
+
+def mask_upper_triangle(seq_len):
+    """Allows the future and hides the past."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).triu()
+
+
+def mask_as_floats(seq_len):
+    """Returns 1.0 / 0.0 floats instead of booleans (as an additive mask that means "add 0 or 1")."""
+    return torch.ones(seq_len, seq_len).tril()
+
+
+def mask_true_means_hidden(seq_len):
+    """Uses nn.MultiheadAttention's convention, True = hidden, where True = may attend was asked for."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).triu(diagonal=1)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def _masked(scores, mask):
+    return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+
+
+def attention_unscaled(q, k, v, mask=None):
+    """Forgets the 1/sqrt(d_k)."""
+    return torch.softmax(_masked(q @ k.transpose(-2, -1), mask), dim=-1) @ v
+
+
+def attention_softmax_over_queries(q, k, v, mask=None):
+    """Normalises each column (over the queries) instead of each row (over the keys)."""
+    scores = _masked(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask)
+    return torch.softmax(scores, dim=-2).nan_to_num() @ v
+
+
+def attention_zeroes_weights_after_softmax(q, k, v, mask=None):
+    """Masks after the softmax, so the remaining weights no longer sum to 1."""
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    if mask is not None:
+        weights = weights * mask
+    return weights @ v
+
+
+def attention_masks_with_zero(q, k, v, mask=None):
+    """Sets hidden scores to 0 instead of -inf: exp(0) = 1 still gives them weight."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, 0.0)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def attention_inverted_mask(q, k, v, mask=None):
+    """Hides the keys where the mask is True."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+def attention_naive_exp(q, k, v, mask=None):
+    """Writes softmax as exp / sum(exp) without subtracting the maximum: overflows on large scores."""
+    scores = _masked(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask)
+    e = torch.exp(scores)
+    return (e / e.sum(dim=-1, keepdim=True)) @ v
+
+
+# --------------------------------------------------------------------------- split_heads
+
+
+def split_heads_view_without_transpose(x, n_heads):
+    """Reshapes straight to (batch, heads, seq, head_dim), which cuts the sequence into pieces."""
+    batch, seq, d = x.shape
+    return x.view(batch, n_heads, seq, d // n_heads)
+
+
+def split_heads_interleaved(x, n_heads):
+    """Gives head h every n_heads-th feature instead of a contiguous slice."""
+    batch, seq, d = x.shape
+    return x.view(batch, seq, d // n_heads, n_heads).permute(0, 3, 1, 2)
+
+
+def split_heads_forgets_transpose(x, n_heads):
+    """Stops at (batch, seq, heads, head_dim)."""
+    batch, seq, d = x.shape
+    return x.view(batch, seq, n_heads, d // n_heads)
+
+
+# --------------------------------------------------------------------------- merge_heads
+
+
+def merge_heads_without_transpose(x):
+    """Reshapes (batch, heads, seq, head_dim) directly, mixing positions of different heads."""
+    batch, heads, seq, head_dim = x.shape
+    return x.reshape(batch, seq, heads * head_dim)
+
+
+def merge_heads_interleaved(x):
+    """Interleaves the heads' features instead of concatenating them."""
+    batch, heads, seq, head_dim = x.shape
+    return x.permute(0, 2, 3, 1).reshape(batch, seq, heads * head_dim)
+
+
+def merge_heads_view_after_transpose(x):
+    """Calls .view on the transposed (non-contiguous) tensor, which raises."""
+    batch, heads, seq, head_dim = x.shape
+    return x.transpose(1, 2).view(batch, seq, heads * head_dim)
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+
+def repeat_kv_tiles(x, n_rep):
+    """Tiles the whole stack (0, 1, 0, 1, ...) instead of repeating each head in a row (0, 0, 1, 1, ...)."""
+    return x.repeat(1, n_rep, 1, 1)
+
+
+def repeat_kv_along_sequence(x, n_rep):
+    """Repeats along the sequence instead of the heads."""
+    return x.repeat_interleave(n_rep, dim=2)
+
+
+def repeat_kv_only_first_head(x, n_rep):
+    """Gives every query head the first key/value head (MQA by accident)."""
+    batch, kv, seq, head_dim = x.shape
+    return x[:, :1].expand(batch, kv * n_rep, seq, head_dim)
+
+
+# --------------------------------------------------------------------------- kv_cache_bytes
+
+
+def kv_bytes_keys_only(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
+    """Forgets that the values are cached too."""
+    return n_layers * n_kv_heads * head_dim * bytes_per_value
+
+
+def kv_bytes_counts_numbers(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
+    """Counts numbers, not bytes."""
+    return 2 * n_layers * n_kv_heads * head_dim
+
+
+def kv_bytes_float32_default(n_layers, n_kv_heads, head_dim, bytes_per_value=4):
+    """Assumes 4-byte floats by default."""
+    return 2 * n_layers * n_kv_heads * head_dim * bytes_per_value
+
+
+def kv_bytes_in_bits(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
+    """Returns bits instead of bytes."""
+    return 2 * n_layers * n_kv_heads * head_dim * bytes_per_value * 8
+
+
+WRONG: dict[str, list[Callable]] = {
+    "attention_scores": [scores_unscaled, scores_divided_by_d_k, scores_scaled_by_sequence_length,
+                         scores_keys_against_queries],
+    "causal_mask": [mask_without_diagonal, mask_upper_triangle, mask_as_floats, mask_true_means_hidden],
+    "attention": [attention_unscaled, attention_softmax_over_queries, attention_zeroes_weights_after_softmax,
+                  attention_masks_with_zero, attention_inverted_mask, attention_naive_exp],
+    "split_heads": [split_heads_view_without_transpose, split_heads_interleaved, split_heads_forgets_transpose],
+    "merge_heads": [merge_heads_without_transpose, merge_heads_interleaved, merge_heads_view_after_transpose],
+    "repeat_kv": [repeat_kv_tiles, repeat_kv_along_sequence, repeat_kv_only_first_head],
+    "kv_cache_bytes": [kv_bytes_keys_only, kv_bytes_counts_numbers, kv_bytes_float32_default, kv_bytes_in_bits],
+}
