@@ -165,11 +165,12 @@ def stale_exercises(root: Path) -> list[str]:
 # --------------------------------------------------------------------------- executing notebooks
 
 
-def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 1200) -> bool:
+def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -> bool:
     """Run a notebook top to bottom in a fresh kernel and store its outputs in place.
 
-    ``fast`` sets ``LLMCOURSE_FAST`` for the kernel (None: inherit). Errors stop
-    the run and raise (nothing is written). Returns True when the file changed.
+    ``fast`` sets ``LLMCOURSE_FAST`` for the kernel (None: inherit). Errors, and a
+    cell that runs longer than ``timeout`` seconds, stop the run and raise
+    (nothing is written). Returns True when the file changed.
     """
     nb = nbformat.read(path, as_version=4)
     env_before = os.environ.get("LLMCOURSE_FAST")
