@@ -1,0 +1,148 @@
+"""Tests of chapter 04's graded checks: each fails on an unwritten stub, passes on a correct implementation,
+refuses the built-ins it asks you to write, and catches every common mistake in wrong_solutions/ch04.py."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmcourse import embeddings as E
+from llmcourse import positions as P
+from llmcourse.checks.ch04 import chapter
+from llmcourse.grading.checks import run_checks
+
+
+def _one_hot_embed(ids, weight):
+    return F.one_hot(ids.long(), weight.shape[0]).to(weight.dtype) @ weight
+
+
+def _sinusoidal_encoding(n_positions, d_model):
+    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * torch.exp(
+        -math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.empty(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2], table[:, 1::2] = angles.sin(), angles.cos()
+    return table.float()
+
+
+def _rope_rotate(x, positions, base=10000.0):
+    """The paper's complex-number view, re-ordered to LLaMA's (i, i + half) pairs: independent of llmcourse."""
+    half = x.shape[-1] // 2
+    theta = base ** (-torch.arange(half, dtype=torch.float64) * 2 / x.shape[-1])
+    turn = torch.polar(torch.ones(len(positions), half, dtype=torch.float64),
+                       positions.double()[:, None] * theta)
+    z = torch.complex(x[..., :half].double(), x[..., half:].double()) * turn
+    return torch.cat([z.real, z.imag], dim=-1).to(x.dtype)
+
+
+def _alibi_slopes(n_heads):
+    p = 1 << (n_heads.bit_length() - 1)
+    slopes = [2 ** (-8 * (h + 1) / p) for h in range(p)]
+    slopes += [2 ** (-8 * (h + 1) / (2 * p)) for h in range(0, 2 * p, 2)][: n_heads - p]
+    return torch.tensor(slopes)
+
+
+def _alibi_bias(n_heads, seq_len):
+    slopes = torch.tensor([2 ** (-8 * (h + 1) / n_heads) for h in range(n_heads)])
+    bias = torch.full((n_heads, seq_len, seq_len), float("-inf"))
+    for i in range(seq_len):
+        for j in range(i + 1):
+            bias[:, i, j] = -slopes * (i - j)
+    return bias
+
+
+CORRECT = {
+    "one_hot_embed": _one_hot_embed,
+    "cosine_similarity": lambda a, b: (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)),
+    "sinusoidal_encoding": _sinusoidal_encoding,
+    "rope_rotate": _rope_rotate,
+    "alibi_slopes": _alibi_slopes,
+    "alibi_bias": _alibi_bias,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("write this")
+
+
+def test_chapter_registers_its_exercises():
+    assert chapter.number == "04"
+    assert set(chapter.exercises) == set(CORRECT)
+    assert len(chapter.exercises) >= 5
+    for exercise in chapter.exercises:
+        checks = [c for c in chapter.checks if c.exercise == exercise]
+        assert 2 <= len(checks) <= 3, exercise
+        assert all(c.hint for c in checks)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_fail_for_the_stub(exercise):
+    results = run_checks(chapter, {exercise: _stub}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+def test_package_functions_pass_the_checks():
+    def rope(x, positions, base=10000.0):
+        cos, sin = P.rope_frequencies(x.shape[-1], int(positions.max()) + 1, base, dtype=torch.float64)
+        return P.apply_rope(x.double(), cos, sin, positions).to(x.dtype)
+
+    ns = {
+        "one_hot_embed": E.one_hot_embed,
+        "cosine_similarity": E.cosine_similarity,
+        "sinusoidal_encoding": P.sinusoidal_encoding,
+        "rope_rotate": rope,
+        "alibi_slopes": P.alibi_slopes,
+        "alibi_bias": P.alibi_bias,
+    }
+    results = run_checks(chapter, ns)
+    assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise, builtin", [
+    ("one_hot_embed", lambda ids, w: F.embedding(ids, w)),
+    ("one_hot_embed", lambda ids, w: torch.embedding(w, ids)),
+    ("one_hot_embed", lambda ids, w: nn.Embedding.from_pretrained(w, freeze=False)(ids)),
+    ("one_hot_embed", lambda ids, w: w.index_select(0, ids.flatten()).reshape(*ids.shape, -1)),
+    ("cosine_similarity", lambda a, b: F.cosine_similarity(a, b, dim=-1)),
+    ("cosine_similarity", lambda a, b: torch.cosine_similarity(a, b, dim=-1)),
+    ("cosine_similarity", lambda a, b: (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1)),
+])
+def test_checks_refuse_the_builtin_they_ask_you_to_write(exercise, builtin):
+    results = run_checks(chapter, {exercise: builtin}, exercise)
+    failed = [r for r in results if not r.passed]
+    assert failed and all("asks you to write" in r.message for r in failed)
+    w = torch.randn(4, 2)  # the built-ins are back afterwards
+    assert torch.equal(F.embedding(torch.tensor([1]), w), w[1:2])
+    assert F.cosine_similarity(torch.ones(3), torch.ones(3), dim=0).item() == pytest.approx(1.0)
+
+
+def test_every_wrong_solution_fails_a_check():
+    from wrong_solutions.ch04 import WRONG
+
+    assert set(WRONG) == set(chapter.exercises)
+    for exercise, wrong_fns in WRONG.items():
+        assert wrong_fns, exercise
+        for wrong in wrong_fns:
+            results = run_checks(chapter, {exercise: wrong}, exercise)
+            assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
+            assert not any("could not use your code" in r.message for r in results), wrong.__name__
+
+
+def test_checks_are_deterministic_and_quick():
+    import time
+
+    start = time.perf_counter()
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    elapsed = time.perf_counter() - start
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second
+    assert elapsed < len(chapter.checks) * 1.0
