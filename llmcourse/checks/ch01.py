@@ -10,14 +10,22 @@ runs your function with that built-in switched off, so calling it fails the chec
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Mapping
-from unittest import mock
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, expect_close, expect_shape
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
 
 chapter = Chapter("01", "Neural networks are numbers")
 
@@ -35,33 +43,6 @@ _GELU = [(F, "gelu", "F.gelu")]
 _LINEAR = [(F, "linear", "F.linear")]  # nn.Linear calls it too
 
 
-class BuiltinNotAllowed(Exception):
-    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
-    pass
-
-
-@contextmanager
-def _without(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    """Switch the given PyTorch functions off while the learner's code runs."""
-    def refuse(shown: str):
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
-        return refused
-
-    with ExitStack() as stack:
-        for owner, attribute, shown in builtins:
-            stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=_gen(seed), dtype=dtype)
-
-
 def _as_float(value: Any) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return float(value.item())
@@ -77,14 +58,14 @@ def _as_float(value: Any) -> float:
 def neuron_one_example(ns: Namespace) -> None:
     x, w, b = torch.tensor([0.8, 0.5]), torch.tensor([3.0, -1.0]), 0.25
     expect_close(call(ns, "neuron", x, w, b), torch.sigmoid(x @ w + b), "neuron([0.8, 0.5], [3, -1], 0.25)")
-    x, w = _randn(5, seed=1), _randn(5, seed=2)
+    x, w = seeded_randn(5, seed=1), seeded_randn(5, seed=2)
     expect_close(call(ns, "neuron", x, w, -0.7), torch.sigmoid(x @ w - 0.7), "neuron on a random 5-input example")
 
 
 @chapter.check("neuron", points=1, hint="With a batch, x has shape (batch, n): sum the products over the last "
                "dimension only, so each example keeps its own output.")
 def neuron_batch(ns: Namespace) -> None:
-    x, w = _randn(4, 3, seed=3), _randn(3, seed=4)
+    x, w = seeded_randn(4, 3, seed=3), seeded_randn(3, seed=4)
     expect_close(call(ns, "neuron", x, w, 0.5), torch.sigmoid(x @ w + 0.5), "neuron on a batch of 4 examples")
 
 
@@ -93,9 +74,9 @@ def neuron_batch(ns: Namespace) -> None:
 @chapter.check("dense_layer", points=1, hint="Rows of `a` are examples and columns of `W` are neurons, so the result "
                "(batch, n_out) needs no transposes. Check the shapes of each factor.")
 def dense_layer_matches_linear(ns: Namespace) -> None:
-    a, W, b = _randn(5, 3, seed=10), _randn(3, 4, seed=11), _randn(4, seed=12)
+    a, W, b = seeded_randn(5, 3, seed=10), seeded_randn(3, 4, seed=11), seeded_randn(4, seed=12)
     expected = F.linear(a, W.T, b)
-    with _without("dense_layer", _LINEAR):
+    with forbid("dense_layer", _LINEAR):
         got = call(ns, "dense_layer", a, W, b)
     expect_close(got, expected, "dense_layer with a (5, 3), W (3, 4), b (4,)")
 
@@ -103,9 +84,9 @@ def dense_layer_matches_linear(ns: Namespace) -> None:
 @chapter.check("dense_layer", points=1, hint="Every neuron adds its own bias: with all-zero inputs each row of the "
                "output should equal b.")
 def dense_layer_adds_bias(ns: Namespace) -> None:
-    a, W, b = torch.zeros(2, 3), _randn(3, 2, seed=13), torch.tensor([1.5, -2.0])
+    a, W, b = torch.zeros(2, 3), seeded_randn(3, 2, seed=13), torch.tensor([1.5, -2.0])
     expect_close(call(ns, "dense_layer", a, W, b), b.expand(2, 2), "dense_layer of all-zero inputs")
-    a = _randn(3, 3, seed=14)
+    a = seeded_randn(3, 3, seed=14)
     expect_close(call(ns, "dense_layer", a, W, b), a @ W + b, "dense_layer with a (3, 3), W (3, 2)")
 
 
@@ -113,7 +94,7 @@ def dense_layer_adds_bias(ns: Namespace) -> None:
                "batch, and it must not apply an activation: the layer returns z itself.")
 def dense_layer_any_batch(ns: Namespace) -> None:
     for batch, n_in, n_out, seed in [(1, 6, 2, 15), (64, 8, 3, 16)]:
-        a, W, b = _randn(batch, n_in, seed=seed), _randn(n_in, n_out, seed=seed + 100), _randn(n_out, seed=seed + 200)
+        a, W, b = seeded_randn(batch, n_in, seed=seed), seeded_randn(n_in, n_out, seed=seed + 100), seeded_randn(n_out, seed=seed + 200)
         expect_close(call(ns, "dense_layer", a, W, b), F.linear(a, W.T, b),
                      f"dense_layer with a batch of {batch} ({n_in} inputs, {n_out} neurons)")
 
@@ -135,7 +116,7 @@ def _reference_mlp(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
 
 
 def _random_mlp(sizes: list[int], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    g = _gen(seed)
+    g = seeded_generator(seed)
     weights = [torch.randn(n_in, n_out, generator=g) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
     biases = [torch.randn(n_out, generator=g) for n_out in sizes[1:]]
     return weights, biases
@@ -145,7 +126,7 @@ def _random_mlp(sizes: list[int], seed: int) -> tuple[list[torch.Tensor], list[t
                "ReLU goes between layers.")
 def mlp_forward_matches_sequential(ns: Namespace) -> None:
     weights, biases = _random_mlp([4, 8, 8, 3], seed=20)
-    x = _randn(5, 4, seed=21)
+    x = seeded_randn(5, 4, seed=21)
     expect_close(call(ns, "mlp_forward", x, weights, biases), _reference_mlp(x, weights, biases),
                  "mlp_forward with layer sizes 4 -> 8 -> 8 -> 3")
 
@@ -154,7 +135,7 @@ def mlp_forward_matches_sequential(ns: Namespace) -> None:
                "be negative. A network of one layer is just a @ W + b.")
 def mlp_forward_last_layer_is_linear(ns: Namespace) -> None:
     weights, biases = _random_mlp([3, 4], seed=22)
-    x = _randn(6, 3, seed=23)
+    x = seeded_randn(6, 3, seed=23)
     expect_close(call(ns, "mlp_forward", x, weights, biases), x @ weights[0] + biases[0],
                  "mlp_forward with a single layer")
 
@@ -162,7 +143,7 @@ def mlp_forward_last_layer_is_linear(ns: Namespace) -> None:
 @chapter.check("mlp_forward", points=1, hint="Loop over all the layers you are given, whatever their number and sizes.")
 def mlp_forward_any_depth(ns: Namespace) -> None:
     weights, biases = _random_mlp([3, 5, 2, 6, 4, 2], seed=24)
-    x = _randn(2, 3, seed=25)
+    x = seeded_randn(2, 3, seed=25)
     expect_close(call(ns, "mlp_forward", x, weights, biases), _reference_mlp(x, weights, biases),
                  "mlp_forward with five layers (3 -> 5 -> 2 -> 6 -> 4 -> 2)")
 
@@ -173,11 +154,11 @@ def mlp_forward_any_depth(ns: Namespace) -> None:
                "Python's max() compares single numbers, not tensors.")
 def relu_values(ns: Namespace) -> None:
     x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 2.0])
-    with _without("relu", _RELU):
+    with forbid("relu", _RELU):
         got = call(ns, "relu", x)
     expect_close(got, torch.tensor([0.0, 0.0, 0.0, 0.5, 2.0]), "relu([-2, -0.5, 0, 0.5, 2])")
-    x = _randn(3, 7, seed=30)
-    with _without("relu", _RELU):
+    x = seeded_randn(3, 7, seed=30)
+    with forbid("relu", _RELU):
         got = call(ns, "relu", x)
     expect_close(got, F.relu(x), "relu of a random (3, 7) tensor")
 
@@ -185,8 +166,8 @@ def relu_values(ns: Namespace) -> None:
 @chapter.check("relu", points=1, hint="Return a tensor with the input's shape and dtype: ReLU changes values, "
                "nothing else.")
 def relu_keeps_shape_and_dtype(ns: Namespace) -> None:
-    x = _randn(2, 3, 4, seed=31, dtype=torch.float64)
-    with _without("relu", _RELU):
+    x = seeded_randn(2, 3, 4, seed=31, dtype=torch.float64)
+    with forbid("relu", _RELU):
         got = expect_shape(call(ns, "relu", x), (2, 3, 4), "relu of a (2, 3, 4) tensor")
     expect(got.dtype == torch.float64, f"relu of a float64 tensor returned {got.dtype}; keep the input's dtype.")
     expect_close(got, F.relu(x), "relu of a (2, 3, 4) float64 tensor", atol=0, rtol=0)
@@ -198,7 +179,7 @@ def relu_keeps_shape_and_dtype(ns: Namespace) -> None:
                "an approximation is not close enough here. Mind the scaling inside erf.")
 def gelu_exact_values(ns: Namespace) -> None:
     x = torch.linspace(-5, 5, 101)
-    with _without("gelu", _GELU):
+    with forbid("gelu", _GELU):
         got = call(ns, "gelu", x)
     expect_close(got, F.gelu(x), "gelu on [-5, 5]", atol=2e-6, rtol=1e-5)
 
@@ -206,9 +187,9 @@ def gelu_exact_values(ns: Namespace) -> None:
 @chapter.check("gelu", points=1, hint="GELU is elementwise: it must keep any shape, stay finite for large inputs "
                "and keep float64 precision.")
 def gelu_shapes_and_extremes(ns: Namespace) -> None:
-    x = torch.cat([_randn(11, seed=40, dtype=torch.float64) * 3,
+    x = torch.cat([seeded_randn(11, seed=40, dtype=torch.float64) * 3,
                    torch.tensor([-30.0, -10.0, -1e-3, 0.0, 1e-3, 10.0, 30.0], dtype=torch.float64)]).reshape(3, 6)
-    with _without("gelu", _GELU):
+    with forbid("gelu", _GELU):
         got = call(ns, "gelu", x)
     expect_close(got, F.gelu(x), "gelu of a (3, 6) float64 tensor with large entries", atol=1e-10, rtol=1e-9)
 
@@ -218,8 +199,8 @@ def gelu_shapes_and_extremes(ns: Namespace) -> None:
 @chapter.check("stable_softmax", points=1, hint="softmax(x) = exp(x) / sum(exp(x)) along `dim`: every slice along "
                "`dim` must be positive and sum to 1.")
 def softmax_matches_torch(ns: Namespace) -> None:
-    x = _randn(4, 6, seed=50)
-    with _without("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
+    x = seeded_randn(4, 6, seed=50)
+    with forbid("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
         got = call(ns, "stable_softmax", x)
     expect_close(got, torch.softmax(x, dim=-1), "stable_softmax of a random (4, 6) tensor")
 
@@ -228,11 +209,11 @@ def softmax_matches_torch(ns: Namespace) -> None:
                "same amount does not change softmax; which shift keeps exp small, slice by slice?")
 def softmax_large_inputs(ns: Namespace) -> None:
     x = torch.tensor([1000.0, 1001.0])
-    with _without("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
+    with forbid("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
         got = call(ns, "stable_softmax", x)
     expect_close(got, torch.softmax(x, dim=-1), "stable_softmax([1000, 1001])")
     x = torch.tensor([[1000.0, 1001.0, 1002.0], [0.0, 1.0, 2.0], [-1000.0, -999.0, -998.0]])
-    with _without("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
+    with forbid("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
         got = call(ns, "stable_softmax", x)
     expect_close(got, torch.softmax(x, dim=-1), "stable_softmax of rows around 1000, 0 and -1000")
 
@@ -240,9 +221,9 @@ def softmax_large_inputs(ns: Namespace) -> None:
 @chapter.check("stable_softmax", points=1, hint="Respect the `dim` argument everywhere (the max and the sum), and "
                "keep the reduced dimension so the shapes line up for broadcasting.")
 def softmax_other_dims(ns: Namespace) -> None:
-    x = _randn(3, 4, 5, seed=51) * 4
+    x = seeded_randn(3, 4, 5, seed=51) * 4
     for dim in (0, 1, -1):
-        with _without("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
+        with forbid("stable_softmax", _SOFTMAX + _LOG_SOFTMAX):
             got = call(ns, "stable_softmax", x, dim=dim)
         expect_close(got, torch.softmax(x, dim=dim), f"stable_softmax of a (3, 4, 5) tensor with dim={dim}")
 
@@ -252,9 +233,9 @@ def softmax_other_dims(ns: Namespace) -> None:
 @chapter.check("cross_entropy_from_logits", points=1, hint="The loss of one example is -log of the softmax "
                "probability of its target class, computed from the raw logits; average over the batch.")
 def cross_entropy_matches_torch(ns: Namespace) -> None:
-    logits = _randn(8, 5, seed=60) * 2
-    targets = torch.randint(0, 5, (8,), generator=_gen(61))
-    with _without("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
+    logits = seeded_randn(8, 5, seed=60) * 2
+    targets = torch.randint(0, 5, (8,), generator=seeded_generator(61))
+    with forbid("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
         got = call(ns, "cross_entropy_from_logits", logits, targets)
     expect_close(got, F.cross_entropy(logits, targets), "cross_entropy_from_logits on 8 examples, 5 classes")
 
@@ -264,7 +245,7 @@ def cross_entropy_matches_torch(ns: Namespace) -> None:
 def cross_entropy_large_logits(ns: Namespace) -> None:
     logits = torch.tensor([[1000.0, 0.0, -1000.0], [-5.0, -3.0, -8.0], [200.0, 210.0, 190.0], [0.0, 0.0, 0.0]])
     targets = torch.tensor([1, 2, 1, 0])
-    with _without("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
+    with forbid("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
         got = call(ns, "cross_entropy_from_logits", logits, targets)
     expect_close(got, F.cross_entropy(logits, targets), "cross_entropy_from_logits on large and negative logits")
 
@@ -272,15 +253,15 @@ def cross_entropy_large_logits(ns: Namespace) -> None:
 @chapter.check("cross_entropy_from_logits", points=1, hint="Average the per-example losses (mean, not sum), so the "
                "loss does not grow with the batch size.")
 def cross_entropy_is_a_mean(ns: Namespace) -> None:
-    logits = _randn(16, 4, seed=62)
-    targets = torch.randint(0, 4, (16,), generator=_gen(63))
-    with _without("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
+    logits = seeded_randn(16, 4, seed=62)
+    targets = torch.randint(0, 4, (16,), generator=seeded_generator(63))
+    with forbid("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
         got = call(ns, "cross_entropy_from_logits", logits, targets)
         got_one = call(ns, "cross_entropy_from_logits", logits[:1], targets[:1])
     expect_close(got_one, F.cross_entropy(logits[:1], targets[:1]), "cross_entropy_from_logits on one example")
     expect_close(got, F.cross_entropy(logits, targets), "cross_entropy_from_logits on a batch of 16")
     confident = torch.tensor([[20.0, 0.0], [0.0, 20.0]])
-    with _without("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
+    with forbid("cross_entropy_from_logits", _CROSS_ENTROPY + _LOG_SOFTMAX + _SOFTMAX):
         got = _as_float(call(ns, "cross_entropy_from_logits", confident, torch.tensor([0, 1])))
     expect(0 <= got < 1e-6, f"confident, correct logits should give a loss near 0, got {got:.6g}.")
 

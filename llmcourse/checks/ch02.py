@@ -8,16 +8,25 @@ own: no check needs any other exercise's function.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Mapping
-from unittest import mock
+from typing import Any, Mapping
 
 import torch
 import torch._dynamo  # noqa: F401  (the first torch.optim optimizer imports it; pay that once, at import time)
 import torch.nn.functional as F
 
 from llmcourse.autograd import RULES, Value, backpropagate, topological_order
-from llmcourse.grading.checks import Chapter, CheckFailed, as_tensor, call, expect, expect_close, expect_shape
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    as_tensor,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
 
 chapter = Chapter("02", "Learning: gradients and backpropagation")
 
@@ -25,36 +34,15 @@ Namespace = Mapping[str, Any]
 F64 = torch.float64
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
 def _randn(*shape: int, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=_gen(seed), dtype=F64)
+    """Seeded normal noise in float64, the precision of every check in this chapter."""
+    return seeded_randn(*shape, seed=seed, dtype=F64)
 
 
 def _autograd(f, x: torch.Tensor) -> torch.Tensor:
     leaf = x.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(f(leaf), leaf)
     return grad
-
-
-class BuiltinNotAllowed(Exception):
-    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
-
-
-@contextmanager
-def _without(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    """Switch the given PyTorch functions off while the learner's code runs."""
-    def refuse(shown: str):
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
-        return refused
-
-    with ExitStack() as stack:
-        for owner, attribute, shown in builtins:
-            stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
 
 
 _AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
@@ -66,7 +54,7 @@ _DROPOUT = [(F, "dropout", "F.dropout"), (torch, "dropout", "torch.dropout"),
 # --------------------------------------------------------------------------- finite_difference_gradient
 
 def _fd(ns: Namespace, f, x: torch.Tensor, what: str, **kwargs: Any) -> torch.Tensor:
-    with _without("finite_difference_gradient", _AUTOGRAD):
+    with forbid("finite_difference_gradient", _AUTOGRAD):
         got = call(ns, "finite_difference_gradient", f, x, **kwargs)
     return expect_shape(got, tuple(x.shape), what)
 
@@ -258,7 +246,7 @@ def topological_sort_each_node_once(ns: Namespace) -> None:
 @chapter.check("topological_sort", points=1, hint="Walked backwards, your order must visit each node only after "
                "every node that uses it; then backpropagation gives the same gradients as PyTorch.")
 def topological_sort_drives_backprop(ns: Namespace) -> None:
-    g = _gen(7)
+    g = seeded_generator(7)
     xs = torch.randn(3, generator=g, dtype=F64)
     W1 = torch.randn(3, 4, generator=g, dtype=F64) / 2
     W2 = torch.randn(4, generator=g, dtype=F64) / 2
@@ -289,7 +277,7 @@ def _layer_delta_reference(delta_next: torch.Tensor, W: torch.Tensor, z: torch.T
 
 
 def _layer_delta(ns: Namespace, delta_next, W, z, what: str) -> torch.Tensor:
-    with _without("layer_delta", _AUTOGRAD):
+    with forbid("layer_delta", _AUTOGRAD):
         got = call(ns, "layer_delta", delta_next, W, z)
     return expect_shape(got, tuple(z.shape), what)
 
@@ -330,7 +318,7 @@ def layer_delta_shapes(ns: Namespace) -> None:
 
 def _problem(seed: int) -> tuple[list[torch.Tensor], Any]:
     """A small regression network: its parameters and a function giving the gradients at any parameters."""
-    g = _gen(seed)
+    g = seeded_generator(seed)
     X, Y = torch.randn(16, 4, generator=g, dtype=F64), torch.randn(16, 2, generator=g, dtype=F64)
     init = [torch.randn(4, 3, generator=g, dtype=F64) / 2, torch.randn(3, generator=g, dtype=F64) / 2,
             torch.randn(3, 2, generator=g, dtype=F64) / 2]
@@ -469,7 +457,7 @@ def adam_returns_its_state(ns: Namespace) -> None:
 # --------------------------------------------------------------------------- inverted_dropout
 
 def _dropout(ns: Namespace, x, p, training, generator, what: str) -> torch.Tensor:
-    with _without("inverted_dropout", _DROPOUT):
+    with forbid("inverted_dropout", _DROPOUT):
         got = call(ns, "inverted_dropout", x, p, training, generator)
     return expect_shape(got, tuple(x.shape), what)
 
@@ -478,9 +466,9 @@ def _dropout(ns: Namespace, x, p, training, generator, what: str) -> torch.Tenso
                "all: return x as it is, with no scaling. With p = 0 nothing is dropped either.")
 def dropout_off_is_identity(ns: Namespace) -> None:
     x = _randn(4, 5, seed=70).float()
-    got = _dropout(ns, x, 0.5, False, _gen(0), "inverted_dropout(x, p=0.5, training=False)")
+    got = _dropout(ns, x, 0.5, False, seeded_generator(0), "inverted_dropout(x, p=0.5, training=False)")
     expect_close(got, x, "inverted_dropout(x, p=0.5, training=False)", atol=0, rtol=0)
-    got = _dropout(ns, x, 0.0, True, _gen(0), "inverted_dropout(x, p=0, training=True)")
+    got = _dropout(ns, x, 0.0, True, seeded_generator(0), "inverted_dropout(x, p=0, training=True)")
     expect_close(got, x, "inverted_dropout(x, p=0, training=True)", atol=0, rtol=0)
 
 
@@ -490,7 +478,7 @@ def dropout_keeps_the_expectation(ns: Namespace) -> None:
     n = 200_000
     for p, seed in [(0.3, 71), (0.8, 72)]:
         x = torch.full((n,), 3.0)
-        got = _dropout(ns, x, p, True, _gen(seed), f"inverted_dropout of {n} threes with p={p}")
+        got = _dropout(ns, x, p, True, seeded_generator(seed), f"inverted_dropout of {n} threes with p={p}")
         reference = F.dropout(x, p, training=True)  # PyTorch's inverted dropout, for the same statistics
         zeros, ref_zeros = (got == 0).double().mean().item(), (reference == 0).double().mean().item()
         expect(abs(zeros - p) < 0.01, f"with p={p} a fraction {zeros:.3f} of the outputs is 0; about {p} should "
@@ -510,9 +498,9 @@ def dropout_keeps_the_expectation(ns: Namespace) -> None:
                "torch.rand(x.shape, generator=generator)), so the same seed gives the same mask; keep x's shape.")
 def dropout_uses_the_generator(ns: Namespace) -> None:
     x = _randn(64, 32, seed=73).float()
-    first = _dropout(ns, x, 0.5, True, _gen(5), "inverted_dropout of a (64, 32) tensor")
-    second = _dropout(ns, x, 0.5, True, _gen(5), "inverted_dropout of a (64, 32) tensor")
-    other = _dropout(ns, x, 0.5, True, _gen(6), "inverted_dropout of a (64, 32) tensor")
+    first = _dropout(ns, x, 0.5, True, seeded_generator(5), "inverted_dropout of a (64, 32) tensor")
+    second = _dropout(ns, x, 0.5, True, seeded_generator(5), "inverted_dropout of a (64, 32) tensor")
+    other = _dropout(ns, x, 0.5, True, seeded_generator(6), "inverted_dropout of a (64, 32) tensor")
     expect(torch.equal(first, second), "two calls with generators seeded alike gave different masks; draw the "
                                        "random numbers from the `generator` argument.")
     expect(not torch.equal(first, other), "generators with different seeds gave the same mask.")

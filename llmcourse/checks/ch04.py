@@ -12,15 +12,23 @@ runs your function with that built-in switched off, so calling it fails the chec
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Mapping
-from unittest import mock
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from llmcourse import positions as P
-from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, expect_close, expect_shape
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
 
 chapter = Chapter("04", "Embeddings and positions")
 
@@ -34,32 +42,6 @@ _COSINE = [(F, "cosine_similarity", "F.cosine_similarity"), (torch, "cosine_simi
            (F, "normalize", "F.normalize")]
 
 
-class BuiltinNotAllowed(Exception):
-    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
-
-
-@contextmanager
-def _without(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    """Switch the given PyTorch functions off while the learner's code runs."""
-    def refuse(shown: str):
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
-        return refused
-
-    with ExitStack() as stack:
-        for owner, attribute, shown in builtins:
-            stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.randn(*shape, generator=_gen(seed), dtype=dtype)
-
-
 def _check_dtype(value: Any, dtype: torch.dtype, what: str) -> None:
     if isinstance(value, torch.Tensor) and value.dtype != dtype:
         raise CheckFailed(f"{what} returned {value.dtype}; it should keep the input's dtype {dtype}.")
@@ -71,16 +53,16 @@ def _check_dtype(value: Any, dtype: torch.dtype, what: str) -> None:
                "token's id, and multiply it by the (vocab_size, dim) table. The number of columns is the "
                "vocabulary size, which the table tells you, not the largest id in the input.")
 def one_hot_embed_matches_lookup(ns: Namespace) -> None:
-    weight = _randn(7, 3, seed=100)
+    weight = seeded_randn(7, 3, seed=100)
     ids = torch.tensor([2, 0, 2, 5])  # the last row (id 6) is never used
     expected = F.embedding(ids, weight)
-    with _without("one_hot_embed", _EMBEDDING):
+    with forbid("one_hot_embed", _EMBEDDING):
         got = call(ns, "one_hot_embed", ids, weight)
     expect_close(got, expected, "one_hot_embed([2, 0, 2, 5]) with a (7, 3) table")
-    weight = _randn(50, 16, seed=101)
-    ids = torch.randint(0, 50, (20,), generator=_gen(102))
+    weight = seeded_randn(50, 16, seed=101)
+    ids = torch.randint(0, 50, (20,), generator=seeded_generator(102))
     expected = F.embedding(ids, weight)
-    with _without("one_hot_embed", _EMBEDDING):
+    with forbid("one_hot_embed", _EMBEDDING):
         got = call(ns, "one_hot_embed", ids, weight)
     expect_close(got, expected, "one_hot_embed of 20 ids with a (50, 16) table")
 
@@ -89,10 +71,10 @@ def one_hot_embed_matches_lookup(ns: Namespace) -> None:
                "over the last dimension and matrix-multiply, without flattening the batch away. Square tables "
                "(vocab_size == dim) catch a transposed table.")
 def one_hot_embed_batches(ns: Namespace) -> None:
-    weight = _randn(6, 6, seed=103)  # square, so a transposed table still has the right shape
+    weight = seeded_randn(6, 6, seed=103)  # square, so a transposed table still has the right shape
     ids = torch.tensor([[1, 4, 4], [0, 5, 2]])
     expected = F.embedding(ids, weight)
-    with _without("one_hot_embed", _EMBEDDING):
+    with forbid("one_hot_embed", _EMBEDDING):
         got = expect_shape(call(ns, "one_hot_embed", ids, weight), (2, 3, 6), "one_hot_embed of a (2, 3) batch")
     expect_close(got, expected, "one_hot_embed of a (2, 3) batch with a (6, 6) table")
 
@@ -100,9 +82,9 @@ def one_hot_embed_batches(ns: Namespace) -> None:
 @chapter.check("one_hot_embed", points=1, hint="Make the one-hot matrix in the table's dtype (float64 here) so the "
                "product keeps full precision, and let gradients flow to the table.")
 def one_hot_embed_dtype_and_gradient(ns: Namespace) -> None:
-    weight = _randn(9, 4, seed=104, dtype=torch.float64).requires_grad_()
+    weight = seeded_randn(9, 4, seed=104, dtype=torch.float64).requires_grad_()
     ids = torch.tensor([3, 8, 3])
-    with _without("one_hot_embed", _EMBEDDING):
+    with forbid("one_hot_embed", _EMBEDDING):
         got = call(ns, "one_hot_embed", ids, weight)
     _check_dtype(got, torch.float64, "one_hot_embed with a float64 table")
     expect_close(got, F.embedding(ids, weight.detach()), "one_hot_embed with a float64 table", atol=1e-12, rtol=1e-12)
@@ -124,7 +106,7 @@ def cosine_small_examples(ns: Namespace) -> None:
     a = torch.tensor([1.0, 2.0, 0.0])
     for b, value in [(torch.tensor([2.0, 4.0, 0.0]), 1.0), (torch.tensor([0.0, 0.0, 3.0]), 0.0),
                      (torch.tensor([-1.0, -2.0, 0.0]), -1.0), (torch.tensor([3.0, 1.0, 0.0]), 5 / math.sqrt(50))]:
-        with _without("cosine_similarity", _COSINE):
+        with forbid("cosine_similarity", _COSINE):
             got = call(ns, "cosine_similarity", a, b)
         expect_close(got, torch.tensor(value), f"cosine_similarity([1, 2, 0], {b.tolist()})")
 
@@ -132,14 +114,14 @@ def cosine_small_examples(ns: Namespace) -> None:
 @chapter.check("cosine_similarity", points=1, hint="Reduce over the last dimension only, so rows (batch, dim) give "
                "one cosine per row, and broadcast a and b like a * b does.")
 def cosine_batches_and_broadcasting(ns: Namespace) -> None:
-    a, b = _randn(5, 8, seed=110), _randn(5, 8, seed=111)
+    a, b = seeded_randn(5, 8, seed=110), seeded_randn(5, 8, seed=111)
     expected = F.cosine_similarity(a, b, dim=-1)
-    with _without("cosine_similarity", _COSINE):
+    with forbid("cosine_similarity", _COSINE):
         got = call(ns, "cosine_similarity", a, b)
     expect_close(got, expected, "cosine_similarity of two (5, 8) batches, row by row")
-    table, query = _randn(10, 4, seed=112), _randn(4, seed=113)
+    table, query = seeded_randn(10, 4, seed=112), seeded_randn(4, seed=113)
     expected = F.cosine_similarity(table, query[None], dim=-1)
-    with _without("cosine_similarity", _COSINE):
+    with forbid("cosine_similarity", _COSINE):
         got = call(ns, "cosine_similarity", table, query)
     expect_close(got, expected, "cosine_similarity of a (10, 4) table with one (4,) vector")
 
@@ -147,9 +129,9 @@ def cosine_batches_and_broadcasting(ns: Namespace) -> None:
 @chapter.check("cosine_similarity", points=1, hint="The cosine ignores length: scaling a or b by any positive "
                "number must not change it, and it always lies in [-1, 1].")
 def cosine_ignores_length(ns: Namespace) -> None:
-    a, b = _randn(3, 6, seed=114, dtype=torch.float64), _randn(3, 6, seed=115, dtype=torch.float64)
+    a, b = seeded_randn(3, 6, seed=114, dtype=torch.float64), seeded_randn(3, 6, seed=115, dtype=torch.float64)
     expected = F.cosine_similarity(a, b, dim=-1)
-    with _without("cosine_similarity", _COSINE):
+    with forbid("cosine_similarity", _COSINE):
         got = call(ns, "cosine_similarity", a * 1000.0, b * 0.01)
     expect_close(got, expected, "cosine_similarity of long (x1000) and short (x0.01) vectors", atol=1e-9, rtol=1e-9)
     _check_dtype(got, torch.float64, "cosine_similarity of float64 vectors")
@@ -204,7 +186,7 @@ def _rope_reference(x: torch.Tensor, positions: torch.Tensor, base: float) -> to
                "pos * base ** (-2i / head_dim). Use x * cos + rotate_half(x) * sin with rotate_half(x1, x2) = "
                "(-x2, x1) and each angle repeated for both halves.")
 def rope_matches_llama_layout(ns: Namespace) -> None:
-    x = _randn(2, 3, 5, 8, seed=120)
+    x = seeded_randn(2, 3, 5, 8, seed=120)
     positions = torch.arange(5)
     expected = _rope_reference(x, positions, 10000.0)
     expect_close(call(ns, "rope_rotate", x, positions, 10000.0), expected,
@@ -214,7 +196,7 @@ def rope_matches_llama_layout(ns: Namespace) -> None:
 @chapter.check("rope_rotate", points=1, hint="Use the positions you are given (they need not start at 0 or be "
                "consecutive) and the base you are given.")
 def rope_positions_and_base(ns: Namespace) -> None:
-    x = _randn(1, 2, 4, 16, seed=121)
+    x = seeded_randn(1, 2, 4, 16, seed=121)
     positions = torch.tensor([7, 3, 100, 2048])
     for base in (10000.0, 500.0):
         expected = _rope_reference(x, positions, base)
@@ -225,7 +207,7 @@ def rope_positions_and_base(ns: Namespace) -> None:
 @chapter.check("rope_rotate", points=1, hint="A rotation keeps every vector's length and makes q·k depend only on "
                "the distance between positions; keep the input's shape and dtype.")
 def rope_properties(ns: Namespace) -> None:
-    q, k = _randn(1, 1, 1, 32, seed=122, dtype=torch.float64), _randn(1, 1, 1, 32, seed=123, dtype=torch.float64)
+    q, k = seeded_randn(1, 1, 1, 32, seed=122, dtype=torch.float64), seeded_randn(1, 1, 1, 32, seed=123, dtype=torch.float64)
     scores = []
     for m, n in [(9, 2), (57, 50), (1007, 1000)]:
         rq = call(ns, "rope_rotate", q, torch.tensor([m]), 10000.0)

@@ -12,42 +12,27 @@ with ``F.scaled_dot_product_attention`` switched off.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Mapping
-from unittest import mock
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, expect_close, expect_shape
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_randn,
+)
 
 chapter = Chapter("05", "Attention")
 
 Namespace = Mapping[str, Any]
 
 _SDPA = [(F, "scaled_dot_product_attention", "F.scaled_dot_product_attention")]
-
-
-class BuiltinNotAllowed(Exception):
-    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
-
-
-@contextmanager
-def _without(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    """Switch the given PyTorch functions off while the learner's code runs."""
-    def refuse(shown: str):
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
-        return refused
-
-    with ExitStack() as stack:
-        for owner, attribute, shown in builtins:
-            stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
-
-
-def _randn(*shape: int, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _explicit_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -61,7 +46,7 @@ def _explicit_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
                "by the square root of the vectors' length d_k (the last dimension). Transpose only the last two "
                "dimensions of k.")
 def attention_scores_values(ns: Namespace) -> None:
-    q, k = _randn(2, 3, 5, 8, seed=1), _randn(2, 3, 7, 8, seed=2)
+    q, k = seeded_randn(2, 3, 5, 8, seed=1), seeded_randn(2, 3, 7, 8, seed=2)
     expect_close(call(ns, "attention_scores", q, k), _explicit_scores(q, k),
                  "attention_scores with q (2, 3, 5, 8) and k (2, 3, 7, 8)")
 
@@ -70,7 +55,7 @@ def attention_scores_values(ns: Namespace) -> None:
                "(..., q_len, k_len). Scale by sqrt(d_k), not by d_k and not by a sequence length.")
 def attention_scores_other_shapes(ns: Namespace) -> None:
     for q_len, k_len, d_k, seed in [(4, 6, 16, 3), (3, 3, 1, 4), (1, 9, 64, 5)]:
-        q, k = _randn(q_len, d_k, seed=seed), _randn(k_len, d_k, seed=seed + 10)
+        q, k = seeded_randn(q_len, d_k, seed=seed), seeded_randn(k_len, d_k, seed=seed + 10)
         expect_close(call(ns, "attention_scores", q, k), _explicit_scores(q, k),
                      f"attention_scores with q ({q_len}, {d_k}) and k ({k_len}, {d_k})")
 
@@ -78,7 +63,7 @@ def attention_scores_other_shapes(ns: Namespace) -> None:
 @chapter.check("attention_scores", points=1, hint="softmax of your scores should give exactly the attention weights "
                "PyTorch uses; if they are too peaked or too flat, look at the scaling.")
 def attention_scores_match_torch_weights(ns: Namespace) -> None:
-    q, k = _randn(2, 4, 5, 32, seed=6) * 2, _randn(2, 4, 5, 32, seed=7) * 2
+    q, k = seeded_randn(2, 4, 5, 32, seed=6) * 2, seeded_randn(2, 4, 5, 32, seed=7) * 2
     identity = torch.eye(5).expand(2, 4, 5, 5)  # values = one-hot rows, so the output is the weight matrix
     weights = F.scaled_dot_product_attention(q, k, identity)
     scores = expect_shape(call(ns, "attention_scores", q, k), (2, 4, 5, 5), "attention_scores of (2, 4, 5, 32) inputs")
@@ -103,7 +88,7 @@ def causal_mask_values(ns: Namespace) -> None:
 def causal_mask_works_in_attention(ns: Namespace) -> None:
     got = expect_shape(call(ns, "causal_mask", 1), (1, 1), "causal_mask(1)")
     expect(got.dtype == torch.bool and bool(got.all()), "causal_mask(1) should be [[True]].")
-    q, k, v = _randn(2, 7, 4, seed=20), _randn(2, 7, 4, seed=21), _randn(2, 7, 3, seed=22)
+    q, k, v = seeded_randn(2, 7, 4, seed=20), seeded_randn(2, 7, 4, seed=21), seeded_randn(2, 7, 3, seed=22)
     mask = call(ns, "causal_mask", 7)
     mask = expect_shape(mask, (7, 7), "causal_mask(7)")
     expect(mask.dtype == torch.bool, f"causal_mask(7) has dtype {mask.dtype}; return a bool tensor.")
@@ -115,17 +100,17 @@ def causal_mask_works_in_attention(ns: Namespace) -> None:
 # --------------------------------------------------------------------------- attention
 
 def _attention(ns: Namespace, *args: Any, **kwargs: Any) -> Any:
-    with _without("attention", _SDPA):
+    with forbid("attention", _SDPA):
         return call(ns, "attention", *args, **kwargs)
 
 
 @chapter.check("attention", points=1, hint="softmax(q k^T / sqrt(d_k)) v: the softmax runs over the keys (the last "
                "dimension of the scores), and the values may have another width than the keys.")
 def attention_matches_torch(ns: Namespace) -> None:
-    q, k, v = _randn(2, 3, 5, 8, seed=30), _randn(2, 3, 7, 8, seed=31), _randn(2, 3, 7, 6, seed=32)
+    q, k, v = seeded_randn(2, 3, 5, 8, seed=30), seeded_randn(2, 3, 7, 8, seed=31), seeded_randn(2, 3, 7, 6, seed=32)
     expect_close(_attention(ns, q, k, v), F.scaled_dot_product_attention(q, k, v),
                  "attention with q (2, 3, 5, 8), k (2, 3, 7, 8), v (2, 3, 7, 6)")
-    q, k, v = _randn(4, 16, seed=33), _randn(4, 16, seed=34), _randn(4, 16, seed=35)
+    q, k, v = seeded_randn(4, 16, seed=33), seeded_randn(4, 16, seed=34), seeded_randn(4, 16, seed=35)
     expect_close(_attention(ns, q, k, v, None), F.scaled_dot_product_attention(q, k, v),
                  "attention with (4, 16) inputs and mask=None")
 
@@ -133,7 +118,7 @@ def attention_matches_torch(ns: Namespace) -> None:
 @chapter.check("attention", points=1, hint="Hide a key by setting its score to -inf before the softmax (where the "
                "mask is False), so the remaining weights still sum to 1. Do not zero weights after the softmax.")
 def attention_with_masks(ns: Namespace) -> None:
-    q, k, v = _randn(2, 2, 6, 8, seed=40), _randn(2, 2, 6, 8, seed=41), _randn(2, 2, 6, 8, seed=42)
+    q, k, v = seeded_randn(2, 2, 6, 8, seed=40), seeded_randn(2, 2, 6, 8, seed=41), seeded_randn(2, 2, 6, 8, seed=42)
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
     expect_close(_attention(ns, q, k, v, causal), F.scaled_dot_product_attention(q, k, v, attn_mask=causal),
                  "attention with a causal mask (6, 6)")
@@ -147,8 +132,8 @@ def attention_with_masks(ns: Namespace) -> None:
 @chapter.check("attention", points=1, hint="Large scores must not overflow: use a softmax that subtracts the row's "
                "maximum (torch.softmax does). Each output row is a weighted average of value rows.")
 def attention_large_scores_and_averages(ns: Namespace) -> None:
-    q, k = _randn(3, 5, 32, seed=50) * 30, _randn(3, 5, 32, seed=51) * 30
-    v = _randn(3, 5, 4, seed=52)
+    q, k = seeded_randn(3, 5, 32, seed=50) * 30, seeded_randn(3, 5, 32, seed=51) * 30
+    v = seeded_randn(3, 5, 4, seed=52)
     expect_close(_attention(ns, q, k, v), F.scaled_dot_product_attention(q, k, v),
                  "attention with very large scores")
     ones = torch.ones(3, 5, 4)
@@ -165,7 +150,7 @@ def _heads_by_slicing(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 @chapter.check("split_heads", points=1, hint="Head h gets the contiguous slice of features h*head_dim ... "
                "(h+1)*head_dim of every position; the output is (batch, n_heads, seq, head_dim).")
 def split_heads_slices(ns: Namespace) -> None:
-    x = _randn(2, 5, 12, seed=60)
+    x = seeded_randn(2, 5, 12, seed=60)
     expect_close(call(ns, "split_heads", x, 3), _heads_by_slicing(x, 3), "split_heads of (2, 5, 12) into 3 heads")
 
 
@@ -173,7 +158,7 @@ def split_heads_slices(ns: Namespace) -> None:
                "sequence and head dimensions; reshaping straight to (batch, n_heads, seq, head_dim) mixes positions.")
 def split_heads_any_shape(ns: Namespace) -> None:
     for batch, seq, d, heads, seed in [(1, 4, 8, 2, 61), (3, 7, 16, 4, 62), (2, 3, 6, 1, 63), (1, 1, 8, 8, 64)]:
-        x = _randn(batch, seq, d, seed=seed)
+        x = seeded_randn(batch, seq, d, seed=seed)
         expect_close(call(ns, "split_heads", x, heads), _heads_by_slicing(x, heads),
                      f"split_heads of ({batch}, {seq}, {d}) into {heads} heads")
 
@@ -183,7 +168,7 @@ def split_heads_any_shape(ns: Namespace) -> None:
 @chapter.check("merge_heads", points=1, hint="Concatenate the heads along the features: position t's output is "
                "[head 0 at t, head 1 at t, ...], shape (batch, seq, n_heads * head_dim).")
 def merge_heads_concatenates(ns: Namespace) -> None:
-    x = _randn(2, 3, 5, 4, seed=70)
+    x = seeded_randn(2, 3, 5, 4, seed=70)
     expect_close(call(ns, "merge_heads", x), torch.cat([x[:, h] for h in range(3)], dim=-1),
                  "merge_heads of (2, 3, 5, 4)")
 
@@ -192,7 +177,7 @@ def merge_heads_concatenates(ns: Namespace) -> None:
                "reshaping; after a transpose use .reshape (or .contiguous().view).")
 def merge_heads_undoes_the_split(ns: Namespace) -> None:
     for batch, heads, seq, head_dim, seed in [(1, 4, 6, 2, 71), (3, 2, 1, 8, 72), (2, 1, 5, 3, 73)]:
-        y = _randn(batch, seq, heads * head_dim, seed=seed)
+        y = seeded_randn(batch, seq, heads * head_dim, seed=seed)
         split = y.view(batch, seq, heads, head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
         expect_close(call(ns, "merge_heads", split), y,
                      f"merge_heads of a split ({batch}, {heads}, {seq}, {head_dim})")
@@ -208,24 +193,24 @@ def _repeat_by_index(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 @chapter.check("repeat_kv", points=1, hint="Query head i uses key/value head i // n_rep: each kv head is repeated "
                "n_rep times in a row (0, 0, 1, 1, ...), not the whole stack tiled (0, 1, 0, 1, ...).")
 def repeat_kv_order(ns: Namespace) -> None:
-    x = _randn(2, 2, 5, 4, seed=80)
+    x = seeded_randn(2, 2, 5, 4, seed=80)
     expect_close(call(ns, "repeat_kv", x, 3), _repeat_by_index(x, 3), "repeat_kv of (2, 2, 5, 4) with n_rep=3")
 
 
 @chapter.check("repeat_kv", points=1, hint="Repeat along the head dimension (dim 1) only: the sequence length and "
                "head_dim stay the same. n_rep=1 changes nothing; one kv head (MQA) serves every query head.")
 def repeat_kv_edge_cases(ns: Namespace) -> None:
-    x = _randn(1, 4, 3, 2, seed=81)
+    x = seeded_randn(1, 4, 3, 2, seed=81)
     expect_close(call(ns, "repeat_kv", x, 1), x, "repeat_kv with n_rep=1")
-    x = _randn(2, 1, 6, 4, seed=82)
+    x = seeded_randn(2, 1, 6, 4, seed=82)
     expect_close(call(ns, "repeat_kv", x, 8), x.expand(2, 8, 6, 4), "repeat_kv of one kv head (MQA) with n_rep=8")
 
 
 @chapter.check("repeat_kv", points=1, hint="With your repeated keys and values, ordinary attention must equal "
                "PyTorch's grouped-query attention.")
 def repeat_kv_gives_gqa(ns: Namespace) -> None:
-    q = _randn(2, 8, 5, 4, seed=83)
-    k, v = _randn(2, 2, 5, 4, seed=84), _randn(2, 2, 5, 4, seed=85)
+    q = seeded_randn(2, 8, 5, 4, seed=83)
+    k, v = seeded_randn(2, 2, 5, 4, seed=84), seeded_randn(2, 2, 5, 4, seed=85)
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
     k_rep, v_rep = call(ns, "repeat_kv", k, 4), call(ns, "repeat_kv", v, 4)
     k_rep = expect_shape(k_rep, (2, 8, 5, 4), "repeat_kv of keys (2, 2, 5, 4) with n_rep=4")

@@ -23,10 +23,11 @@ import math
 import signal
 import threading
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+from unittest import mock
 
 import torch
 
@@ -210,6 +211,38 @@ def expect_close(value: Any, expected: Any, what: str, atol: float = 1e-5, rtol:
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator with a fixed seed: check inputs never depend on global random state."""
+    return torch.Generator().manual_seed(seed)
+
+
+def seeded_randn(*shape: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.randn(*shape)`` drawn from its own seeded generator."""
+    return torch.randn(*shape, generator=seeded_generator(seed), dtype=dtype)
+
+
+class BuiltinNotAllowed(Exception):
+    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
+
+
+@contextmanager
+def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
+    """Switch built-ins off while the learner's code runs, e.g. ``[(torch, "softmax", "torch.softmax")]``.
+
+    Each entry is (owner, attribute, how to show it); calling one raises
+    :class:`BuiltinNotAllowed`, which the check reports as the learner's error.
+    """
+    def refuse(shown: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
+        return refused
+
+    with ExitStack() as stack:
+        for owner, attribute, shown in builtins:
+            stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
+        yield
 
 
 # --------------------------------------------------------------------------- running checks
