@@ -64,7 +64,9 @@ def lab(extra_args: list[str]) -> int:
     ensure_environment("")
     # The server's root is the course folder (so exercises/ and workspace/ are reachable);
     # the file browser opens on notebooks/.
-    return subprocess.call([str(BIN / "jupyter"), "lab", "notebooks", *extra_args], cwd=ROOT)
+    # Containers often run as root, which Jupyter refuses unless told it is intended.
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return subprocess.call([str(BIN / "jupyter"), "lab", "notebooks", *as_root, *extra_args], cwd=ROOT)
 
 
 def test(extra_args: list[str]) -> int:
