@@ -1,0 +1,157 @@
+"""Tests of chapter 06's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub, fail every common mistake, refuse the built-in norms the
+learner must write, and are quick and deterministic."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmcourse import moe, norms
+from llmcourse.checks.ch06 import chapter
+from llmcourse.grading.checks import run_check, run_checks
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _rms_norm(x, weight, eps=1e-6):
+    return weight * x * (x.square().mean(-1, keepdim=True) + eps).rsqrt()
+
+
+def _layer_norm(x, weight, bias, eps=1e-5):
+    centred = x - x.mean(-1, keepdim=True)
+    return centred * (centred.square().mean(-1, keepdim=True) + eps).rsqrt() * weight + bias
+
+
+def _swiglu(x, W_gate, W_up, W_down):
+    g = torch.einsum("...i,hi->...h", x, W_gate)
+    u = torch.einsum("...i,hi->...h", x, W_up)
+    return torch.einsum("...h,oh->...o", g / (1 + torch.exp(-g)) * u, W_down)
+
+
+def _prenorm_block(x, attn, ffn, norm1, norm2):
+    after_attention = x + attn(norm1(x))
+    return after_attention + ffn(norm2(after_attention))
+
+
+def _top_k_route(logits, k):
+    top_logits, indices = torch.sort(logits, dim=-1, descending=True)
+    top_logits, indices = top_logits[..., :k], indices[..., :k]
+    e = torch.exp(top_logits - top_logits[..., :1])
+    return e / e.sum(-1, keepdim=True), indices
+
+
+def _count_block_parameters(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu", norm="layernorm"):
+    kv_dim = (n_heads if n_kv_heads is None else n_kv_heads) * (d_model // n_heads)
+    q_o = 2 * (d_model * d_model + (d_model if bias else 0))
+    k_v = 2 * (d_model * kv_dim + (kv_dim if bias else 0))
+    ins = 2 if ffn == "swiglu" else 1
+    ffn_params = ins * (d_model * d_hidden + (d_hidden if bias else 0)) + d_hidden * d_model + (d_model if bias else 0)
+    norm_params = 2 * d_model * (2 if norm == "layernorm" else 1)
+    return q_o + k_v + ffn_params + norm_params
+
+
+CORRECT = {
+    "rms_norm": _rms_norm,
+    "layer_norm": _layer_norm,
+    "swiglu": _swiglu,
+    "prenorm_block": _prenorm_block,
+    "top_k_route": _top_k_route,
+    "count_block_parameters": _count_block_parameters,
+}
+
+
+def _package_count(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu", norm="layernorm"):
+    from llmcourse.counting import BlockConfig, count_parameters
+
+    config = BlockConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, d_hidden=d_hidden, norm=norm,
+                         ffn=ffn, bias=bias)
+    return count_parameters(config)["total"]
+
+
+PACKAGE = {
+    "rms_norm": norms.rms_norm,
+    "layer_norm": norms.layer_norm,
+    "top_k_route": moe.top_k_route,
+    "count_block_parameters": _package_count,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("write this")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert chapter.number == "06"
+    assert set(chapter.exercises) == set(CORRECT)
+    assert len(chapter.exercises) >= 5
+    for exercise in chapter.exercises:
+        checks = [c for c in chapter.checks if c.exercise == exercise]
+        assert 2 <= len(checks) <= 3, exercise
+        assert all(c.hint for c in checks)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    results = run_checks(chapter, {exercise: PACKAGE[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_each_check_fails_for_the_stub(exercise):
+    results = run_checks(chapter, {exercise: _stub}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_every_wrong_solution_fails_a_check_without_crashing_it(exercise):
+    from wrong_solutions.ch06 import WRONG
+
+    assert WRONG[exercise], exercise
+    for wrong in WRONG[exercise]:
+        results = run_checks(chapter, {exercise: wrong}, exercise)
+        assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
+        assert not any("could not use your code" in r.message for r in results), (wrong.__name__, results)
+
+
+@pytest.mark.parametrize("exercise,builtin", [
+    ("rms_norm", lambda x, weight, eps=1e-6: F.rms_norm(x, (x.shape[-1],), weight, eps=eps)),
+    ("layer_norm", lambda x, weight, bias, eps=1e-5: F.layer_norm(x, (x.shape[-1],), weight, bias, eps)),
+])
+def test_norm_exercises_refuse_torch_norms(exercise, builtin):
+    results = run_checks(chapter, {exercise: builtin}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    x = torch.ones(2, 3)
+    assert F.layer_norm(x, (3,)).shape == (2, 3)  # restored afterwards
+
+
+def test_count_accepts_a_whole_float_but_not_millions():
+    as_float = lambda *a: float(_count_block_parameters(*a))  # noqa: E731
+    assert all(r.passed for r in run_checks(chapter, {"count_block_parameters": as_float}, "count_block_parameters"))
+    in_millions = lambda *a: _count_block_parameters(*a) / 1e6  # noqa: E731
+    assert not any(r.passed for r in run_checks(chapter, {"count_block_parameters": in_millions},
+                                                "count_block_parameters"))
+
+
+def test_checks_are_quick_and_deterministic():
+    run_checks(chapter, CORRECT)  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name  # well under 1 s on an idle CPU
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second

@@ -1,0 +1,182 @@
+"""Common mistakes in chapter 06's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# --------------------------------------------------------------------------- rms_norm
+
+
+def rms_norm_subtracts_mean(x, weight, eps=1e-6):
+    """Centres the vector first (that is LayerNorm without a bias, not RMSNorm)."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / torch.sqrt((x * x).mean(dim=-1, keepdim=True) + eps) * weight
+
+
+def rms_norm_sum_not_mean(x, weight, eps=1e-6):
+    """Uses the sum of squares (the L2 norm) instead of their mean."""
+    return x / torch.sqrt((x * x).sum(dim=-1, keepdim=True) + eps) * weight
+
+
+def rms_norm_eps_outside_sqrt(x, weight, eps=1e-6):
+    """Adds eps after the square root."""
+    return x / (torch.sqrt((x * x).mean(dim=-1, keepdim=True)) + eps) * weight
+
+
+def rms_norm_over_first_dim(x, weight, eps=1e-6):
+    """Averages over the first dimension instead of the features."""
+    return x / torch.sqrt((x * x).mean(dim=0, keepdim=True) + eps) * weight
+
+
+# --------------------------------------------------------------------------- layer_norm
+
+
+def layer_norm_unbiased_variance(x, weight, bias, eps=1e-5):
+    """Uses torch's default .var(), which divides by d - 1."""
+    mean = x.mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(x.var(dim=-1, keepdim=True) + eps) * weight + bias
+
+
+def layer_norm_times_mean(x, weight, bias, eps=1e-5):
+    """Source 002's formula: multiplies by the mean and by beta instead of subtracting and adding."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return weight * (x * mean) / torch.sqrt(var + eps) * bias
+
+
+def layer_norm_forgets_bias(x, weight, bias, eps=1e-5):
+    """Never adds the bias."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight
+
+
+def layer_norm_divides_by_variance(x, weight, bias, eps=1e-5):
+    """Divides by the variance instead of the standard deviation."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / (var + eps) * weight + bias
+
+
+# --------------------------------------------------------------------------- swiglu
+
+
+def swiglu_silu_on_up(x, W_gate, W_up, W_down):
+    """Puts the activation on the up projection instead of the gate."""
+    up = x @ W_up.T
+    return ((x @ W_gate.T) * (up * torch.sigmoid(up))) @ W_down.T
+
+
+def swiglu_sigmoid_gate(x, W_gate, W_up, W_down):
+    """Uses sigmoid instead of silu (that is GLU, not SwiGLU)."""
+    return (torch.sigmoid(x @ W_gate.T) * (x @ W_up.T)) @ W_down.T
+
+
+def swiglu_adds_instead_of_multiplies(x, W_gate, W_up, W_down):
+    """Adds the two branches."""
+    g = x @ W_gate.T
+    return (g * torch.sigmoid(g) + x @ W_up.T) @ W_down.T
+
+
+# --------------------------------------------------------------------------- prenorm_block
+
+
+def block_postnorm(x, attn, ffn, norm1, norm2):
+    """The post-norm order: normalise after the residual addition."""
+    h = norm1(x + attn(x))
+    return norm2(h + ffn(h))
+
+
+def block_residual_of_normalised(x, attn, ffn, norm1, norm2):
+    """Adds the sub-layer's output to the normalised input instead of the raw one."""
+    h = norm1(x)
+    h = h + attn(h)
+    g = norm2(h)
+    return g + ffn(g)
+
+
+def block_parallel(x, attn, ffn, norm1, norm2):
+    """Runs attention and FFN in parallel on x (GPT-J style), not one after the other."""
+    return x + attn(norm1(x)) + ffn(norm2(x))
+
+
+def block_swapped_norms(x, attn, ffn, norm1, norm2):
+    """Uses norm2 before attention and norm1 before the FFN."""
+    h = x + attn(norm2(x))
+    return h + ffn(norm1(h))
+
+
+# --------------------------------------------------------------------------- top_k_route
+
+
+def route_unnormalised(logits, k):
+    """Keeps the softmax probabilities of the chosen experts without renormalising them."""
+    probs = torch.softmax(logits, dim=-1)
+    weights, indices = probs.topk(k, dim=-1)
+    return weights, indices
+
+
+def route_smallest(logits, k):
+    """Takes the k smallest scores."""
+    probs = torch.softmax(logits, dim=-1)
+    weights, indices = probs.topk(k, dim=-1, largest=False)
+    return weights / weights.sum(-1, keepdim=True), indices
+
+
+def route_softmax_over_tokens(logits, k):
+    """Applies softmax over the tokens (dim 0) instead of the experts."""
+    probs = torch.softmax(logits, dim=0)
+    weights, indices = probs.topk(k, dim=-1)
+    return weights / weights.sum(-1, keepdim=True), indices
+
+
+def route_logits_as_weights(logits, k):
+    """Returns the raw logits of the chosen experts divided by their sum."""
+    weights, indices = logits.topk(k, dim=-1)
+    return weights / weights.sum(-1, keepdim=True), indices
+
+
+# --------------------------------------------------------------------------- count_block_parameters
+
+
+def count_without_biases(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu", norm="layernorm"):
+    """Forgets every bias (and the LayerNorm's beta)."""
+    n_mats = 3 if ffn == "swiglu" else 2
+    kv = (n_kv_heads or n_heads) * (d_model // n_heads)
+    return 2 * d_model * d_model + 2 * d_model * kv + n_mats * d_model * d_hidden + 2 * d_model
+
+
+def count_swiglu_two_matrices(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu",
+                              norm="layernorm"):
+    """Counts two FFN matrices even for SwiGLU, and ignores grouped key/value heads."""
+    d = d_model
+    attention = 4 * d * d + (4 * d if bias else 0)
+    ffn_params = 2 * d * d_hidden + ((d_hidden + d) if bias else 0)
+    norms = 2 * (2 * d if norm == "layernorm" else d)
+    return attention + ffn_params + norms
+
+
+def count_one_norm(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu", norm="layernorm"):
+    """Counts a single norm per block."""
+    d = d_model
+    kv = (n_kv_heads or n_heads) * (d // n_heads)
+    attention = 2 * d * d + 2 * d * kv + ((2 * d + 2 * kv) if bias else 0)
+    n_mats = 3 if ffn == "swiglu" else 2
+    ffn_params = n_mats * d * d_hidden + ((d_hidden * (n_mats - 1) + d) if bias else 0)
+    return attention + ffn_params + (2 * d if norm == "layernorm" else d)
+
+
+WRONG: dict[str, list[Callable]] = {
+    "rms_norm": [rms_norm_subtracts_mean, rms_norm_sum_not_mean, rms_norm_eps_outside_sqrt, rms_norm_over_first_dim],
+    "layer_norm": [layer_norm_unbiased_variance, layer_norm_times_mean, layer_norm_forgets_bias,
+                   layer_norm_divides_by_variance],
+    "swiglu": [swiglu_silu_on_up, swiglu_sigmoid_gate, swiglu_adds_instead_of_multiplies],
+    "prenorm_block": [block_postnorm, block_residual_of_normalised, block_parallel, block_swapped_norms],
+    "top_k_route": [route_unnormalised, route_smallest, route_softmax_over_tokens, route_logits_as_weights],
+    "count_block_parameters": [count_without_biases, count_swiglu_two_matrices, count_one_norm],
+}
