@@ -9,16 +9,23 @@ is checked on its own: no check needs any other exercise's function.
 """
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator, Mapping
-from unittest import mock
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
 from llmcourse.block import TransformerBlock
 from llmcourse.feedforward import SwiGLU
-from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, expect_close, expect_shape
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_randn,
+)
 from llmcourse.moe import top_k_route as reference_top_k_route
 
 chapter = Chapter("06", "The Transformer block")
@@ -29,30 +36,8 @@ _NORMS = [(F, "layer_norm", "F.layer_norm"), (F, "rms_norm", "F.rms_norm"),
           (torch, "layer_norm", "torch.layer_norm"), (torch, "rms_norm", "torch.rms_norm")]
 
 
-class BuiltinNotAllowed(Exception):
-    """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
-
-
-@contextmanager
-def _without(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    def refuse(shown: str):
-        def refused(*args: Any, **kwargs: Any) -> Any:
-            raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
-        return refused
-
-    with ExitStack() as stack:
-        for owner, attribute, shown in builtins:
-            if hasattr(owner, attribute):
-                stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
-
-
-def _randn(*shape: int, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
 def _call_without_norms(ns: Namespace, name: str, *args: Any) -> Any:
-    with _without(name, _NORMS):
+    with forbid(name, _NORMS):
         return call(ns, name, *args)
 
 
@@ -61,7 +46,7 @@ def _call_without_norms(ns: Namespace, name: str, *args: Any) -> Any:
 @chapter.check("rms_norm", points=1, hint="Divide each vector (the last dimension) by the square root of the MEAN "
                "of its squares plus eps, then multiply by the weight. Do not subtract the mean.")
 def rms_norm_values(ns: Namespace) -> None:
-    x, w = _randn(2, 5, 16, seed=1) * 3 + 1, _randn(16, seed=2)
+    x, w = seeded_randn(2, 5, 16, seed=1) * 3 + 1, seeded_randn(16, seed=2)
     expect_close(_call_without_norms(ns, "rms_norm", x, w, 1e-6), F.rms_norm(x, (16,), w, eps=1e-6),
                  "rms_norm(x (2, 5, 16), weight (16,), eps=1e-6)")
 
@@ -70,7 +55,7 @@ def rms_norm_values(ns: Namespace) -> None:
                "use the eps you are given. Normalise over the last dimension only.")
 def rms_norm_eps_and_shapes(ns: Namespace) -> None:
     for shape, eps, seed in [((7,), 1e-2, 3), ((3, 4), 0.5, 4), ((2, 3, 8), 1e-6, 5)]:
-        x, w = _randn(*shape, seed=seed) * 0.1, _randn(shape[-1], seed=seed + 10)
+        x, w = seeded_randn(*shape, seed=seed) * 0.1, seeded_randn(shape[-1], seed=seed + 10)
         out = expect_shape(_call_without_norms(ns, "rms_norm", x, w, eps), shape, f"rms_norm of shape {shape}")
         expect_close(out, F.rms_norm(x, (shape[-1],), w, eps=eps), f"rms_norm with shape {shape}, eps={eps}")
 
@@ -78,7 +63,7 @@ def rms_norm_eps_and_shapes(ns: Namespace) -> None:
 @chapter.check("rms_norm", points=1, hint="With weight all ones the output's root mean square must be 1 for every "
                "vector (when eps is 0).")
 def rms_norm_unit_rms(ns: Namespace) -> None:
-    x = _randn(6, 32, seed=6) * 5
+    x = seeded_randn(6, 32, seed=6) * 5
     out = _call_without_norms(ns, "rms_norm", x, torch.ones(32), 0.0)
     expect_close(torch.as_tensor(out).pow(2).mean(-1), torch.ones(6), "mean of squares of rms_norm(x, ones, 0)")
 
@@ -88,7 +73,7 @@ def rms_norm_unit_rms(ns: Namespace) -> None:
 @chapter.check("layer_norm", points=1, hint="Subtract the mean of each vector (last dimension), divide by "
                "sqrt(variance + eps), then multiply by weight and ADD bias.")
 def layer_norm_values(ns: Namespace) -> None:
-    x, w, b = _randn(2, 5, 16, seed=11) * 2 + 3, _randn(16, seed=12), _randn(16, seed=13)
+    x, w, b = seeded_randn(2, 5, 16, seed=11) * 2 + 3, seeded_randn(16, seed=12), seeded_randn(16, seed=13)
     expect_close(_call_without_norms(ns, "layer_norm", x, w, b, 1e-5), F.layer_norm(x, (16,), w, b, 1e-5),
                  "layer_norm(x (2, 5, 16), weight, bias, eps=1e-5)")
 
@@ -96,7 +81,7 @@ def layer_norm_values(ns: Namespace) -> None:
 @chapter.check("layer_norm", points=1, hint="The variance is the mean of squared deviations: divide by d, not d - 1 "
                "(torch's .var() divides by d - 1 unless told otherwise). Visible for short vectors.")
 def layer_norm_biased_variance(ns: Namespace) -> None:
-    x, w, b = _randn(5, 3, seed=14), torch.ones(3), torch.zeros(3)
+    x, w, b = seeded_randn(5, 3, seed=14), torch.ones(3), torch.zeros(3)
     expect_close(_call_without_norms(ns, "layer_norm", x, w, b, 1e-5), F.layer_norm(x, (3,), w, b, 1e-5),
                  "layer_norm of vectors of length 3")
 
@@ -105,7 +90,7 @@ def layer_norm_biased_variance(ns: Namespace) -> None:
                "dimension only, whatever the number of leading dimensions.")
 def layer_norm_eps_and_shapes(ns: Namespace) -> None:
     for shape, eps, seed in [((9,), 0.5, 15), ((2, 2, 2, 6), 1e-5, 16), ((4, 10), 2.0, 17)]:
-        x, w, b = _randn(*shape, seed=seed) * 0.3, _randn(shape[-1], seed=seed + 1), _randn(shape[-1], seed=seed + 2)
+        x, w, b = seeded_randn(*shape, seed=seed) * 0.3, seeded_randn(shape[-1], seed=seed + 1), seeded_randn(shape[-1], seed=seed + 2)
         out = expect_shape(_call_without_norms(ns, "layer_norm", x, w, b, eps), shape, f"layer_norm of {shape}")
         expect_close(out, F.layer_norm(x, (shape[-1],), w, b, eps), f"layer_norm with shape {shape}, eps={eps}")
 
@@ -123,7 +108,7 @@ def _swiglu_reference(d_model: int, d_hidden: int, seed: int) -> tuple[SwiGLU, t
                "(out_features, in_features), so a projection is x @ W.T. silu(a) = a * sigmoid(a).")
 def swiglu_values(ns: Namespace) -> None:
     module, (wg, wu, wd) = _swiglu_reference(8, 20, seed=21)
-    x = _randn(3, 8, seed=22)
+    x = seeded_randn(3, 8, seed=22)
     with torch.no_grad():
         expect_close(call(ns, "swiglu", x, wg, wu, wd), module(x), "swiglu(x (3, 8), d_hidden = 20)")
 
@@ -132,7 +117,7 @@ def swiglu_values(ns: Namespace) -> None:
                "multiplied in unchanged. Leading dimensions (batch, sequence) must pass through.")
 def swiglu_batched(ns: Namespace) -> None:
     module, (wg, wu, wd) = _swiglu_reference(6, 10, seed=23)
-    x = _randn(2, 4, 6, seed=24) * 2
+    x = seeded_randn(2, 4, 6, seed=24) * 2
     with torch.no_grad():
         out = expect_shape(call(ns, "swiglu", x, wg, wu, wd), (2, 4, 6), "swiglu(x (2, 4, 6))")
         expect_close(out, module(x), "swiglu(x (2, 4, 6), d_hidden = 10)")
@@ -153,7 +138,7 @@ def _block(seed: int, norm: str = "layernorm", ffn: str = "gelu") -> Transformer
                "un-normalised input. First x + attn(norm1(x)), then the same with ffn and norm2 on the result.")
 def prenorm_block_matches_block(ns: Namespace) -> None:
     block = _block(31)
-    x = _randn(2, 5, 16, seed=32)
+    x = seeded_randn(2, 5, 16, seed=32)
     attn = lambda h: block.attn(h, is_causal=True)  # noqa: E731
     with torch.no_grad():
         expect_close(call(ns, "prenorm_block", x, attn, block.ffn, block.norm1, block.norm2), block(x),
@@ -163,7 +148,7 @@ def prenorm_block_matches_block(ns: Namespace) -> None:
 @chapter.check("prenorm_block", points=1, hint="The order matters: the feed-forward part sees the output of the "
                "attention part (with its residual added), and nothing is normalised after the additions.")
 def prenorm_block_simple_parts(ns: Namespace) -> None:
-    x = _randn(3, 4, seed=33)
+    x = seeded_randn(3, 4, seed=33)
     attn = lambda h: 2.0 * h + 1.0      # noqa: E731
     ffn = lambda h: h ** 2              # noqa: E731
     norm1 = lambda h: h - 0.5           # noqa: E731
@@ -178,7 +163,7 @@ def prenorm_block_simple_parts(ns: Namespace) -> None:
                "not the other way round.")
 def prenorm_block_rmsnorm_swiglu(ns: Namespace) -> None:
     block = _block(34, norm="rmsnorm", ffn="swiglu")
-    x = _randn(1, 6, 16, seed=35) * 3
+    x = seeded_randn(1, 6, 16, seed=35) * 3
     attn = lambda h: block.attn(h, is_causal=True)  # noqa: E731
     with torch.no_grad():
         expect_close(call(ns, "prenorm_block", x, attn, block.ffn, block.norm1, block.norm2), block(x),
@@ -197,7 +182,7 @@ def _route(ns: Namespace, logits: torch.Tensor, k: int) -> tuple[torch.Tensor, t
 @chapter.check("top_k_route", points=1, hint="Pick the k experts with the largest router scores (largest first) and "
                "give them weights from a softmax that are renormalised to sum to 1 over the chosen k.")
 def top_k_route_values(ns: Namespace) -> None:
-    logits = _randn(6, 8, seed=41) * 2
+    logits = seeded_randn(6, 8, seed=41) * 2
     weights, indices = _route(ns, logits, 2)
     ref_w, ref_i = reference_top_k_route(logits, 2)
     expect_shape(indices, (6, 2), "indices for 6 tokens, k = 2")
@@ -209,7 +194,7 @@ def top_k_route_values(ns: Namespace) -> None:
 @chapter.check("top_k_route", points=1, hint="The k weights of each token must sum to 1: divide the chosen "
                "probabilities by their own sum. With k = 1 every weight is 1.")
 def top_k_route_sums(ns: Namespace) -> None:
-    logits = _randn(2, 5, 4, seed=42)
+    logits = seeded_randn(2, 5, 4, seed=42)
     for k in (1, 3, 4):
         weights, indices = _route(ns, logits, k)
         w = expect_shape(weights, (2, 5, k), f"weights for logits (2, 5, 4), k = {k}")
