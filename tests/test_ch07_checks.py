@@ -1,0 +1,160 @@
+"""Tests of chapter 07's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub, fail every common mistake, and are quick and deterministic."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from llmcourse import sampling as S
+from llmcourse.checks.ch07 import chapter
+from llmcourse.grading.checks import run_check, run_checks
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _softmax_with_temperature(logits, temperature):
+    if not temperature > 0:
+        raise ValueError("temperature must be positive")
+    z = logits / temperature
+    z = z - z.max(dim=-1, keepdim=True).values
+    return z.exp() / z.exp().sum(dim=-1, keepdim=True)
+
+
+def _top_k_filter(logits, k):
+    values = logits.sort(dim=-1, descending=True).values
+    kth = values[..., min(k, logits.shape[-1]) - 1].unsqueeze(-1)
+    return torch.where(logits >= kth, logits, torch.full_like(logits, float("-inf")))
+
+
+def _top_p_filter(logits, p):
+    probs = logits.softmax(-1)
+    order = probs.argsort(dim=-1, descending=True)
+    ranked = probs.gather(-1, order)
+    before = ranked.cumsum(-1) - ranked
+    keep_ranked = before < p
+    keep_ranked[..., 0] = True
+    keep = torch.empty_like(keep_ranked)
+    keep.scatter_(-1, order, keep_ranked)
+    return torch.where(keep, logits, torch.full_like(logits, float("-inf")))
+
+
+def _greedy_decode(step_fn, ids, n, eos_id=None):
+    tokens = ids.tolist()
+    for _ in range(n):
+        tokens.append(int(step_fn(torch.tensor([tokens]))[0].argmax()))
+        if tokens[-1] == eos_id:
+            break
+    return torch.tensor(tokens)
+
+
+def _length_penalty(length, alpha):
+    return pow((length + 5) / 6, alpha)
+
+
+def _kv_cache_append(past, new):
+    if past is None:
+        return new
+    return tuple(torch.cat([old, fresh], dim=2) for old, fresh in zip(past, new))
+
+
+CORRECT = {
+    "softmax_with_temperature": _softmax_with_temperature,
+    "top_k_filter": _top_k_filter,
+    "top_p_filter": _top_p_filter,
+    "greedy_decode": _greedy_decode,
+    "length_penalty": _length_penalty,
+    "kv_cache_append": _kv_cache_append,
+}
+
+PACKAGE = {
+    "softmax_with_temperature": S.softmax_with_temperature,
+    "top_k_filter": S.top_k_filter,
+    "top_p_filter": S.top_p_filter,
+    "greedy_decode": S.greedy_decode,
+    "length_penalty": S.length_penalty,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError("write this")
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert chapter.number == "07"
+    assert set(chapter.exercises) == set(CORRECT)
+    assert len(chapter.exercises) >= 5
+    for exercise in chapter.exercises:
+        checks = [c for c in chapter.checks if c.exercise == exercise]
+        assert 2 <= len(checks) <= 3, exercise
+        assert all(c.hint for c in checks)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    results = run_checks(chapter, {exercise: PACKAGE[exercise]}, exercise)
+    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_each_check_fails_for_the_stub(exercise):
+    results = run_checks(chapter, {exercise: _stub}, exercise)
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+def test_a_missing_function_fails_with_a_clear_message():
+    results = run_checks(chapter, {}, "top_p_filter")
+    assert not any(r.passed for r in results)
+    assert all("is not defined" in r.message for r in results)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_every_wrong_solution_fails_a_check_without_crashing_it(exercise):
+    from wrong_solutions.ch07 import WRONG
+
+    assert WRONG[exercise], exercise
+    for wrong in WRONG[exercise]:
+        results = run_checks(chapter, {exercise: wrong}, exercise)
+        assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
+        assert not any("could not use your code" in r.message for r in results), (wrong.__name__, results)
+
+
+def test_greedy_check_uses_a_model_with_varied_output():
+    from llmcourse.checks.ch07 import _prefix_scorer, _reference_greedy
+
+    tokens = _reference_greedy(_prefix_scorer(), torch.tensor([2, 7]), 6)
+    assert len(set(tokens[2:])) >= 4
+
+
+def test_checks_are_quick_and_deterministic():
+    run_checks(chapter, CORRECT)  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name  # well under 1 s on an idle CPU
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second
+
+
+def test_greedy_check_gpt_gives_varied_tokens():
+    outputs = []
+
+    def spy(step, ids, n, eos_id=None):
+        outputs.append(_greedy_decode(step, ids, n, eos_id))
+        return outputs[-1]
+
+    run_checks(chapter, {"greedy_decode": spy}, "greedy_decode")
+    gpt_output = [o for o in outputs if o[:3].tolist() == [3, 1, 4]]
+    assert gpt_output and len(set(gpt_output[0][3:].tolist())) >= 4

@@ -1,0 +1,196 @@
+"""Common mistakes in chapter 07's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# --------------------------------------------------------------------------- softmax_with_temperature
+
+
+def temperature_multiplies(logits, temperature):
+    """Multiplies by the temperature instead of dividing: high T then sharpens."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    return torch.softmax(logits * temperature, dim=-1)
+
+
+def temperature_overflows(logits, temperature):
+    """exp without subtracting the maximum: inf / inf = nan for large logits."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    e = torch.exp(logits / temperature)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def temperature_over_the_batch(logits, temperature):
+    """Normalises along dim 0 (the batch) instead of the vocabulary."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    return torch.softmax(logits / temperature, dim=0)
+
+
+def temperature_unchecked(logits, temperature):
+    """Right values, but temperature 0 silently gives nan or a one-hot instead of an error."""
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+# --------------------------------------------------------------------------- top_k_filter
+
+
+def top_k_returns_values(logits, k):
+    """Returns the k best logits themselves (shape (..., k)) instead of a filtered copy of the full row."""
+    return torch.topk(logits, k, dim=-1).values
+
+
+def top_k_zeroes(logits, k):
+    """Sets removed logits to 0, which softmax still turns into a sizeable probability."""
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return torch.where(logits < kth, torch.zeros_like(logits), logits)
+
+
+def top_k_off_by_one(logits, k):
+    """Keeps k - 1 tokens (compares with <= the k-th largest)."""
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits <= kth, float("-inf"))
+
+
+def top_k_crashes_on_large_k(logits, k):
+    """torch.topk with k larger than the vocabulary raises."""
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+# --------------------------------------------------------------------------- top_p_filter
+
+
+def top_p_drops_the_crossing_token(logits, p):
+    """Keeps only tokens whose cumulative probability INCLUDING themselves is <= p (may keep nothing)."""
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+    remove_sorted = torch.cumsum(sorted_probs, dim=-1) > p
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def top_p_forgets_to_unsort(logits, p):
+    """Decides in sorted order and applies the decision to the tokens in their original order."""
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, _ = torch.sort(probs, dim=-1, descending=True)
+    remove = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= p
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def top_p_on_logits(logits, p):
+    """Accumulates the raw logits instead of probabilities."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    remove_sorted = torch.cumsum(sorted_logits, dim=-1) - sorted_logits >= p
+    remove_sorted[..., 0] = False
+    remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+# --------------------------------------------------------------------------- greedy_decode
+
+
+def greedy_last_token_only(step_fn, ids, n, eos_id=None):
+    """Feeds only the latest token to the model, as if it had no memory of the rest."""
+    ids = ids.clone()
+    for _ in range(n):
+        token = step_fn(ids[-1:][None])[0].argmax()
+        ids = torch.cat([ids, token.reshape(1)])
+        if eos_id is not None and int(token) == eos_id:
+            break
+    return ids
+
+
+def greedy_new_tokens_only(step_fn, ids, n, eos_id=None):
+    """Returns the new tokens without the prompt."""
+    seq = ids.clone()
+    for _ in range(n):
+        token = step_fn(seq[None])[0].argmax()
+        seq = torch.cat([seq, token.reshape(1)])
+        if eos_id is not None and int(token) == eos_id:
+            break
+    return seq[len(ids):]
+
+
+def greedy_ignores_eos(step_fn, ids, n, eos_id=None):
+    """Keeps generating after the end-of-text token."""
+    for _ in range(n):
+        token = step_fn(ids[None])[0].argmax()
+        ids = torch.cat([ids, token.reshape(1)])
+    return ids
+
+
+def greedy_drops_eos(step_fn, ids, n, eos_id=None):
+    """Stops at end-of-text but leaves the eos token out of the output."""
+    for _ in range(n):
+        token = step_fn(ids[None])[0].argmax()
+        if eos_id is not None and int(token) == eos_id:
+            break
+        ids = torch.cat([ids, token.reshape(1)])
+    return ids
+
+
+# --------------------------------------------------------------------------- length_penalty
+
+
+def penalty_without_exponent(length, alpha):
+    """Forgets the power alpha."""
+    return (5 + length) / 6
+
+
+def penalty_length_to_alpha(length, alpha):
+    """Uses length ** alpha (the plain length normalisation, not GNMT's)."""
+    return length ** alpha
+
+
+def penalty_exponent_on_numerator(length, alpha):
+    """Raises only the numerator to the power alpha."""
+    return (5 + length) ** alpha / 6
+
+
+# --------------------------------------------------------------------------- kv_cache_append
+
+
+def kv_append_on_head_dim(past, new):
+    """Concatenates along the last dimension (head_dim) instead of the sequence."""
+    if past is None:
+        return new
+    return torch.cat([past[0], new[0]], dim=-1), torch.cat([past[1], new[1]], dim=-1)
+
+
+def kv_append_new_first(past, new):
+    """Puts the new tokens before the old ones."""
+    if past is None:
+        return new
+    return torch.cat([new[0], past[0]], dim=-2), torch.cat([new[1], past[1]], dim=-2)
+
+
+def kv_append_no_empty_cache(past, new):
+    """Fails on the first step, when there is no cache yet."""
+    return torch.cat([past[0], new[0]], dim=-2), torch.cat([past[1], new[1]], dim=-2)
+
+
+def kv_append_keys_twice(past, new):
+    """Appends the keys to both halves of the cache."""
+    if past is None:
+        return new
+    keys = torch.cat([past[0], new[0]], dim=-2)
+    return keys, keys
+
+
+WRONG: dict[str, list[Callable]] = {
+    "softmax_with_temperature": [temperature_multiplies, temperature_overflows, temperature_over_the_batch,
+                                 temperature_unchecked],
+    "top_k_filter": [top_k_returns_values, top_k_zeroes, top_k_off_by_one, top_k_crashes_on_large_k],
+    "top_p_filter": [top_p_drops_the_crossing_token, top_p_forgets_to_unsort, top_p_on_logits],
+    "greedy_decode": [greedy_last_token_only, greedy_new_tokens_only, greedy_ignores_eos, greedy_drops_eos],
+    "length_penalty": [penalty_without_exponent, penalty_length_to_alpha, penalty_exponent_on_numerator],
+    "kv_cache_append": [kv_append_on_head_dim, kv_append_new_first, kv_append_no_empty_cache, kv_append_keys_twice],
+}
