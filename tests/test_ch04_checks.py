@@ -63,10 +63,6 @@ CORRECT = {
 }
 
 
-def _stub(*args, **kwargs):
-    raise NotImplementedError("write this")
-
-
 def test_chapter_registers_its_exercises():
     assert chapter.number == "04"
     assert set(chapter.exercises) == set(CORRECT)
@@ -81,13 +77,6 @@ def test_chapter_registers_its_exercises():
 def test_checks_pass_for_a_correct_implementation(exercise):
     results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
     assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_fail_for_the_stub(exercise):
-    results = run_checks(chapter, {exercise: _stub}, exercise)
-    assert results and not any(r.passed for r in results)
-    assert all("not written yet" in r.message for r in results)
 
 
 def test_package_functions_pass_the_checks():
@@ -123,18 +112,6 @@ def test_checks_refuse_the_builtin_they_ask_you_to_write(exercise, builtin):
     w = torch.randn(4, 2)  # the built-ins are back afterwards
     assert torch.equal(F.embedding(torch.tensor([1]), w), w[1:2])
     assert F.cosine_similarity(torch.ones(3), torch.ones(3), dim=0).item() == pytest.approx(1.0)
-
-
-def test_every_wrong_solution_fails_a_check():
-    from wrong_solutions.ch04 import WRONG
-
-    assert set(WRONG) == set(chapter.exercises)
-    for exercise, wrong_fns in WRONG.items():
-        assert wrong_fns, exercise
-        for wrong in wrong_fns:
-            results = run_checks(chapter, {exercise: wrong}, exercise)
-            assert not all(r.passed for r in results), f"{exercise}: {wrong.__name__} passes every check"
-            assert not any("could not use your code" in r.message for r in results), wrong.__name__
 
 
 def test_checks_are_deterministic_and_quick():

@@ -81,6 +81,19 @@ def test_wrong_solution_fails_a_check(chapter, exercise, wrong):
     assert not any("could not use your code" in r.message for r in results), "a check itself crashed"
 
 
+def _stub(*args, **kwargs):
+    raise NotImplementedError("Exercise")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_check_fails_on_a_stub_and_on_a_missing_function(chapter):
+    for exercise in load_chapter(chapter).exercises:
+        stubbed = run_checks(chapter, {exercise: _stub}, exercise)
+        assert stubbed and all("not written yet" in r.message and not r.passed for r in stubbed), exercise
+        missing = run_checks(chapter, {}, exercise)
+        assert all("is not defined" in r.message and not r.passed for r in missing), exercise
+
+
 def test_exercises_are_up_to_date(capsys):
     assert stale_exercises(ROOT) == []
     assert cli(["build", "--check"]) == 0
