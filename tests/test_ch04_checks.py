@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from check_contract import assert_passes, assert_registers
 from torch import nn
 
 from llmcourse import embeddings as E
@@ -64,19 +65,12 @@ CORRECT = {
 
 
 def test_chapter_registers_its_exercises():
-    assert chapter.number == "04"
-    assert set(chapter.exercises) == set(CORRECT)
-    assert len(chapter.exercises) >= 5
-    for exercise in chapter.exercises:
-        checks = [c for c in chapter.checks if c.exercise == exercise]
-        assert 2 <= len(checks) <= 3, exercise
-        assert all(c.hint for c in checks)
+    assert_registers(chapter, "04", CORRECT, at_least=5)
 
 
 @pytest.mark.parametrize("exercise", sorted(CORRECT))
 def test_checks_pass_for_a_correct_implementation(exercise):
-    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
-    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+    assert_passes(chapter, exercise, CORRECT[exercise])
 
 
 def test_package_functions_pass_the_checks():

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import torch
+from check_contract import assert_passes, assert_registers
 
 from llmcourse import sampling as S
 from llmcourse.checks.ch07 import chapter
@@ -81,25 +82,17 @@ PACKAGE = {
 
 
 def test_chapter_registers_its_exercises():
-    assert chapter.number == "07"
-    assert set(chapter.exercises) == set(CORRECT)
-    assert len(chapter.exercises) >= 5
-    for exercise in chapter.exercises:
-        checks = [c for c in chapter.checks if c.exercise == exercise]
-        assert 2 <= len(checks) <= 3, exercise
-        assert all(c.hint for c in checks)
+    assert_registers(chapter, "07", CORRECT, at_least=5)
 
 
 @pytest.mark.parametrize("exercise", sorted(CORRECT))
 def test_checks_pass_for_a_correct_implementation(exercise):
-    results = run_checks(chapter, {exercise: CORRECT[exercise]}, exercise)
-    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+    assert_passes(chapter, exercise, CORRECT[exercise])
 
 
 @pytest.mark.parametrize("exercise", sorted(PACKAGE))
 def test_the_package_functions_pass_the_checks(exercise):
-    results = run_checks(chapter, {exercise: PACKAGE[exercise]}, exercise)
-    assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+    assert_passes(chapter, exercise, PACKAGE[exercise])
 
 
 def test_greedy_check_uses_a_model_with_varied_output():
