@@ -1,0 +1,311 @@
+"""Graded checks of chapter 10, "Parallel training".
+
+Six exercises, each checked on fixed inputs against an independent reference:
+``torch.stack(...).mean``, hand-computed values, the pipeline simulator in
+``llmcourse.parallel.schedule``, ``torch.nn.functional.linear``, the ZeRO paper's
+worked example, and PyTorch's own loss-scale kernel ``torch._amp_update_scale_``
+(what ``torch.amp.GradScaler.update`` runs). No check needs another exercise's function.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    seeded_generator,
+    seeded_randn,
+)
+from llmcourse.parallel.schedule import bubble_share, run_orders, simulate
+
+chapter = Chapter("10", "Parallel training")
+
+Namespace = Mapping[str, Any]
+
+
+def _expect_raises_value_error(ns: Namespace, name: str, *args: Any) -> None:
+    try:
+        call(ns, name, *args)
+    except CheckFailed as exc:
+        if "raised ValueError" in str(exc):
+            return
+        raise
+    raise CheckFailed(f"`{name}{args}` returned a value; it should raise a ValueError that says why the "
+                      f"arguments are not allowed.")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckFailed(f"{what} should return a number, got {type(value).__name__} ({value!r:.60}).")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- average_gradients
+
+def _worker_grads(n_workers: int, shapes: list[tuple[int, ...]], seed: int) -> list[list[torch.Tensor]]:
+    generator = seeded_generator(seed)
+    return [[torch.randn(*shape, generator=generator) for shape in shapes] for _ in range(n_workers)]
+
+
+def _expect_averaged(got: Any, grads: list[list[torch.Tensor]], what: str) -> None:
+    n_params = len(grads[0])
+    expect(isinstance(got, (list, tuple)) and len(got) == n_params,
+           f"{what} should return a list with one averaged gradient per parameter ({n_params}), got "
+           f"{len(got) if isinstance(got, (list, tuple)) else type(got).__name__}.")
+    for i, tensor in enumerate(got):
+        expected = torch.stack([worker[i] for worker in grads]).mean(dim=0)
+        expect_close(tensor, expected, f"{what}, parameter {i}")
+
+
+@chapter.check("average_gradients", points=2, hint="For each parameter i, add up grads[w][i] over the workers w "
+               "(that is the all-reduce), then divide by the number of WORKERS. Return one list, one tensor per "
+               "parameter, each with that parameter's shape.")
+def average_matches_mean(ns: Namespace) -> None:
+    grads = _worker_grads(4, [(3, 4), (5,), (2, 3)], seed=1)
+    _expect_averaged(call(ns, "average_gradients", grads), grads, "average_gradients(4 workers x 3 parameters)")
+    grads = _worker_grads(7, [(6,), (2, 2)], seed=2)
+    _expect_averaged(call(ns, "average_gradients", grads), grads, "average_gradients(7 workers x 2 parameters)")
+
+
+@chapter.check("average_gradients", points=1, hint="Build the sums in new tensors (e.g. torch.zeros_like, or "
+               "torch.stack(...).mean(0)): `total = grads[0][i]` then `total += ...` changes worker 0's gradient "
+               "in place. One worker's average is its own gradient.")
+def average_leaves_inputs_alone(ns: Namespace) -> None:
+    grads = _worker_grads(3, [(4,), (2, 5)], seed=3)
+    copies = [[g.clone() for g in worker] for worker in grads]
+    got = call(ns, "average_gradients", grads)
+    for w, (worker, copy) in enumerate(zip(grads, copies)):
+        for i, (g, c) in enumerate(zip(worker, copy)):
+            expect(torch.equal(g, c), f"average_gradients changed worker {w}'s gradient of parameter {i}; "
+                                      f"it must leave its input as it was.")
+    _expect_averaged(got, copies, "average_gradients(3 workers x 2 parameters)")
+    single = _worker_grads(1, [(3,), (2, 2)], seed=4)
+    _expect_averaged(call(ns, "average_gradients", single), single, "average_gradients(1 worker)")
+
+
+# --------------------------------------------------------------------------- bubble_fraction
+
+@chapter.check("bubble_fraction", points=1, hint="With p stages and m micro-batches a GPipe step lasts m + p - 1 "
+               "slots (per kind of pass); each device is busy for m of them. The bubble is the idle share: "
+               "(p - 1) / (m + p - 1). One stage never waits.")
+def bubble_by_hand(ns: Namespace) -> None:
+    for p, m, expected in [(4, 4, 3 / 7), (1, 8, 0.0), (8, 1, 7 / 8), (2, 6, 1 / 7), (5, 16, 0.2)]:
+        got = _number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
+        expect(math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12),
+               f"bubble_fraction({p}, {m}) returned {got:.6g}, expected {expected:.6g}.")
+
+
+@chapter.check("bubble_fraction", points=1, hint="Divide by the WHOLE step (m + p - 1), not by the useful work m: "
+               "the answer is a share of all device time, between 0 and 1.")
+def bubble_matches_simulation(ns: Namespace) -> None:
+    for p, m in [(3, 5), (6, 2), (4, 12), (7, 7)]:
+        measured = bubble_share(simulate("gpipe", p, m, forward_time=1, backward_time=2))
+        got = _number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
+        expect(math.isclose(got, measured, rel_tol=1e-9),
+               f"bubble_fraction({p}, {m}) returned {got:.6g}, but a simulated GPipe step is idle "
+               f"{measured:.6g} of the time.")
+
+
+@chapter.check("bubble_fraction", points=1, hint="A pipeline needs at least one stage and one micro-batch: raise "
+               "a ValueError when n_stages < 1 or n_microbatches < 1.")
+def bubble_rejects_empty_pipelines(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "bubble_fraction", 0, 4)
+    _expect_raises_value_error(ns, "bubble_fraction", 4, 0)
+
+
+# --------------------------------------------------------------------------- gpipe_order
+
+def _reference_gpipe_order(m: int) -> list[tuple[str, int]]:
+    return [("F", i) for i in range(m)] + [("B", i) for i in reversed(range(m))]
+
+
+def _as_steps(value: Any, what: str) -> list[tuple[str, int]]:
+    if not isinstance(value, (list, tuple)):
+        raise CheckFailed(f"{what} should return a list of (kind, micro-batch) pairs, got {type(value).__name__}.")
+    steps = []
+    for item in value:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in ("F", "B")):
+            raise CheckFailed(f"{what} contains {item!r}; each entry must be a pair like ('F', 0) or ('B', 3).")
+        steps.append((item[0], int(item[1])))
+    return steps
+
+
+@chapter.check("gpipe_order", points=1, hint="GPipe runs every forward first, F0, F1, ..., F(m-1), then every "
+               "backward in REVERSE order, B(m-1), ..., B0 — the last micro-batch's activations are the freshest. "
+               "Every stage runs the same order.")
+def gpipe_order_small(ns: Namespace) -> None:
+    for p, m, stage in [(4, 3, 0), (4, 3, 3), (2, 5, 1), (1, 1, 0)]:
+        what = f"gpipe_order({p}, {m}, {stage})"
+        got = _as_steps(call(ns, "gpipe_order", p, m, stage), what)
+        expected = _reference_gpipe_order(m)
+        expect(got == expected, f"{what} returned {got}, expected {expected}.")
+
+
+@chapter.check("gpipe_order", points=1, hint="Each stage must run every ('F', i) and every ('B', i) exactly once, "
+               "all forwards before any backward; the simulator then finds GPipe's bubble (p-1)/(m+p-1).")
+def gpipe_order_runs_in_the_simulator(ns: Namespace) -> None:
+    p, m = 4, 6
+    orders = [_as_steps(call(ns, "gpipe_order", p, m, s), f"gpipe_order({p}, {m}, {s})") for s in range(p)]
+    try:
+        ops = run_orders(orders, forward_time=1, backward_time=2)
+    except ValueError as exc:
+        raise CheckFailed(f"the orders from gpipe_order({p}, {m}, stage) cannot run as a pipeline: {exc}") from None
+    share = bubble_share(ops)
+    expect(math.isclose(share, (p - 1) / (m + p - 1)),
+           f"running your orders leaves the devices idle {share:.3f} of the time; GPipe's is {(p - 1) / (m + p - 1):.3f}.")
+    for s, steps in enumerate(orders):
+        expect(steps == _reference_gpipe_order(m), f"gpipe_order({p}, {m}, {s}) returned {steps}, expected "
+                                                    f"{_reference_gpipe_order(m)}.")
+
+
+@chapter.check("gpipe_order", points=1, hint="Stages are numbered 0 .. n_stages - 1: raise a ValueError for a stage "
+               "outside that range, and for n_stages < 1 or n_microbatches < 1.")
+def gpipe_order_rejects_bad_input(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "gpipe_order", 4, 4, 4)
+    _expect_raises_value_error(ns, "gpipe_order", 4, 4, -1)
+    _expect_raises_value_error(ns, "gpipe_order", 4, 0, 0)
+
+
+# --------------------------------------------------------------------------- column_parallel_forward
+
+_PRODUCTS = {"linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm", "einsum",
+             "tensordot", "mv", "addmv", "inner", "dot"}
+
+
+class _RecordProducts(TorchFunctionMode):
+    """Remember the result shape of every matrix product run inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", "") in _PRODUCTS and isinstance(out, torch.Tensor):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+@chapter.check("column_parallel_forward", points=2, hint="weight has shape (out_features, in_features) as in "
+               "F.linear. Split its ROWS (the output features) and the bias into world_size equal shards, compute "
+               "F.linear(x, w_shard, b_shard) for each, and concatenate the results along the last dimension.")
+def column_parallel_matches_linear(ns: Namespace) -> None:
+    x, weight, bias = seeded_randn(2, 5, 8, seed=5), seeded_randn(12, 8, seed=6), seeded_randn(12, seed=7)
+    for world_size in [1, 2, 3, 4, 6]:
+        expect_close(call(ns, "column_parallel_forward", x, weight, bias, world_size), F.linear(x, weight, bias),
+                     f"column_parallel_forward(x (2, 5, 8), weight (12, 8), bias, world_size={world_size})")
+    expect_close(call(ns, "column_parallel_forward", x, weight, None, 3), F.linear(x, weight),
+                 "column_parallel_forward with bias=None")
+
+
+@chapter.check("column_parallel_forward", points=1, hint="Each simulated device may only compute its own slice "
+               "of the output: out_features / world_size columns. Do not compute the full x @ weight.T and cut "
+               "it afterwards.")
+def column_parallel_computes_shards(ns: Namespace) -> None:
+    x, weight, bias = seeded_randn(3, 8, seed=8), seeded_randn(12, 8, seed=9), seeded_randn(12, seed=10)
+    with _RecordProducts() as recorder:
+        got = call(ns, "column_parallel_forward", x, weight, bias, 4)
+    expect_close(got, F.linear(x, weight, bias), "column_parallel_forward(x (3, 8), weight (12, 8), bias, 4)")
+    full = [shape for shape in recorder.shapes if 12 in shape]
+    expect(not full, f"column_parallel_forward(..., world_size=4) computed a product with all 12 output features "
+                     f"(result shape {full[0] if full else ''}); each shard should produce 3.")
+
+
+@chapter.check("column_parallel_forward", points=1, hint="When out_features is not a multiple of world_size the "
+               "shards cannot be equal: raise a ValueError saying so (torch.chunk would silently make uneven shards).")
+def column_parallel_rejects_uneven_split(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "column_parallel_forward", seeded_randn(2, 4, seed=11), seeded_randn(10, 4, seed=12),
+                               seeded_randn(10, seed=13), 4)
+
+
+# --------------------------------------------------------------------------- zero_memory_per_device
+
+@chapter.check("zero_memory_per_device", points=2, hint="Mixed precision with Adam keeps 2 bytes of fp16 "
+               "parameters, 2 of fp16 gradients and K = 12 of fp32 optimizer states per parameter. Stage 1 divides "
+               "the optimizer states by N, stage 2 also the gradients, stage 3 also the parameters. Answer in bytes.")
+def zero_paper_example(ns: Namespace) -> None:
+    psi, n = 7.5e9, 64  # the ZeRO paper's example: 120 GB, 31.4 GB, 16.6 GB, 1.9 GB
+    for stage, expected in enumerate([16 * psi, 4 * psi + 12 * psi / n, 2 * psi + 14 * psi / n, 16 * psi / n]):
+        got = _number(call(ns, "zero_memory_per_device", psi, n, stage), f"zero_memory_per_device(7.5e9, 64, {stage})")
+        expect(math.isclose(got, expected, rel_tol=1e-6),
+               f"zero_memory_per_device(7.5e9, 64, {stage}) returned {got:.4g} bytes, expected {expected:.4g} "
+               f"({expected / 1e9:.1f} GB).")
+
+
+@chapter.check("zero_memory_per_device", points=1, hint="Stage 0 is plain data parallelism: every device keeps "
+               "all 16 bytes per parameter, whatever N. With N = 1 every stage gives 16 bytes per parameter.")
+def zero_scaling(ns: Namespace) -> None:
+    psi = 2e9
+    for n in [1, 2, 8, 1000]:
+        for stage in range(4):
+            parts = [2 * psi / (n if stage >= 3 else 1), 2 * psi / (n if stage >= 2 else 1),
+                     12 * psi / (n if stage >= 1 else 1)]
+            got = _number(call(ns, "zero_memory_per_device", psi, n, stage),
+                          f"zero_memory_per_device(2e9, {n}, {stage})")
+            expect(math.isclose(got, sum(parts), rel_tol=1e-6),
+                   f"zero_memory_per_device(2e9, {n}, {stage}) returned {got:.4g} bytes, expected {sum(parts):.4g}.")
+
+
+@chapter.check("zero_memory_per_device", points=1, hint="ZeRO has stages 0 (none), 1, 2 and 3 only: raise a "
+               "ValueError for any other stage, and for world_size < 1.")
+def zero_rejects_bad_stage(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "zero_memory_per_device", 1e9, 8, 4)
+    _expect_raises_value_error(ns, "zero_memory_per_device", 1e9, 8, -1)
+    _expect_raises_value_error(ns, "zero_memory_per_device", 1e9, 0, 1)
+
+
+# --------------------------------------------------------------------------- dynamic_scale_update
+
+def _torch_update(scale: float, found_inf: bool, good_steps: int, growth: float, backoff: float,
+                  interval: int) -> tuple[float, int]:
+    scale_t, tracker = torch.tensor([scale]), torch.tensor([good_steps], dtype=torch.int32)
+    torch._amp_update_scale_(scale_t, tracker, torch.tensor([float(found_inf)]), growth, backoff, interval)
+    return scale_t.item(), int(tracker.item())
+
+
+def _as_pair(value: Any, what: str) -> tuple[float, int]:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise CheckFailed(f"{what} should return a pair (new_scale, new_good_steps), got {value!r:.60}.")
+    return _number(value[0], what), int(_number(value[1], what))
+
+
+@chapter.check("dynamic_scale_update", points=1, hint="inf/nan found: multiply the scale by backoff_factor and "
+               "reset good_steps to 0. Otherwise add 1 to good_steps; if it reaches growth_interval, multiply the "
+               "scale by growth_factor and reset good_steps to 0.")
+def dynamic_update_by_hand(ns: Namespace) -> None:
+    cases = [((1024.0, True, 5, 2.0, 0.5, 10), (512.0, 0)), ((1024.0, False, 3, 2.0, 0.5, 10), (1024.0, 4)),
+             ((1024.0, False, 9, 2.0, 0.5, 10), (2048.0, 0)), ((8.0, True, 0, 4.0, 0.25, 1), (2.0, 0)),
+             ((8.0, False, 0, 4.0, 0.25, 1), (32.0, 0))]
+    for args, expected in cases:
+        what = f"dynamic_scale_update{args}"
+        got = _as_pair(call(ns, "dynamic_scale_update", *args), what)
+        expect(got == expected, f"{what} returned {got}, expected {expected}.")
+
+
+@chapter.check("dynamic_scale_update", points=2, hint="Feed each step's (new_scale, new_good_steps) into the next "
+               "call. The count only grows on good steps, restarts after every change of the scale, and the scale "
+               "changes at most once per step.")
+def dynamic_update_matches_grad_scaler(ns: Namespace) -> None:
+    generator = seeded_generator(14)
+    found = (torch.rand(60, generator=generator) < 0.2).tolist()
+    ours = theirs = (2.0 ** 16, 0)
+    for step, found_inf in enumerate(found):
+        theirs = _torch_update(theirs[0], found_inf, theirs[1], 2.0, 0.5, 3)
+        ours = _as_pair(call(ns, "dynamic_scale_update", ours[0], found_inf, ours[1], 2.0, 0.5, 3),
+                        "dynamic_scale_update")
+        expect(ours == theirs, f"after step {step} (inf found: {found_inf}) your (scale, good_steps) is {ours}; "
+                               f"torch.amp.GradScaler's rule gives {theirs}.")
+
+
+__all__ = ["chapter"]

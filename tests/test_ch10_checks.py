@@ -1,0 +1,125 @@
+"""Tests of chapter 10's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub and every common mistake, and are quick and deterministic."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from check_contract import assert_passes, assert_registers
+
+from llmcourse.checks.ch10 import chapter
+from llmcourse.grading.checks import run_check, run_checks
+from llmcourse.parallel import communication, loss_scaling, memory, schedule
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _average_gradients(per_worker_grads):
+    n = len(per_worker_grads)
+    return [sum(grads[i] for grads in per_worker_grads) / n for i in range(len(per_worker_grads[0]))]
+
+
+def _bubble_fraction(n_stages, n_microbatches):
+    if min(n_stages, n_microbatches) < 1:
+        raise ValueError("a pipeline needs a stage and a micro-batch")
+    idle_slots = n_stages - 1
+    return idle_slots / (idle_slots + n_microbatches)
+
+
+def _gpipe_order(n_stages, n_microbatches, stage):
+    if n_stages < 1 or n_microbatches < 1 or stage < 0 or stage >= n_stages:
+        raise ValueError("no such stage")
+    forwards = [("F", i) for i in range(n_microbatches)]
+    return forwards + [("B", i) for _, i in forwards[::-1]]
+
+
+def _column_parallel_forward(x, weight, bias, world_size):
+    out_features = weight.shape[0]
+    if out_features % world_size:
+        raise ValueError("out_features must split evenly")
+    size = out_features // world_size
+    outputs = []
+    for rank in range(world_size):
+        rows = slice(rank * size, (rank + 1) * size)
+        y = x @ weight[rows].T
+        outputs.append(y if bias is None else y + bias[rows])
+    return torch.cat(outputs, dim=-1)
+
+
+def _zero_memory_per_device(n_params, world_size, stage):
+    if stage not in range(4) or world_size < 1:
+        raise ValueError("stage must be 0-3 and world_size >= 1")
+    split = [world_size if stage >= s else 1 for s in (3, 2, 1)]  # parameters, gradients, optimizer states
+    return n_params * (2 / split[0] + 2 / split[1] + 12 / split[2])
+
+
+def _dynamic_scale_update(scale, found_inf, good_steps, growth_factor, backoff_factor, growth_interval):
+    if found_inf:
+        return scale * backoff_factor, 0
+    if good_steps + 1 < growth_interval:
+        return scale, good_steps + 1
+    return scale * growth_factor, 0
+
+
+CORRECT = {
+    "average_gradients": _average_gradients,
+    "bubble_fraction": _bubble_fraction,
+    "gpipe_order": _gpipe_order,
+    "column_parallel_forward": _column_parallel_forward,
+    "zero_memory_per_device": _zero_memory_per_device,
+    "dynamic_scale_update": _dynamic_scale_update,
+}
+
+PACKAGE = {
+    "average_gradients": communication.average_gradients,
+    "bubble_fraction": schedule.gpipe_bubble,
+    "gpipe_order": lambda p, m, stage: schedule.order("gpipe", p, m, stage),
+    "zero_memory_per_device": memory.zero_memory_per_device,
+    "dynamic_scale_update": loss_scaling.dynamic_scale_update,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert_registers(chapter, "10", CORRECT, at_least=6)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    assert_passes(chapter, exercise, CORRECT[exercise])
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    assert_passes(chapter, exercise, PACKAGE[exercise])
+
+
+def test_an_untouched_stub_fails_every_check():
+    results = run_checks(chapter, {name: _stub for name in CORRECT})
+    assert results and not any(r.passed for r in results)
+
+
+def test_full_product_is_caught_but_a_loop_of_shards_is_not():
+    wrong = {"column_parallel_forward": lambda x, w, b, n: torch.cat(
+        (x @ w.T + (0 if b is None else b)).chunk(n, -1), -1) if w.shape[0] % n == 0 else _column_parallel_forward(
+        x, w, b, n)}
+    failed = [r.name for r in run_checks(chapter, wrong, "column_parallel_forward") if not r.passed]
+    assert failed == ["column_parallel_computes_shards"]
+
+
+def test_checks_are_quick_and_deterministic():
+    run_checks(chapter, CORRECT)  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second
