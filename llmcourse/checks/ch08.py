@@ -1,0 +1,362 @@
+"""Graded checks of chapter 08, "Pretraining".
+
+Six exercises on the pieces of a pretraining loop, each checked on seeded inputs
+against an independent reference: ``Tensor.unfold`` for the windows,
+``F.cross_entropy`` for the loss, PyTorch's ``LinearLR`` + ``CosineAnnealingLR``
+for the schedule, ``torch.nn.utils.clip_grad_norm_`` for clipping, one big
+batch's gradients for gradient accumulation, and the cross-entropy of all tokens
+at once for perplexity. No check needs another exercise's function.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import torch
+import torch._dynamo  # noqa: F401  (imported before any optimizer is made inside a timed check)
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
+
+chapter = Chapter("08", "Pretraining")
+
+Namespace = Mapping[str, Any]
+
+
+def _expect_raises_value_error(ns: Namespace, name: str, *args: Any) -> None:
+    try:
+        call(ns, name, *args)
+    except CheckFailed as exc:
+        if "raised ValueError" in str(exc):
+            return
+        raise
+    shown = ", ".join(f"tensor of {len(a)} ids" if isinstance(a, torch.Tensor) else repr(a) for a in args)
+    raise CheckFailed(f"`{name}({shown})` returned a value; it should raise a ValueError that says what is wrong.")
+
+
+def _as_float(value: Any, what: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise CheckFailed(f"{what} should return a number (a float or a one-element tensor), got "
+                      f"{type(value).__name__}.")
+
+
+# --------------------------------------------------------------------------- make_windows
+
+
+def _windows(ns: Namespace, ids: torch.Tensor, T: int, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    got = call(ns, "make_windows", ids.clone(), T)
+    expect(isinstance(got, (tuple, list)) and len(got) == 2, f"{what} should return a pair (inputs, targets).")
+    return got[0], got[1]
+
+
+@chapter.check("make_windows", points=2, hint="Window i starts at i * context_length: inputs = ids[s : s + T], "
+               "targets = ids[s + 1 : s + T + 1]. There are (len(ids) - 1) // T windows; leftover tokens at the "
+               "end are dropped.")
+def windows_match_unfold(ns: Namespace) -> None:
+    for n, T in [(103, 10), (100, 10), (33, 4), (9, 8)]:
+        ids = torch.randint(0, 50, (n,), generator=seeded_generator(n))
+        reference = ids.unfold(0, T + 1, T)  # every (T + 1)-token slice, side by side
+        x, y = _windows(ns, ids, T, f"make_windows(ids of {n} tokens, {T})")
+        expect_close(expect_shape(x, tuple(reference[:, :-1].shape), f"inputs of make_windows(ids of {n}, {T})"),
+                     reference[:, :-1], f"inputs of make_windows(ids of {n} tokens, {T})")
+        expect_close(y, reference[:, 1:], f"targets of make_windows(ids of {n} tokens, {T})")
+
+
+@chapter.check("make_windows", points=1, hint="Each target row is its input row moved one token to the left, plus "
+               "the token after the window: the model at position t must predict token t + 1.")
+def windows_by_hand(ns: Namespace) -> None:
+    x, y = _windows(ns, torch.arange(7), 3, "make_windows(arange(7), 3)")
+    expect(isinstance(x, torch.Tensor) and x.tolist() == [[0, 1, 2], [3, 4, 5]],
+           f"make_windows(arange(7), 3) gave inputs {x.tolist() if isinstance(x, torch.Tensor) else x!r}, "
+           "expected [[0, 1, 2], [3, 4, 5]].")
+    expect(isinstance(y, torch.Tensor) and y.tolist() == [[1, 2, 3], [4, 5, 6]],
+           f"make_windows(arange(7), 3) gave targets {y.tolist() if isinstance(y, torch.Tensor) else y!r}, "
+           "expected [[1, 2, 3], [4, 5, 6]].")
+
+
+@chapter.check("make_windows", points=1, hint="Raise a ValueError when context_length < 1, and when there are "
+               "fewer than context_length + 1 tokens (not even one window with its targets).")
+def windows_reject_bad_input(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "make_windows", torch.arange(10), 0)
+    _expect_raises_value_error(ns, "make_windows", torch.arange(10), 10)
+    _expect_raises_value_error(ns, "make_windows", torch.arange(3), 8)
+
+
+# --------------------------------------------------------------------------- next_token_loss
+
+
+def _reference_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+@chapter.check("next_token_loss", points=2, hint="The logits at position t predict the token at t + 1: compare "
+               "logits[:, :-1] with ids[:, 1:], flatten batch and positions together, and take the mean "
+               "cross-entropy over all B * (T - 1) predictions.")
+def loss_matches_cross_entropy(ns: Namespace) -> None:
+    for (B, T, V), seed in [((2, 9, 13), 1), ((4, 5, 30), 2), ((1, 2, 7), 3)]:
+        logits = seeded_randn(B, T, V, seed=seed) * 2
+        ids = torch.randint(0, V, (B, T), generator=seeded_generator(seed + 10))
+        got = _as_float(call(ns, "next_token_loss", logits.clone(), ids.clone()),
+                        f"next_token_loss(logits {(B, T, V)}, ids {(B, T)})")
+        want = float(_reference_loss(logits, ids))
+        expect(math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5),
+               f"next_token_loss(logits {(B, T, V)}, ids {(B, T)}) returned {got:.6g}, expected {want:.6g}.")
+
+
+@chapter.check("next_token_loss", points=1, hint="A model that always puts its probability on the NEXT token must "
+               "get a loss near 0, and uniform logits over V tokens a loss of log V.")
+def loss_of_perfect_and_uniform_models(ns: Namespace) -> None:
+    V = 11
+    ids = torch.randint(0, V, (3, 8), generator=seeded_generator(4))
+    logits = torch.zeros(3, 8, V)
+    logits[:, :-1].scatter_(-1, ids[:, 1:, None], 30.0)  # position t is sure about token t + 1
+    logits[:, -1, 0] = 30.0  # the last position has no target; its guess must not count
+    got = _as_float(call(ns, "next_token_loss", logits, ids.clone()), "next_token_loss for a perfect model")
+    expect(abs(got) < 1e-4, f"a model that predicts every next token with certainty should have a loss near 0, "
+           f"but next_token_loss returned {got:.4g}. Are the logits compared with the ids shifted by one?")
+    got = _as_float(call(ns, "next_token_loss", torch.zeros(3, 8, V), ids.clone()), "next_token_loss(zeros)")
+    expect(math.isclose(got, math.log(V), rel_tol=1e-5),
+           f"uniform logits over {V} tokens should give a loss of log {V} = {math.log(V):.5f}, got {got:.5g}.")
+
+
+@chapter.check("next_token_loss", points=1, hint="Logits of size 1000 overflow exp(). Use log_softmax or "
+               "F.cross_entropy (or subtract each row's maximum) instead of log(softmax(...)).")
+def loss_is_stable(ns: Namespace) -> None:
+    logits = seeded_randn(2, 6, 9, seed=5) * 1000
+    ids = torch.randint(0, 9, (2, 6), generator=seeded_generator(6))
+    got = _as_float(call(ns, "next_token_loss", logits.clone(), ids.clone()), "next_token_loss of large logits")
+    want = float(_reference_loss(logits, ids))
+    expect(math.isfinite(got) and math.isclose(got, want, rel_tol=1e-4),
+           f"with logits near +-1000, next_token_loss returned {got:.6g}, expected {want:.6g}.")
+
+
+# --------------------------------------------------------------------------- warmup_cosine_lr
+
+
+def _torch_schedule(max_lr: float, warmup: int, total: int, min_lr: float) -> list[float]:
+    """PyTorch's LinearLR (from ~0) then CosineAnnealingLR: the learning rate at steps 0 .. total."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        schedule = SequentialLR(opt, [LinearLR(opt, start_factor=1e-12, end_factor=1.0, total_iters=warmup),
+                                      CosineAnnealingLR(opt, T_max=total - warmup, eta_min=min_lr)],
+                                milestones=[warmup])
+        lrs = []
+        for _ in range(total + 1):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+    return lrs
+
+
+def _lr(ns: Namespace, *args: Any) -> float:
+    return _as_float(call(ns, "warmup_cosine_lr", *args), f"warmup_cosine_lr{args}")
+
+
+@chapter.check("warmup_cosine_lr", points=1, hint="Warmup: max_lr * step / warmup_steps (0 at step 0, max_lr at "
+               "step warmup_steps). Then min_lr + (max_lr - min_lr) * (1 + cos(pi * progress)) / 2 with progress = "
+               "(step - warmup_steps) / (total_steps - warmup_steps); min_lr from total_steps on.")
+def lr_key_points(ns: Namespace) -> None:
+    cases = [((0, 1.0, 10, 110, 0.0), 0.0), ((4, 1.0, 10, 110, 0.0), 0.4), ((10, 1.0, 10, 110, 0.1), 1.0),
+             ((60, 1.0, 10, 110, 0.1), 0.55), ((110, 1.0, 10, 110, 0.1), 0.1), ((500, 1.0, 10, 110, 0.1), 0.1),
+             ((35, 2.0, 10, 110, 0.0), 2.0 * 0.5 * (1 + math.cos(math.pi * 0.25)))]
+    for args, want in cases:
+        got = _lr(ns, *args)
+        expect(math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12),
+               f"warmup_cosine_lr{args} returned {got:.6g}, expected {want:.6g}.")
+
+
+@chapter.check("warmup_cosine_lr", points=2, hint="Compare your curve with PyTorch's LinearLR followed by "
+               "CosineAnnealingLR(T_max=total_steps - warmup_steps, eta_min=min_lr): the cosine starts at step "
+               "warmup_steps, not at step 0, and ends exactly at total_steps.")
+def lr_matches_torch(ns: Namespace) -> None:
+    for max_lr, warmup, total, min_lr in [(6e-4, 20, 100, 6e-5), (1e-3, 5, 37, 0.0), (3e-3, 1, 12, 1e-4)]:
+        for step, want in enumerate(_torch_schedule(max_lr, warmup, total, min_lr)):
+            got = _lr(ns, step, max_lr, warmup, total, min_lr)
+            expect(math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-12),
+                   f"warmup_cosine_lr({step}, {max_lr}, {warmup}, {total}, {min_lr}) returned {got:.6g}; PyTorch's "
+                   f"LinearLR + CosineAnnealingLR give {want:.6g}.")
+    for step in (101, 150, 400):
+        got = _lr(ns, step, 6e-4, 20, 100, 6e-5)
+        expect(math.isclose(got, 6e-5, rel_tol=1e-9), f"after total_steps the rate must stay at min_lr: "
+               f"warmup_cosine_lr({step}, 6e-4, 20, 100, 6e-5) returned {got:.6g}, expected 6e-05.")
+
+
+# --------------------------------------------------------------------------- clip_grad_norm
+
+_NO_BUILTIN_CLIP = [(torch.nn.utils, "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
+                    (torch.nn.utils, "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
+                    (torch.nn.utils, "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
+                    (torch.nn.utils, "get_total_norm", "torch.nn.utils.get_total_norm")]
+
+
+def _params_with_grads(seed: int, scale: float) -> list[torch.nn.Parameter]:
+    shapes = [(4, 3), (7,), (2, 2, 5)]
+    params = []
+    for i, shape in enumerate(shapes):
+        p = torch.nn.Parameter(seeded_randn(*shape, seed=seed + i))
+        p.grad = seeded_randn(*shape, seed=seed + 10 + i) * scale
+        params.append(p)
+    return params
+
+
+def _clip(ns: Namespace, parameters: Any, max_norm: float, what: str) -> float:
+    with forbid("clip_grad_norm", _NO_BUILTIN_CLIP):
+        return _as_float(call(ns, "clip_grad_norm", parameters, max_norm), what)
+
+
+def _compare_grads(params: list, reference: list, what: str) -> None:
+    for i, (p, r) in enumerate(zip(params, reference)):
+        expect_close(p.grad, r.grad, f"{what}: the gradient of parameter {i}")
+
+
+@chapter.check("clip_grad_norm", points=2, hint="The norm is global: the square root of the sum of the squares of "
+               "ALL gradient entries of ALL parameters. If it exceeds max_norm, multiply every gradient by "
+               "max_norm / total_norm (in place, p.grad.mul_(...)). Return the norm measured before clipping.")
+def clip_matches_torch(ns: Namespace) -> None:
+    for seed, scale, max_norm in [(1, 3.0, 1.0), (2, 0.7, 0.5)]:
+        params, reference = _params_with_grads(seed, scale), _params_with_grads(seed, scale)
+        want = float(torch.nn.utils.clip_grad_norm_(reference, max_norm))
+        got = _clip(ns, params, max_norm, f"clip_grad_norm(3 parameters, {max_norm})")
+        expect(math.isclose(got, want, rel_tol=1e-5), f"clip_grad_norm returned {got:.6g}; the global gradient "
+               f"norm before clipping is {want:.6g}.")
+        _compare_grads(params, reference, f"after clip_grad_norm(..., {max_norm})")
+
+
+@chapter.check("clip_grad_norm", points=1, hint="When the total norm is at most max_norm, leave the gradients "
+               "alone. Skip parameters whose .grad is None (they had no gradient).")
+def clip_leaves_small_gradients(ns: Namespace) -> None:
+    params = _params_with_grads(3, 0.1)
+    unused = torch.nn.Parameter(torch.ones(3))  # no gradient
+    before = [p.grad.clone() for p in params]
+    norm = float(torch.sqrt(sum((g ** 2).sum() for g in before)))
+    got = _clip(ns, params + [unused], 100.0, "clip_grad_norm(small gradients, 100.0)")
+    expect(math.isclose(got, norm, rel_tol=1e-5), f"clip_grad_norm returned {got:.6g}, expected the norm {norm:.6g}.")
+    for i, (p, g) in enumerate(zip(params, before)):
+        expect_close(p.grad, g, f"gradient {i} (its norm is below max_norm, so it must not change)")
+    expect(unused.grad is None, "a parameter without a gradient should keep .grad = None.")
+
+
+@chapter.check("clip_grad_norm", points=1, hint="model.parameters() is a generator: it can be read only once. "
+               "Turn it into a list first (params = [p for p in parameters if p.grad is not None]).")
+def clip_accepts_a_generator(ns: Namespace) -> None:
+    torch.manual_seed(0)
+    model, reference = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 2)), None
+    x = seeded_randn(8, 6, seed=7)
+    (model(x) ** 2).sum().mul(10).backward()
+    reference = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+    for r, p in zip(reference, model.parameters()):
+        r.grad = p.grad.clone()
+    want = float(torch.nn.utils.clip_grad_norm_(reference, 1.0))
+    got = _clip(ns, model.parameters(), 1.0, "clip_grad_norm(model.parameters(), 1.0)")
+    expect(math.isclose(got, want, rel_tol=1e-5), f"clip_grad_norm(model.parameters(), 1.0) returned {got:.6g}, "
+           f"expected {want:.6g}.")
+    _compare_grads(list(model.parameters()), reference, "after clip_grad_norm(model.parameters(), 1.0)")
+
+
+# --------------------------------------------------------------------------- accumulate_gradients
+
+
+def _accumulation_setup(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x = seeded_randn(24, 5, seed=seed + 1)
+    y = torch.randint(0, 3, (24,), generator=seeded_generator(seed + 2))
+    big = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    big.load_state_dict(model.state_dict())
+    big_loss = F.cross_entropy(big(x), y)
+    big_loss.backward()
+    return model, big, x, y, float(big_loss.detach())
+
+
+def _micro_batches(x: torch.Tensor, y: torch.Tensor, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(x.chunk(k), y.chunk(k)))
+
+
+@chapter.check("accumulate_gradients", points=2, hint="For each of the k micro-batches: loss = loss_fn(model(x), y) "
+               "/ k, then loss.backward(). Gradients add up in .grad, so dividing by k makes their sum the "
+               "gradient of the mean over the whole batch. Do not update the parameters.")
+def accumulation_equals_one_big_batch(ns: Namespace) -> None:
+    for k in (4, 3):
+        model, big, x, y, _ = _accumulation_setup(k)
+        before = [p.detach().clone() for p in model.parameters()]
+        call(ns, "accumulate_gradients", model, F.cross_entropy, _micro_batches(x, y, k))
+        for i, (p, q, b) in enumerate(zip(model.parameters(), big.parameters(), before)):
+            expect(p.grad is not None, "after accumulate_gradients every parameter should have a .grad.")
+            expect_close(p.grad, q.grad, f"the accumulated gradient of parameter {i} over {k} micro-batches "
+                         "(vs one batch of all 24 examples)")
+            expect(torch.equal(p.detach(), b), "accumulate_gradients must not change the parameters (the optimizer "
+                   "step comes afterwards).")
+
+
+@chapter.check("accumulate_gradients", points=1, hint="Return the mean of the k unscaled micro-batch losses as a "
+               "float: with equal micro-batches it is the loss of the whole batch.")
+def accumulation_returns_the_mean_loss(ns: Namespace) -> None:
+    model, _, x, y, big_loss = _accumulation_setup(5)
+    got = _as_float(call(ns, "accumulate_gradients", model, F.cross_entropy, _micro_batches(x, y, 4)),
+                    "accumulate_gradients")
+    expect(math.isclose(got, big_loss, rel_tol=1e-5), f"accumulate_gradients returned {got:.6g}; the loss of the "
+           f"whole batch is {big_loss:.6g}.")
+
+
+@chapter.check("accumulate_gradients", points=1, hint="Start from zero: call model.zero_grad() (or set every .grad "
+               "to None) before the first backward, or old gradients get added to the new ones.")
+def accumulation_starts_from_zero(ns: Namespace) -> None:
+    model, big, x, y, _ = _accumulation_setup(6)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)  # left over from an earlier step
+    call(ns, "accumulate_gradients", model, F.cross_entropy, _micro_batches(x, y, 2))
+    for i, (p, q) in enumerate(zip(model.parameters(), big.parameters())):
+        expect(p.grad is not None, "after accumulate_gradients every parameter should have a .grad.")
+        expect_close(p.grad, q.grad, f"the gradient of parameter {i} when .grad held old values before the call")
+
+
+# --------------------------------------------------------------------------- perplexity
+
+
+def _perplexity(ns: Namespace, losses: Any, n_tokens: Any, what: str) -> float:
+    return _as_float(call(ns, "perplexity", losses, n_tokens), what)
+
+
+@chapter.check("perplexity", points=1, hint="Perplexity is exp(mean loss per token), with the loss in nats: a "
+               "model that is uniform over V tokens has loss log V and perplexity V.")
+def perplexity_by_hand(ns: Namespace) -> None:
+    got = _perplexity(ns, [math.log(50.0)] * 3, [10, 10, 10], "perplexity([log 50] * 3, [10, 10, 10])")
+    expect(math.isclose(got, 50.0, rel_tol=1e-6), f"three batches with loss log 50 should give perplexity 50, got "
+           f"{got:.6g}.")
+    got = _perplexity(ns, [1.0, 2.0], [4, 4], "perplexity([1.0, 2.0], [4, 4])")
+    expect(math.isclose(got, math.exp(1.5), rel_tol=1e-6), f"perplexity([1.0, 2.0], [4, 4]) returned {got:.6g}, "
+           f"expected exp(1.5) = {math.exp(1.5):.6g}.")
+
+
+@chapter.check("perplexity", points=2, hint="Batches hold different numbers of tokens: weight each batch's mean "
+               "loss by its token count (total loss / total tokens), then take exp. Averaging the batch losses "
+               "or the batch perplexities gives a different, wrong number.")
+def perplexity_weights_batches_by_tokens(ns: Namespace) -> None:
+    V, sizes = 20, [64, 64, 9]
+    logits = seeded_randn(sum(sizes), V, seed=8) * 1.5
+    targets = torch.randint(0, V, (sum(sizes),), generator=seeded_generator(9))
+    want = math.exp(float(F.cross_entropy(logits, targets)))  # all tokens at once
+    losses = [float(F.cross_entropy(lg, tg)) for lg, tg in zip(logits.split(sizes), targets.split(sizes))]
+    for form, args in (("lists", (losses, sizes)), ("tensors", (torch.tensor(losses), torch.tensor(sizes)))):
+        got = _perplexity(ns, *args, f"perplexity(batch losses, {sizes}) given {form}")
+        expect(math.isclose(got, want, rel_tol=1e-5), f"perplexity of batches of {sizes} tokens (given as {form}) "
+               f"returned {got:.6g}; the perplexity of all {sum(sizes)} tokens together is {want:.6g}.")
+
+
+__all__ = ["chapter"]

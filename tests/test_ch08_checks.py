@@ -1,0 +1,148 @@
+"""Tests of chapter 08's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub and every common mistake, and are quick and deterministic."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from check_contract import assert_passes, assert_registers
+
+from llmcourse.checks.ch08 import chapter
+from llmcourse.data import TokenWindows
+from llmcourse.grading.checks import run_check, run_checks
+from llmcourse.schedules import warmup_cosine_lr
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _make_windows(ids, context_length):
+    if context_length < 1:
+        raise ValueError("context_length must be >= 1")
+    n = (len(ids) - 1) // context_length
+    if n < 1:
+        raise ValueError("too few tokens")
+    starts = torch.arange(n) * context_length
+    index = starts[:, None] + torch.arange(context_length)
+    return ids[index], ids[index + 1]
+
+
+def _next_token_loss(logits, ids):
+    logp = logits[:, :-1].log_softmax(-1)
+    return -logp.gather(-1, ids[:, 1:, None]).mean()
+
+
+def _warmup_cosine_lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    if step < warmup_steps:
+        return step / warmup_steps * max_lr
+    t = min(step, total_steps) - warmup_steps
+    span = total_steps - warmup_steps
+    return min_lr + (max_lr - min_lr) * (math.cos(math.pi * t / span) + 1) / 2
+
+
+def _clip_grad_norm(parameters, max_norm):
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.cat([g.flatten() for g in grads]).norm()
+    if total > max_norm:
+        for g in grads:
+            g *= max_norm / total
+    return total
+
+
+def _accumulate_gradients(model, loss_fn, micro_batches):
+    for p in model.parameters():
+        p.grad = None
+    total = 0.0
+    for x, y in micro_batches:
+        loss = loss_fn(model(x), y)
+        (loss / len(micro_batches)).backward()
+        total += loss.item()
+    return total / len(micro_batches)
+
+
+def _perplexity(mean_losses, n_tokens):
+    losses = torch.as_tensor(mean_losses, dtype=torch.float64)
+    counts = torch.as_tensor(n_tokens, dtype=torch.float64)
+    return math.exp(float((losses * counts).sum() / counts.sum()))
+
+
+CORRECT = {
+    "make_windows": _make_windows,
+    "next_token_loss": _next_token_loss,
+    "warmup_cosine_lr": _warmup_cosine_lr,
+    "clip_grad_norm": _clip_grad_norm,
+    "accumulate_gradients": _accumulate_gradients,
+    "perplexity": _perplexity,
+}
+
+
+def _package_windows(ids, context_length):
+    windows = TokenWindows(ids, context_length)
+    return torch.stack([windows[i][0] for i in range(len(windows))]), torch.stack(
+        [windows[i][1] for i in range(len(windows))])
+
+
+def _torch_clip(parameters, max_norm):
+    return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
+
+
+PACKAGE = {
+    "make_windows": _package_windows,
+    "warmup_cosine_lr": warmup_cosine_lr,
+    "next_token_loss": lambda logits, ids: F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]),
+}
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_chapter_registers_its_exercises():
+    assert_registers(chapter, "08", CORRECT, at_least=6)
+
+
+@pytest.mark.parametrize("exercise", sorted(CORRECT))
+def test_checks_pass_for_a_correct_implementation(exercise):
+    assert_passes(chapter, exercise, CORRECT[exercise])
+
+
+@pytest.mark.parametrize("exercise", sorted(PACKAGE))
+def test_the_package_functions_pass_the_checks(exercise):
+    assert_passes(chapter, exercise, PACKAGE[exercise])
+
+
+def test_a_stub_fails_every_check():
+    def stub(*args, **kwargs):
+        raise NotImplementedError
+
+    results = run_checks(chapter, {name: stub for name in CORRECT})
+    assert results and not any(r.passed for r in results)
+    assert all("not written yet" in r.message for r in results)
+
+
+def test_calling_torch_clip_is_refused():
+    results = run_checks(chapter, {"clip_grad_norm": _torch_clip}, "clip_grad_norm")
+    assert not any(r.passed for r in results)
+    assert "write `clip_grad_norm` yourself" in results[0].message
+
+
+def test_checks_are_quick_and_deterministic():
+    run_checks(chapter, CORRECT)  # warm up
+    first = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    for check in chapter.checks:
+        start = time.perf_counter()
+        assert run_check(check, CORRECT).passed
+        assert time.perf_counter() - start < 2.0, check.name  # well under 1 s on an idle CPU
+    second = [r.to_dict() for r in run_checks(chapter, CORRECT)]
+    assert first == second
+
+
+def test_accumulation_check_would_notice_a_big_batch_step():
+    """The micro-batches really differ: one micro-batch's gradient is not the big batch's."""
+    from llmcourse.checks.ch08 import _accumulation_setup, _micro_batches
+
+    model, big, x, y, _ = _accumulation_setup(4)
+    (xb, yb) = _micro_batches(x, y, 4)[0]
+    F.cross_entropy(model(xb), yb).backward()
+    assert not torch.allclose(next(model.parameters()).grad, next(big.parameters()).grad, atol=1e-3)

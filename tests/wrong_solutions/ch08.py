@@ -1,0 +1,249 @@
+"""Common mistakes in chapter 08's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------- make_windows
+
+
+def windows_not_shifted(ids, context_length):
+    """Targets equal to the inputs: the model learns to copy, not to predict."""
+    if context_length < 1 or len(ids) < context_length + 1:
+        raise ValueError("bad input")
+    n = (len(ids) - 1) // context_length
+    x = ids[:n * context_length].view(n, context_length)
+    return x, x.clone()
+
+
+def windows_overlapping(ids, context_length):
+    """Stride 1 instead of context_length: every start position, many overlapping windows."""
+    if context_length < 1 or len(ids) < context_length + 1:
+        raise ValueError("bad input")
+    w = ids.unfold(0, context_length + 1, 1)
+    return w[:, :-1], w[:, 1:]
+
+
+def windows_count_off_by_one(ids, context_length):
+    """len(ids) // T windows: the last one runs past the end (or one too few are made)."""
+    if context_length < 1 or len(ids) < context_length + 1:
+        raise ValueError("bad input")
+    n = len(ids) // context_length - 1
+    w = ids[:n * context_length + 1]
+    return (torch.stack([w[i * context_length:(i + 1) * context_length] for i in range(n)]),
+            torch.stack([w[i * context_length + 1:(i + 1) * context_length + 1] for i in range(n)]))
+
+
+def windows_unchecked(ids, context_length):
+    """Right windows, but no error for context_length 0 or a too-short corpus."""
+    n = max((len(ids) - 1) // max(context_length, 1), 0)
+    x = torch.stack([ids[i * context_length:(i + 1) * context_length] for i in range(n)]) if n else ids[:0]
+    y = torch.stack([ids[i * context_length + 1:(i + 1) * context_length + 1] for i in range(n)]) if n else ids[:0]
+    return x, y
+
+
+# --------------------------------------------------------------------------- next_token_loss
+
+
+def loss_not_shifted(logits, ids):
+    """Scores the logits at position t against the token AT t (the one the model already sees)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1))
+
+
+def loss_shifted_backwards(logits, ids):
+    """Pairs the logits at t + 1 with the token at t."""
+    return F.cross_entropy(logits[:, 1:].reshape(-1, logits.shape[-1]), ids[:, :-1].reshape(-1))
+
+
+def loss_summed(logits, ids):
+    """Sums over the tokens instead of taking the mean."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+
+
+def loss_log_of_softmax(logits, ids):
+    """log(softmax(...)) written by hand: exp overflows for large logits."""
+    probs = logits.exp() / logits.exp().sum(-1, keepdim=True)
+    picked = probs[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return -picked.log().mean()
+
+
+# --------------------------------------------------------------------------- warmup_cosine_lr
+
+
+def lr_warmup_off_by_one(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """Warmup (step + 1) / W: never 0, reaches max_lr one step early."""
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_ignores_min_lr(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """Cosine down to 0 whatever min_lr says."""
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    progress = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
+    return max_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_cosine_from_step_zero(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """Progress measured from step 0 (step / total_steps), so the cosine has already started at warmup's end."""
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    progress = min(step / total_steps, 1.0)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_not_clamped(step, max_lr, warmup_steps, total_steps, min_lr=0.0):
+    """No floor after total_steps: the cosine climbs back up."""
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# --------------------------------------------------------------------------- clip_grad_norm
+
+
+def clip_per_parameter(parameters, max_norm):
+    """Clips each parameter's gradient to max_norm on its own (not one global norm)."""
+    params = [p for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+    for p in params:
+        norm = p.grad.norm()
+        if norm > max_norm:
+            p.grad.mul_(max_norm / norm)
+    return total
+
+
+def clip_returns_norm_after(parameters, max_norm):
+    """Returns the norm after clipping (at most max_norm) instead of the measured one."""
+    params = [p for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+    scale = min(1.0, max_norm / float(total))
+    for p in params:
+        p.grad.mul_(scale)
+    return total * scale
+
+
+def clip_always_rescales(parameters, max_norm):
+    """Rescales every gradient to norm max_norm, even small ones (that is normalising, not clipping)."""
+    params = [p for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in params))
+    for p in params:
+        p.grad.mul_(max_norm / total)
+    return total
+
+
+def clip_reads_generator_twice(parameters, max_norm):
+    """Reads ``parameters`` twice; a generator is empty the second time, so nothing gets clipped."""
+    total = torch.sqrt(sum((p.grad ** 2).sum() for p in parameters if p.grad is not None))
+    if total > max_norm:
+        for p in parameters:
+            if p.grad is not None:
+                p.grad.mul_(max_norm / total)
+    return total
+
+
+def clip_sum_of_norms(parameters, max_norm):
+    """Adds the per-parameter norms instead of the squares."""
+    params = [p for p in parameters if p.grad is not None]
+    total = sum(p.grad.norm() for p in params)
+    if total > max_norm:
+        for p in params:
+            p.grad.mul_(max_norm / total)
+    return total
+
+
+# --------------------------------------------------------------------------- accumulate_gradients
+
+
+def accumulate_without_dividing(model, loss_fn, micro_batches):
+    """Forgets the 1/k: the gradient is k times too large."""
+    model.zero_grad()
+    losses = []
+    for x, y in micro_batches:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def accumulate_without_zeroing(model, loss_fn, micro_batches):
+    """Adds to whatever was already in .grad."""
+    losses = []
+    for x, y in micro_batches:
+        loss = loss_fn(model(x), y)
+        (loss / len(micro_batches)).backward()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def accumulate_returns_last_loss(model, loss_fn, micro_batches):
+    """Right gradients, but returns the last micro-batch's loss."""
+    model.zero_grad()
+    for x, y in micro_batches:
+        loss = loss_fn(model(x), y)
+        (loss / len(micro_batches)).backward()
+    return loss.item()
+
+
+def accumulate_and_step(model, loss_fn, micro_batches):
+    """Takes an SGD step after each micro-batch: that is k small steps, not one big one."""
+    losses = []
+    for x, y in micro_batches:
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        (loss / len(micro_batches)).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+# --------------------------------------------------------------------------- perplexity
+
+
+def perplexity_of_sum(mean_losses, n_tokens):
+    """exp of the summed batch losses."""
+    return math.exp(sum(float(x) for x in mean_losses))
+
+
+def perplexity_unweighted(mean_losses, n_tokens):
+    """Averages the batch losses without weighting by their token counts."""
+    losses = [float(x) for x in mean_losses]
+    return math.exp(sum(losses) / len(losses))
+
+
+def perplexity_mean_of_perplexities(mean_losses, n_tokens):
+    """Averages the per-batch perplexities (weighted), not the losses."""
+    losses, counts = [float(x) for x in mean_losses], [int(n) for n in n_tokens]
+    return sum(math.exp(loss) * n for loss, n in zip(losses, counts)) / sum(counts)
+
+
+def perplexity_in_bits(mean_losses, n_tokens):
+    """Uses 2 ** loss, but the losses are in nats (natural log)."""
+    losses, counts = [float(x) for x in mean_losses], [int(n) for n in n_tokens]
+    return 2 ** (sum(loss * n for loss, n in zip(losses, counts)) / sum(counts))
+
+
+WRONG: dict[str, list[Callable]] = {
+    "make_windows": [windows_not_shifted, windows_overlapping, windows_count_off_by_one, windows_unchecked],
+    "next_token_loss": [loss_not_shifted, loss_shifted_backwards, loss_summed, loss_log_of_softmax],
+    "warmup_cosine_lr": [lr_warmup_off_by_one, lr_ignores_min_lr, lr_cosine_from_step_zero, lr_not_clamped],
+    "clip_grad_norm": [clip_per_parameter, clip_returns_norm_after, clip_always_rescales, clip_reads_generator_twice,
+                       clip_sum_of_norms],
+    "accumulate_gradients": [accumulate_without_dividing, accumulate_without_zeroing, accumulate_returns_last_loss,
+                             accumulate_and_step],
+    "perplexity": [perplexity_of_sum, perplexity_unweighted, perplexity_mean_of_perplexities, perplexity_in_bits],
+}
