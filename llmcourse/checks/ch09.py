@@ -1,0 +1,329 @@
+"""Graded checks of chapter 09, "Fine-tuning and alignment".
+
+Seven exercises on the losses and layers of fine-tuning: masking the prompt's
+labels, the SFT loss, a LoRA layer's forward pass and its merged weight, the
+reward model's pairwise loss, the DPO loss and the distillation loss. Each is
+checked on seeded inputs against an independent reference (``F.cross_entropy``,
+``F.linear`` with the merged matrix, ``F.softplus``, ``F.kl_div``, the papers'
+formulas written out, hand-computed examples). No check needs another
+exercise's function.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    as_tensor,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    seeded_randn,
+)
+
+chapter = Chapter("09", "Fine-tuning and alignment")
+
+Namespace = Mapping[str, Any]
+
+
+def _expect_raises_value_error(ns: Namespace, name: str, *args: Any) -> None:
+    try:
+        call(ns, name, *args)
+    except CheckFailed as exc:
+        if "raised ValueError" in str(exc):
+            return
+        raise
+    raise CheckFailed(f"`{name}` returned a value for arguments it should refuse; raise a ValueError that says "
+                      f"why they are not allowed.")
+
+
+def _scalar(value: Any, what: str) -> float:
+    tensor = as_tensor(value, what)
+    if tensor.numel() != 1:
+        raise CheckFailed(f"{what} should be a single number (a 0-d tensor), got shape {tuple(tensor.shape)}.")
+    return float(tensor.reshape(()))
+
+
+def _expect_number(value: Any, expected: float, what: str, rel: float = 1e-4, abs_tol: float = 1e-5) -> None:
+    got = _scalar(value, what)
+    if not math.isfinite(got) and math.isfinite(expected):
+        raise CheckFailed(f"{what} is {got}, but the expected value {expected:.6g} is finite.")
+    expect(math.isclose(got, expected, rel_tol=rel, abs_tol=abs_tol),
+           f"{what} is {got:.6g}, expected {expected:.6g}.")
+
+
+# --------------------------------------------------------------------------- mask_prompt_labels
+
+@chapter.check("mask_prompt_labels", points=1, hint="Copy the ids and set the first prompt_length positions to -100 "
+               "(the value F.cross_entropy ignores); the answer's positions keep their token ids.")
+def mask_values(ns: Namespace) -> None:
+    ids = torch.tensor([5, 9, 2, 7, 3, 8])
+    got = expect_shape(call(ns, "mask_prompt_labels", ids.clone(), 3), (6,), "mask_prompt_labels(ids of 6, 3)")
+    expect(got.tolist() == [-100, -100, -100, 7, 3, 8],
+           f"mask_prompt_labels([5, 9, 2, 7, 3, 8], 3) returned {got.tolist()}, expected [-100, -100, -100, 7, 3, 8].")
+    generator = torch.Generator().manual_seed(3)
+    for length, prompt in [(10, 4), (7, 1), (12, 11)]:
+        ids = torch.randint(0, 50, (length,), generator=generator)
+        expected = torch.where(torch.arange(length) < prompt, torch.tensor(-100), ids)
+        got = expect_shape(call(ns, "mask_prompt_labels", ids.clone(), prompt), (length,),
+                           f"mask_prompt_labels(ids of {length}, {prompt})")
+        expect(torch.equal(got.long(), expected), f"mask_prompt_labels(ids of {length}, {prompt}) returned "
+               f"{got.tolist()}, expected {expected.tolist()}.")
+
+
+@chapter.check("mask_prompt_labels", points=1, hint="Work on a copy (ids.clone()): the ids themselves are still "
+               "needed as the model's input. prompt_length 0 masks nothing; len(ids) masks everything.")
+def mask_keeps_ids(ns: Namespace) -> None:
+    ids = torch.tensor([4, 1, 6, 2, 9])
+    got = call(ns, "mask_prompt_labels", ids, 2)
+    expect(ids.tolist() == [4, 1, 6, 2, 9], "mask_prompt_labels changed the ids it was given; return a new "
+           "tensor and leave the input alone.")
+    got = expect_shape(got, (5,), "mask_prompt_labels(ids of 5, 2)")
+    expect(not got.is_floating_point(), f"the labels should be integer token ids (like the input), got {got.dtype}.")
+    expect(call(ns, "mask_prompt_labels", ids, 0).tolist() == ids.tolist(),
+           "with prompt_length 0 nothing should be masked.")
+    expect(call(ns, "mask_prompt_labels", ids, 5).tolist() == [-100] * 5,
+           "with prompt_length equal to len(ids) every position should be -100.")
+
+
+@chapter.check("mask_prompt_labels", points=1, hint="A prompt cannot be longer than the example or shorter than 0: "
+               "raise a ValueError instead of silently masking a different number of tokens.")
+def mask_rejects_bad_lengths(ns: Namespace) -> None:
+    _expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), 4)
+    _expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), -1)
+
+
+# --------------------------------------------------------------------------- sft_loss
+
+def _sft_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = seeded_randn(3, 8, 11, seed=seed) * 2
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 11, (3, 8), generator=generator)
+    labels[0, :3] = -100  # prompts of different lengths
+    labels[1, :5] = -100
+    labels[2, :2] = -100
+    labels[1, 7:] = -100  # padding
+    return logits, labels
+
+
+@chapter.check("sft_loss", points=1, hint="Logits at position t predict the token at t + 1: drop the last position "
+               "of the logits and the first of the labels, then take the cross-entropy ignoring labels of -100.")
+def sft_loss_matches_cross_entropy(ns: Namespace) -> None:
+    for seed in (1, 2):
+        logits, labels = _sft_inputs(seed)
+        expected = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100)
+        _expect_number(call(ns, "sft_loss", logits.clone(), labels.clone()), float(expected),
+                       "sft_loss(logits (3, 8, 11), labels (3, 8))")
+
+
+@chapter.check("sft_loss", points=1, hint="Positions whose next label is -100 (the prompt, the padding) must not "
+               "count at all: leave them out of both the sum and the count.")
+def sft_loss_ignores_masked_positions(ns: Namespace) -> None:
+    logits, labels = _sft_inputs(3)
+    before = _scalar(call(ns, "sft_loss", logits.clone(), labels.clone()), "sft_loss")
+    changed = logits.clone()
+    masked_next = torch.zeros(3, 8, dtype=torch.bool)
+    masked_next[:, :-1] = labels[:, 1:] == -100
+    changed[masked_next] = seeded_randn(int(masked_next.sum()), 11, seed=4) * 5
+    after = _scalar(call(ns, "sft_loss", changed, labels.clone()), "sft_loss")
+    expect(math.isclose(before, after, rel_tol=1e-5, abs_tol=1e-6),
+           f"changing the logits that predict masked (-100) labels changed the loss from {before:.5f} to "
+           f"{after:.5f}; those positions must not count.")
+
+
+@chapter.check("sft_loss", points=1, hint="Average over answer TOKENS, not over rows: a row with 3 answer tokens "
+               "counts three times as much as a row with one.")
+def sft_loss_by_hand(ns: Namespace) -> None:
+    # vocabulary of 2; uniform logits except where noted, so each token's loss is log 2 or log(1 + e^-2).
+    logits = torch.zeros(2, 4, 2)
+    labels = torch.tensor([[-100, -100, -100, 1], [-100, 0, 0, 0]])
+    logits[1, :3, 0] = 2.0  # row 1 predicts its three 0s with logit gap 2
+    expected = (math.log(2) + 3 * math.log(1 + math.exp(-2))) / 4
+    _expect_number(call(ns, "sft_loss", logits, labels), expected,
+                   "sft_loss for one row with 1 answer token (loss log 2) and one with 3 (loss 0.127 each)")
+
+
+# --------------------------------------------------------------------------- lora_forward
+
+def _lora_tensors(seed: int, d_in: int = 6, d_out: int = 4, r: int = 2):
+    return (seeded_randn(2, 5, d_in, seed=seed), seeded_randn(d_out, d_in, seed=seed + 1),
+            seeded_randn(d_out, seed=seed + 2), seeded_randn(r, d_in, seed=seed + 3),
+            seeded_randn(d_out, r, seed=seed + 4))
+
+
+@chapter.check("lora_forward", points=1, hint="Compute the frozen layer x W^T + b, then add the adapter's path "
+               "(x A^T) B^T multiplied by alpha / r.")
+def lora_forward_matches_merged(ns: Namespace) -> None:
+    for alpha, r, seed in [(8.0, 2, 1), (1.0, 3, 7)]:
+        x, W, b, A, B = _lora_tensors(seed, r=r)
+        expected = F.linear(x, W + (alpha / r) * B @ A, b)
+        expect_close(call(ns, "lora_forward", x, W, b, A, B, alpha, r), expected,
+                     f"lora_forward(x (2, 5, 6), W (4, 6), b, A ({r}, 6), B (4, {r}), alpha={alpha}, r={r})")
+
+
+@chapter.check("lora_forward", points=1, hint="B starts at zero, so a fresh adapter must give exactly the original "
+               "layer. b may be None (a layer without bias): then add no bias.")
+def lora_forward_zero_B_and_no_bias(ns: Namespace) -> None:
+    x, W, b, A, B = _lora_tensors(11)
+    expect_close(call(ns, "lora_forward", x, W, b, A, torch.zeros_like(B), 16.0, 2), F.linear(x, W, b),
+                 "lora_forward with B = 0 (it should equal x W^T + b)")
+    expect_close(call(ns, "lora_forward", x, W, None, A, B, 4.0, 2), F.linear(x, W + 2.0 * B @ A),
+                 "lora_forward with b=None")
+
+
+@chapter.check("lora_forward", points=1, hint="Check the scale on a tiny case: x = [1, 2], W = I, A = [[1, 1]], "
+               "B = [[1], [0]], alpha = 2, r = 1 gives x + 2 * (1 + 2) * [1, 0] = [7, 2].")
+def lora_forward_by_hand(ns: Namespace) -> None:
+    got = call(ns, "lora_forward", torch.tensor([[1.0, 2.0]]), torch.eye(2), torch.zeros(2),
+               torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0], [0.0]]), 2.0, 1)
+    expect_close(got, torch.tensor([[7.0, 2.0]]), "lora_forward on the 2-number example")
+
+
+# --------------------------------------------------------------------------- merge_lora_weights
+
+@chapter.check("merge_lora_weights", points=1, hint="The merged matrix is W + (alpha / r) * B @ A, shape "
+               "(out, in) like W: multiplying x by it must give the frozen layer plus the adapter.")
+def merge_matches_two_paths(ns: Namespace) -> None:
+    for alpha, r, seed in [(16.0, 4, 21), (3.0, 1, 22)]:
+        x, W, _, A, B = _lora_tensors(seed, d_in=7, d_out=3, r=r)
+        merged = call(ns, "merge_lora_weights", W.clone(), A, B, alpha, r)
+        merged = expect_shape(merged, (3, 7), f"merge_lora_weights(W (3, 7), A ({r}, 7), B (3, {r}), {alpha}, {r})")
+        two_paths = x @ W.T + (alpha / r) * ((x @ A.T) @ B.T)
+        expect_close(x @ merged.T, two_paths, f"x @ merged.T with alpha={alpha}, r={r} (vs x W^T + the adapter)")
+
+
+@chapter.check("merge_lora_weights", points=1, hint="Return a new matrix (W + ...), do not add into W in place: "
+               "the frozen base weight must stay as it was. With B = 0 the merge gives W back.")
+def merge_keeps_base(ns: Namespace) -> None:
+    _, W, _, A, B = _lora_tensors(31, d_in=5, d_out=5, r=2)
+    original = W.clone()
+    call(ns, "merge_lora_weights", W, A, B, 4.0, 2)
+    expect(torch.equal(W, original), "merge_lora_weights changed W in place; return W + (alpha / r) B A instead.")
+    expect_close(call(ns, "merge_lora_weights", W, A, torch.zeros_like(B), 4.0, 2), W,
+                 "merge_lora_weights with B = 0")
+
+
+# --------------------------------------------------------------------------- pairwise_reward_loss
+
+@chapter.check("pairwise_reward_loss", points=1, hint="Per pair the loss is -log(sigmoid(r_chosen - r_rejected)); "
+               "return the mean over the pairs.")
+def reward_loss_values(ns: Namespace) -> None:
+    rc, rr = seeded_randn(10, seed=41, dtype=torch.float64) * 2, seeded_randn(10, seed=42, dtype=torch.float64) * 2
+    expected = float((-torch.log(1 / (1 + torch.exp(-(rc - rr))))).mean())
+    _expect_number(call(ns, "pairwise_reward_loss", rc.float(), rr.float()), expected,
+                   "pairwise_reward_loss on 10 pairs")
+
+
+@chapter.check("pairwise_reward_loss", points=1, hint="sigmoid(-1000) rounds to 0 and log(0) is -inf. Use "
+               "F.logsigmoid (or softplus: -log sigmoid(z) = softplus(-z)), which stays finite.")
+def reward_loss_is_stable(ns: Namespace) -> None:
+    rc, rr = torch.tensor([-500.0, 500.0, 3.0]), torch.tensor([500.0, -500.0, 1.0])
+    expected = float(F.softplus(-(rc - rr)).mean())
+    _expect_number(call(ns, "pairwise_reward_loss", rc, rr), expected,
+                   "pairwise_reward_loss with reward gaps of -1000, +1000 and +2")
+
+
+@chapter.check("pairwise_reward_loss", points=1, hint="The loss must be small when the chosen answer already scores "
+               "higher, and large when it scores lower: check the sign of the difference.")
+def reward_loss_prefers_chosen(ns: Namespace) -> None:
+    good = _scalar(call(ns, "pairwise_reward_loss", torch.tensor([2.0]), torch.tensor([0.0])), "loss")
+    bad = _scalar(call(ns, "pairwise_reward_loss", torch.tensor([0.0]), torch.tensor([2.0])), "loss")
+    expect(math.isclose(good, math.log(1 + math.exp(-2)), rel_tol=1e-4) and
+           math.isclose(bad, math.log(1 + math.exp(2)), rel_tol=1e-4),
+           f"for r_chosen=2, r_rejected=0 the loss should be {math.log(1 + math.exp(-2)):.4f} (got {good:.4f}); "
+           f"with the rewards swapped it should be {math.log(1 + math.exp(2)):.4f} (got {bad:.4f}).")
+
+
+# --------------------------------------------------------------------------- dpo_loss
+
+def _dpo_parts(value: Any, what: str, n: int) -> tuple[float, torch.Tensor, torch.Tensor]:
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise CheckFailed(f"{what} should return three things: (loss, chosen_rewards, rejected_rewards).")
+    loss = _scalar(value[0], f"{what}'s loss")
+    return (loss, expect_shape(value[1], (n,), f"{what}'s chosen_rewards"),
+            expect_shape(value[2], (n,), f"{what}'s rejected_rewards"))
+
+
+def _logps(seed: int, n: int = 6) -> list[torch.Tensor]:
+    return [-(seeded_randn(n, seed=seed + i).abs() * 10 + 1) for i in range(4)]
+
+
+@chapter.check("dpo_loss", points=2, hint="chosen_rewards = beta * (policy_chosen - ref_chosen), rejected_rewards = "
+               "beta * (policy_rejected - ref_rejected); the loss is the mean of -log sigmoid(chosen - rejected).")
+def dpo_matches_formula(ns: Namespace) -> None:
+    for beta, seed in [(0.1, 51), (0.5, 55)]:
+        pc, pr, rc, rr = _logps(seed)
+        d = [t.double() for t in (pc, pr, rc, rr)]
+        # Rafailov et al. 2023, eq. 7: -log sigma(beta log(pi(y_w)/pi_ref(y_w)) - beta log(pi(y_l)/pi_ref(y_l)))
+        z = beta * (d[0] - d[2]) - beta * (d[1] - d[3])
+        expected = float(-torch.log(1 / (1 + torch.exp(-z))).mean())
+        what = f"dpo_loss(..., beta={beta})"
+        loss, chosen, rejected = _dpo_parts(call(ns, "dpo_loss", pc, pr, rc, rr, beta), what, 6)
+        _expect_number(loss, expected, f"{what}'s loss")
+        expect_close(chosen, beta * (d[0] - d[2]), f"{what}'s chosen_rewards")
+        expect_close(rejected, beta * (d[1] - d[3]), f"{what}'s rejected_rewards")
+
+
+@chapter.check("dpo_loss", points=1, hint="When the policy equals the reference, every reward is 0 and the loss is "
+               "log 2, whatever the log-probabilities are: the loss compares each model with the reference.")
+def dpo_policy_equal_to_reference(ns: Namespace) -> None:
+    pc, pr, _, _ = _logps(61)
+    loss, chosen, rejected = _dpo_parts(call(ns, "dpo_loss", pc, pr, pc.clone(), pr.clone(), 0.2),
+                                        "dpo_loss with policy = reference", 6)
+    _expect_number(loss, math.log(2), "dpo_loss with policy = reference")
+    expect_close(chosen, torch.zeros(6), "chosen_rewards with policy = reference")
+    expect_close(rejected, torch.zeros(6), "rejected_rewards with policy = reference")
+
+
+@chapter.check("dpo_loss", points=1, hint="Log-probabilities of whole answers can differ by thousands: compute "
+               "-log sigmoid(z) with F.logsigmoid, never as log(sigmoid(z)).")
+def dpo_is_stable(ns: Namespace) -> None:
+    pc, pr = torch.tensor([-5.0, -4000.0]), torch.tensor([-4000.0, -5.0])
+    rc, rr = torch.tensor([-10.0, -10.0]), torch.tensor([-10.0, -10.0])
+    z = 1.0 * (pc - rc) - 1.0 * (pr - rr)
+    loss, _, _ = _dpo_parts(call(ns, "dpo_loss", pc, pr, rc, rr, 1.0), "dpo_loss with beta=1", 2)
+    _expect_number(loss, float(F.softplus(-z).mean()), "dpo_loss with log-probability gaps near 4000")
+
+
+# --------------------------------------------------------------------------- distillation_loss
+
+@chapter.check("distillation_loss", points=2, hint="Divide both logits by T, take log_softmax of the student and "
+               "softmax of the teacher, sum p_teacher * (log p_teacher - log p_student) over the vocabulary, "
+               "average over the rows, and multiply by T squared.")
+def distill_matches_kl_div(ns: Namespace) -> None:
+    student, teacher = seeded_randn(8, 10, seed=71) * 2, seeded_randn(8, 10, seed=72) * 3
+    for t in (1.0, 2.0, 4.0):
+        expected = t * t * F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="batchmean")
+        _expect_number(call(ns, "distillation_loss", student.clone(), teacher.clone(), temperature=t),
+                       float(expected), f"distillation_loss(student (8, 10), teacher (8, 10), temperature={t})")
+
+
+@chapter.check("distillation_loss", points=1, hint="KL is not symmetric. The teacher's probabilities weigh the "
+               "log-ratio: KL(teacher || student) = sum p_t * log(p_t / p_s).")
+def distill_direction(ns: Namespace) -> None:
+    teacher = torch.tensor([[0.9, 0.1]]).log()
+    student = torch.tensor([[0.5, 0.5]]).log()
+    expected = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    _expect_number(call(ns, "distillation_loss", student, teacher, temperature=1.0), expected,
+                   "distillation_loss for teacher probabilities [0.9, 0.1] and student [0.5, 0.5] at T=1")
+
+
+@chapter.check("distillation_loss", points=1, hint="softmax can round a tiny probability to 0, and log(0) is -inf. "
+               "Take F.log_softmax of the scaled logits instead of log(softmax(...)).")
+def distill_is_stable(ns: Namespace) -> None:
+    teacher = torch.tensor([[200.0, 0.0, -200.0]])
+    student = torch.tensor([[0.0, 200.0, -200.0]])
+    log_s, log_t = F.log_softmax(student, -1).double(), F.log_softmax(teacher, -1).double()
+    expected = float((log_t.exp() * (log_t - log_s)).sum())
+    _expect_number(call(ns, "distillation_loss", student, teacher, temperature=1.0), expected,
+                   "distillation_loss for logits of +-200 at T=1")
+
+
+__all__ = ["chapter"]

@@ -1,0 +1,228 @@
+"""Common mistakes in chapter 09's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------- mask_prompt_labels
+
+
+def mask_off_by_one(ids, prompt_length):
+    """Masks one token too few: the last prompt token (the space after "A:") is still trained on."""
+    if not 0 <= prompt_length <= len(ids):
+        raise ValueError("bad prompt_length")
+    labels = ids.clone()
+    labels[:max(prompt_length - 1, 0)] = -100
+    return labels
+
+
+def mask_the_answer(ids, prompt_length):
+    """Masks the answer and trains on the prompt: exactly backwards."""
+    if not 0 <= prompt_length <= len(ids):
+        raise ValueError("bad prompt_length")
+    labels = ids.clone()
+    labels[prompt_length:] = -100
+    return labels
+
+
+def mask_in_place(ids, prompt_length):
+    """Writes -100 into the ids themselves, destroying the model's input."""
+    if not 0 <= prompt_length <= len(ids):
+        raise ValueError("bad prompt_length")
+    ids[:prompt_length] = -100
+    return ids
+
+
+def mask_with_zero(ids, prompt_length):
+    """Uses 0 instead of -100: token 0 becomes a training target on every prompt position."""
+    if not 0 <= prompt_length <= len(ids):
+        raise ValueError("bad prompt_length")
+    labels = ids.clone()
+    labels[:prompt_length] = 0
+    return labels
+
+
+def mask_unchecked(ids, prompt_length):
+    """Right for valid lengths, but a too-long prompt silently masks everything (and -1 masks all but one)."""
+    labels = ids.clone()
+    labels[:prompt_length] = -100
+    return labels
+
+
+# --------------------------------------------------------------------------- sft_loss
+
+
+def sft_loss_no_shift(logits, labels):
+    """Scores each position's own token instead of the next one."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def sft_loss_shift_wrong_way(logits, labels):
+    """Pairs the logits at t + 1 with the label at t."""
+    return F.cross_entropy(logits[:, 1:].reshape(-1, logits.shape[-1]), labels[:, :-1].reshape(-1),
+                           ignore_index=-100)
+
+
+def sft_loss_counts_masked_positions(logits, labels):
+    """Sums the answer tokens' losses but divides by every position."""
+    targets = labels[:, 1:]
+    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    return -(logps * (targets != -100)).sum() / targets.numel()
+
+
+def sft_loss_mean_of_rows(logits, labels):
+    """Averages each row first, then the rows: short answers weigh as much as long ones."""
+    rows = []
+    for row_logits, row_labels in zip(logits, labels):
+        rows.append(F.cross_entropy(row_logits[:-1], row_labels[1:], ignore_index=-100))
+    return torch.stack(rows).mean()
+
+
+def sft_loss_prompt_as_class_zero(logits, labels):
+    """Replaces -100 by 0 instead of ignoring it, so the prompt trains the model to say token 0."""
+    targets = labels[:, 1:].clamp(min=0)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+# --------------------------------------------------------------------------- lora_forward
+
+
+def lora_forward_no_scale(x, W, b, A, B, alpha, r):
+    """Forgets the alpha / r scale."""
+    return F.linear(x, W, b) + (x @ A.T) @ B.T
+
+
+def lora_forward_scale_upside_down(x, W, b, A, B, alpha, r):
+    """Scales by r / alpha."""
+    return F.linear(x, W, b) + (r / alpha) * (x @ A.T) @ B.T
+
+
+def lora_forward_drops_bias(x, W, b, A, B, alpha, r):
+    """Leaves out the frozen layer's bias."""
+    return x @ W.T + (alpha / r) * (x @ A.T) @ B.T
+
+
+def lora_forward_adapter_only(x, W, b, A, B, alpha, r):
+    """Returns only the adapter's path, as if it replaced the layer instead of adding to it."""
+    return (alpha / r) * (x @ A.T) @ B.T
+
+
+# --------------------------------------------------------------------------- merge_lora_weights
+
+
+def merge_no_scale(W, A, B, alpha, r):
+    """Forgets the alpha / r scale."""
+    return W + B @ A
+
+
+def merge_in_place(W, A, B, alpha, r):
+    """Adds into the frozen W itself."""
+    W += (alpha / r) * B @ A
+    return W
+
+
+def merge_transposed(W, A, B, alpha, r):
+    """Adds the update transposed, shape (in, out) instead of W's (out, in)."""
+    return W + (alpha / r) * (B @ A).T
+
+
+# --------------------------------------------------------------------------- pairwise_reward_loss
+
+
+def reward_log_of_sigmoid(r_chosen, r_rejected):
+    """log(sigmoid(z)): sigmoid(-1000) is 0 in float32, and the loss becomes inf."""
+    return -torch.log(torch.sigmoid(r_chosen - r_rejected)).mean()
+
+
+def reward_sign_swapped(r_chosen, r_rejected):
+    """Rewards the rejected answer."""
+    return -F.logsigmoid(r_rejected - r_chosen).mean()
+
+
+def reward_sum(r_chosen, r_rejected):
+    """Sums over the pairs instead of averaging."""
+    return -F.logsigmoid(r_chosen - r_rejected).sum()
+
+
+# --------------------------------------------------------------------------- dpo_loss
+
+
+def dpo_without_reference(pc, pr, rc, rr, beta):
+    """Forgets the reference model: compares the policy's raw log-probabilities."""
+    chosen, rejected = beta * pc, beta * pr
+    return -F.logsigmoid(chosen - rejected).mean(), chosen, rejected
+
+
+def dpo_log_of_sigmoid(pc, pr, rc, rr, beta):
+    """log(sigmoid(z)) overflows when the margin is in the thousands."""
+    chosen, rejected = beta * (pc - rc), beta * (pr - rr)
+    return -torch.log(torch.sigmoid(chosen - rejected)).mean(), chosen, rejected
+
+
+def dpo_swapped(pc, pr, rc, rr, beta):
+    """Pushes the rejected answer up."""
+    chosen, rejected = beta * (pc - rc), beta * (pr - rr)
+    return -F.logsigmoid(rejected - chosen).mean(), chosen, rejected
+
+
+def dpo_beta_outside(pc, pr, rc, rr, beta):
+    """Multiplies the loss by beta instead of the log-ratios."""
+    chosen, rejected = pc - rc, pr - rr
+    return -beta * F.logsigmoid(chosen - rejected).mean(), beta * chosen, beta * rejected
+
+
+# --------------------------------------------------------------------------- distillation_loss
+
+
+def distill_without_t_squared(student_logits, teacher_logits, temperature=2.0):
+    """Forgets the T² factor."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, -1), F.softmax(teacher_logits / t, -1), reduction="batchmean")
+
+
+def distill_kl_swapped(student_logits, teacher_logits, temperature=2.0):
+    """KL(student || teacher) instead of KL(teacher || student)."""
+    t = temperature
+    return t * t * F.kl_div(F.log_softmax(teacher_logits / t, -1), F.softmax(student_logits / t, -1),
+                            reduction="batchmean")
+
+
+def distill_log_of_softmax(student_logits, teacher_logits, temperature=2.0):
+    """log(softmax(...)): a probability that rounds to 0 gives log 0 = -inf."""
+    t = temperature
+    p_s, p_t = torch.softmax(student_logits / t, -1), torch.softmax(teacher_logits / t, -1)
+    return t * t * (p_t * (torch.log(p_t) - torch.log(p_s))).nan_to_num(0.0).sum(-1).mean()
+
+
+def distill_mean_over_entries(student_logits, teacher_logits, temperature=2.0):
+    """Averages over rows * vocabulary entries instead of over rows (like kl_div(reduction="mean"))."""
+    t = temperature
+    log_s, log_t = F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1)
+    return t * t * (log_t.exp() * (log_t - log_s)).mean()
+
+
+def distill_student_not_scaled(student_logits, teacher_logits, temperature=2.0):
+    """Softens only the teacher, not the student."""
+    t = temperature
+    return t * t * F.kl_div(F.log_softmax(student_logits, -1), F.softmax(teacher_logits / t, -1),
+                            reduction="batchmean")
+
+
+WRONG: dict[str, list[Callable]] = {
+    "mask_prompt_labels": [mask_off_by_one, mask_the_answer, mask_in_place, mask_with_zero, mask_unchecked],
+    "sft_loss": [sft_loss_no_shift, sft_loss_shift_wrong_way, sft_loss_counts_masked_positions,
+                 sft_loss_mean_of_rows, sft_loss_prompt_as_class_zero],
+    "lora_forward": [lora_forward_no_scale, lora_forward_scale_upside_down, lora_forward_drops_bias,
+                     lora_forward_adapter_only],
+    "merge_lora_weights": [merge_no_scale, merge_in_place, merge_transposed],
+    "pairwise_reward_loss": [reward_log_of_sigmoid, reward_sign_swapped, reward_sum],
+    "dpo_loss": [dpo_without_reference, dpo_log_of_sigmoid, dpo_swapped, dpo_beta_outside],
+    "distillation_loss": [distill_without_t_squared, distill_kl_swapped, distill_log_of_softmax,
+                          distill_mean_over_entries, distill_student_not_scaled],
+}
