@@ -1,0 +1,345 @@
+"""Chapter 10: starting several processes that train together.
+
+Every parallel scheme of this chapter runs as ``world_size`` processes, one per
+device. Each process (a *rank*, numbered ``0 .. world_size - 1``) runs the same
+function; they talk through ``torch.distributed`` collectives (``all_reduce``,
+``broadcast``, ``send``/``recv``) over a *backend*: ``gloo`` between CPU
+processes, ``nccl`` between GPUs. Nothing else changes between the two.
+
+* :func:`run_parallel` starts the processes itself (``torch.multiprocessing``
+  with the ``spawn`` start method), joins them into one process group and returns
+  what each rank's function returned. If one rank raises or dies, the others are
+  stopped at once and a :class:`ParallelError` names the rank and its error;
+  nothing waits forever. The function must live in an importable ``.py`` file.
+* :func:`notebook_launch` does the same through ``accelerate.notebook_launcher``,
+  which *forks* the notebook's own process, so functions defined in a notebook
+  cell work.
+* :func:`init_from_env` joins a process group when a launcher (``torchrun``,
+  ``accelerate launch``) has started us, as in :mod:`llmcourse.parallel.demo`.
+
+Inside the function, ``dist.get_rank()`` and ``dist.get_world_size()`` say who
+is who, and :func:`rank_device` says which device this rank should use.
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+class ParallelError(RuntimeError):
+    """A rank of a parallel run raised an exception, died, or the run took too long."""
+
+    def __init__(self, message: str, rank: int | None = None):
+        super().__init__(message)
+        self.rank = rank
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def default_backend() -> str:
+    """``"nccl"`` when CUDA GPUs are there, otherwise ``"gloo"`` (CPU processes)."""
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def rank_device() -> torch.device:
+    """The device this rank computes on: its own GPU under NCCL, else the CPU."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for ``MASTER_PORT``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def to_cpu(value: Any) -> Any:
+    """Copy every tensor inside lists, tuples and dicts to the CPU (detached), so it can travel home."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [to_cpu(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
+
+
+def _check_world_size(world_size: int) -> None:
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a whole number >= 1 (how many processes to start), got {world_size!r}")
+
+
+def _check_importable(fn: Callable) -> None:
+    if not callable(fn):
+        raise TypeError(f"fn must be a function, got {type(fn).__name__}")
+    qualname = getattr(fn, "__qualname__", "")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(f"run_parallel starts fresh Python processes that import fn by name, so fn must be a "
+                        f"top-level function of a module; {qualname!r} is not. Move it to the top of a .py file, "
+                        f"or use notebook_launch, which forks the current process instead.")
+    main = sys.modules.get("__main__")
+    if getattr(fn, "__module__", None) == "__main__" and getattr(main, "__file__", None) is None:
+        raise TypeError(f"{qualname!r} was defined interactively (in a notebook or the REPL), where freshly "
+                        f"started processes cannot import it. Use notebook_launch(fn, world_size) here, or put "
+                        f"the function in a .py file and import it.")
+
+
+def _limit_threads(world_size: int) -> None:
+    # Several processes share the CPU: unless told otherwise, give each an even share of the cores.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
+
+
+# --------------------------------------------------------------------------- run_parallel
+
+
+def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, timeout_s: float,
+            args: Sequence[Any], results_dir: str) -> None:
+    """What each spawned process runs: join the group, call ``fn(*args)``, write the result to a file."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
+    try:
+        _limit_threads(world_size)
+        if backend == "nccl":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        dist.init_process_group(backend, rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+        result = to_cpu(fn(*args))
+        torch.save(result, os.path.join(results_dir, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+    except BaseException as exc:  # noqa: BLE001 - report everything, including KeyboardInterrupt
+        _write_error(results_dir, rank, exc)
+        sys.stdout.flush()
+        os._exit(1)  # skip interpreter shutdown, which could wait on a peer that is still in a collective
+
+
+def _write_error(results_dir: str, rank: int, exc: BaseException) -> None:
+    """Save a rank's error, stamped with the time, so the parent can tell the first failure from its victims."""
+    path = os.path.join(results_dir, f"rank{rank}.error")
+    with open(path + ".tmp", "w") as f:
+        f.write(f"{time.time()!r}\n{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+    os.replace(path + ".tmp", path)  # the parent never reads a half-written report
+
+
+def _read_errors(results_dir: str) -> dict[int, tuple[float, str]]:
+    """``{rank: (time, report)}`` for every rank that saved an error."""
+    errors = {}
+    for name in os.listdir(results_dir):
+        if name.startswith("rank") and name.endswith(".error"):
+            with open(os.path.join(results_dir, name)) as f:
+                stamp, _, report = f.read().partition("\n")
+            errors[int(name[4:-6])] = (float(stamp), report)
+    return errors
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        if p.pid is None:  # never started
+            continue
+        p.join(timeout=3)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+        return f"was killed by {name}{hint}"
+    return (f"exited with code {code} without reporting an error: it called os._exit, crashed in native code, "
+            f"or failed while starting (its output above says which; a script that starts processes must guard "
+            f"its top level with `if __name__ == '__main__':`)")
+
+
+def run_parallel(fn: Callable, world_size: int = 2, backend: str | None = None, timeout_s: float = 60,
+                 args: Sequence[Any] = ()) -> list[Any]:
+    """Run ``fn(*args)`` in ``world_size`` new processes joined in one process group; return each rank's result.
+
+    ``backend`` defaults to :func:`default_backend`. ``timeout_s`` bounds the whole run and every collective:
+    past it, all processes are stopped and :class:`ParallelError` is raised. Results come back in rank order,
+    with tensors moved to the CPU.
+    """
+    _check_world_size(world_size)
+    _check_importable(fn)
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    backend = backend or default_backend()
+    if backend == "nccl" and torch.cuda.device_count() < world_size:
+        raise ValueError(f"backend 'nccl' needs one GPU per process: world_size={world_size} but "
+                         f"{torch.cuda.device_count()} GPU(s) are visible. Use backend='gloo' or fewer processes.")
+    results_dir = tempfile.mkdtemp(prefix="llmcourse_parallel_")
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    processes = [ctx.Process(target=_worker, args=(rank, fn, world_size, backend, port, timeout_s, tuple(args),
+                                                   results_dir))
+                 for rank in range(world_size)]
+    try:
+        for p in processes:
+            p.start()
+        deadline = time.monotonic() + timeout_s
+        while any(p.exitcode is None for p in processes):
+            failed = [r for r, p in enumerate(processes) if p.exitcode not in (None, 0)]
+            if failed:
+                _stop(processes)
+                raise _failure(failed, processes, results_dir)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                running = [r for r, p in enumerate(processes) if p.exitcode is None]
+                _stop(processes)
+                raise ParallelError(f"the parallel run did not finish within timeout_s={timeout_s} s; "
+                                    f"rank(s) {running} were still running and have been stopped. "
+                                    f"A rank waiting in a collective its peers never join looks like this.",
+                                    rank=running[0])
+            multiprocessing.connection.wait([p.sentinel for p in processes if p.exitcode is None],
+                                            timeout=min(left, 0.5))
+        failed = [r for r, p in enumerate(processes) if p.exitcode != 0]
+        if failed:
+            raise _failure(failed, processes, results_dir)
+        return [torch.load(os.path.join(results_dir, f"rank{r}.pt"), weights_only=False)
+                for r in range(world_size)]
+    finally:
+        _stop(processes)
+        shutil.rmtree(results_dir, ignore_errors=True)
+
+
+def _failure(failed: list[int], processes: Sequence[Any], results_dir: str) -> ParallelError:
+    """One error for the first rank that failed (the others were usually its victims)."""
+    errors = _read_errors(results_dir)
+    reports = []
+    for r in failed:
+        if r in errors:
+            reports.append((errors[r][0], r, f"rank {r} raised {errors[r][1]}"))
+        else:  # died without a word: it did not get to report, so it probably failed first
+            reports.append((-math.inf, r, f"rank {r} {_describe_exit(processes[r].exitcode)}"))
+    _, rank, message = min(reports)
+    return ParallelError(message + "\nThe other ranks were stopped.", rank=rank)
+
+
+# --------------------------------------------------------------------------- launchers that set the environment
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 60) -> tuple[int, int]:
+    """Join the process group described by the launcher's environment (``RANK``, ``WORLD_SIZE``, ...).
+
+    ``torchrun`` and ``accelerate launch`` set those variables. Returns ``(rank, world_size)``; does nothing
+    more if the group already exists.
+    """
+    if not dist.is_initialized():
+        for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            if name not in os.environ:
+                raise RuntimeError(f"environment variable {name} is missing: start this program with "
+                                   f"`torchrun --nproc_per_node N ...` or `accelerate launch ...`, or call it "
+                                   f"through run_parallel / notebook_launch.")
+        backend = backend or default_backend()
+        world_size = int(os.environ["WORLD_SIZE"])
+        _limit_threads(world_size)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _notebook_worker(fn: Callable, results_dir: str, timeout_s: float, stdout: Any) -> Callable:
+    """What each forked process of :func:`notebook_launch` runs: join the group, run fn, save the result."""
+
+    @functools.wraps(fn)  # the elastic launcher logs the function's name
+    def worker(*args: Any) -> None:
+        from accelerate import PartialState
+
+        sys.stdout = stdout  # the notebook's output, so that prints inside fn show up there
+        rank = int(os.environ.get("RANK", 0))
+        try:
+            PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(seconds=timeout_s))
+            if not dist.is_initialized():  # one process: accelerate makes no group, so make a group of one
+                dist.init_process_group(default_backend(), init_method=f"tcp://127.0.0.1:{free_port()}", rank=0,
+                                        world_size=1, timeout=datetime.timedelta(seconds=timeout_s))
+            result = to_cpu(fn(*args))
+            torch.save(result, os.path.join(results_dir, f"rank{rank}.pt"))
+            dist.barrier()
+            dist.destroy_process_group()
+        except BaseException as exc:  # noqa: BLE001
+            _write_error(results_dir, rank, exc)
+            sys.stdout.flush()
+            os._exit(1)
+
+    return worker
+
+
+def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout_s: float = 60) -> list[Any]:
+    """Run ``fn(*args)`` on ``world_size`` processes with ``accelerate.notebook_launcher``; return each result.
+
+    The processes are forks of this one, so ``fn`` may be defined in a notebook cell. Each joins the process
+    group (gloo on CPU, nccl on GPUs) before ``fn`` runs; ``timeout_s`` bounds every collective. If a rank
+    fails, the others are stopped and :class:`ParallelError` names the first rank that failed. Do not create
+    an ``Accelerator`` in the notebook itself before calling this: accelerate refuses to fork after one exists.
+    """
+    import contextlib
+    import io
+    import logging
+
+    from accelerate import notebook_launcher
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    _check_world_size(world_size)
+    if not callable(fn):
+        raise TypeError(f"fn must be a function, got {type(fn).__name__}")
+    if torch.cuda.is_available() and torch.cuda.device_count() < world_size:
+        raise ValueError(f"world_size={world_size} needs one GPU per process but {torch.cuda.device_count()} "
+                         f"are visible.")
+    results_dir = tempfile.mkdtemp(prefix="llmcourse_notebook_")
+    saved_env = {name: os.environ.get(name) for name in ("ACCELERATE_USE_CPU", "OMP_NUM_THREADS")}
+    if not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "yes"  # several CPU processes, joined with gloo
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
+    elastic_log = logging.getLogger("torch.distributed.elastic")
+    saved_level = elastic_log.level
+    elastic_log.setLevel(logging.CRITICAL)  # we report failures ourselves, without pages of log lines
+    worker = _notebook_worker(fn, results_dir, timeout_s, sys.stdout)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # hide accelerate's banner (it says "CUDAs" on a CPU)
+            notebook_launcher(worker, args=tuple(args), num_processes=world_size, use_port=str(free_port()))
+        return [torch.load(os.path.join(results_dir, f"rank{r}.pt"), weights_only=False)
+                for r in range(world_size)]
+    except ChildFailedError as exc:
+        errors = _read_errors(results_dir)
+        if not errors:
+            rank, failure = exc.get_first_failure()
+            raise ParallelError(f"rank {rank} died (exit code {failure.exitcode}) without reporting an error.",
+                                rank=rank) from None
+        rank = min(errors, key=lambda r: (errors[r][0], r))
+        raise ParallelError(f"rank {rank} raised {errors[rank][1]}\nThe other ranks were stopped.",
+                            rank=rank) from None
+    finally:
+        elastic_log.setLevel(saved_level)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(results_dir, ignore_errors=True)
