@@ -1,4 +1,6 @@
 """What every chapter's checks promise, as assertions the per-chapter check tests share."""
+import pytest
+
 from llmcourse.grading import Chapter, run_checks
 
 
@@ -17,3 +19,26 @@ def assert_passes(chapter: Chapter, exercise: str, implementation) -> None:
     """Every check of ``exercise`` passes for ``implementation``."""
     results = run_checks(chapter, {exercise: implementation}, exercise)
     assert results and all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+def contract_tests(chapter: Chapter, number: str, correct: dict, package: dict, at_least: int = 5):
+    """The three tests every chapter's check tests share; bind them to ``test_*`` names in the test module.
+
+    * the chapter registers exactly the exercises of ``correct``, each with 2-3 hinted checks;
+    * every check passes for the independently written ``correct`` implementations;
+    * every check passes for the package's own functions in ``package``.
+    """
+
+    def test_chapter_registers_its_exercises():
+        assert_registers(chapter, number, correct, at_least=at_least)
+
+    @pytest.mark.parametrize("exercise", sorted(correct))
+    def test_checks_pass_for_a_correct_implementation(exercise):
+        assert_passes(chapter, exercise, correct[exercise])
+
+    @pytest.mark.parametrize("exercise", sorted(package))
+    def test_the_package_functions_pass_the_checks(exercise):
+        assert_passes(chapter, exercise, package[exercise])
+
+    return (test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+            test_the_package_functions_pass_the_checks)

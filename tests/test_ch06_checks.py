@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from check_contract import assert_passes, assert_registers
+from check_contract import contract_tests
 
 from llmcourse import moe, norms
 from llmcourse.checks.ch06 import chapter
@@ -83,18 +83,9 @@ PACKAGE = {
 # --------------------------------------------------------------------------- the tests
 
 
-def test_chapter_registers_its_exercises():
-    assert_registers(chapter, "06", CORRECT, at_least=5)
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_pass_for_a_correct_implementation(exercise):
-    assert_passes(chapter, exercise, CORRECT[exercise])
-
-
-@pytest.mark.parametrize("exercise", sorted(PACKAGE))
-def test_the_package_functions_pass_the_checks(exercise):
-    assert_passes(chapter, exercise, PACKAGE[exercise])
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks) = contract_tests(chapter, "06", CORRECT, PACKAGE,
+                                                              at_least=5)
 
 
 @pytest.mark.parametrize("exercise,builtin", [

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
-from check_contract import assert_passes, assert_registers
+from check_contract import contract_tests
 
 from llmcourse import sampling as S
 from llmcourse.checks.ch07 import chapter
@@ -81,18 +80,9 @@ PACKAGE = {
 # --------------------------------------------------------------------------- the tests
 
 
-def test_chapter_registers_its_exercises():
-    assert_registers(chapter, "07", CORRECT, at_least=5)
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_pass_for_a_correct_implementation(exercise):
-    assert_passes(chapter, exercise, CORRECT[exercise])
-
-
-@pytest.mark.parametrize("exercise", sorted(PACKAGE))
-def test_the_package_functions_pass_the_checks(exercise):
-    assert_passes(chapter, exercise, PACKAGE[exercise])
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks) = contract_tests(chapter, "07", CORRECT, PACKAGE,
+                                                              at_least=5)
 
 
 def test_greedy_check_uses_a_model_with_varied_output():

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import time
 
-import pytest
 import torch
 import torch.nn.functional as F
-from check_contract import assert_passes, assert_registers
+from check_contract import contract_tests
 
 from llmcourse.checks.ch08 import chapter
 from llmcourse.data import TokenWindows
@@ -98,18 +97,9 @@ PACKAGE = {
 # --------------------------------------------------------------------------- the tests
 
 
-def test_chapter_registers_its_exercises():
-    assert_registers(chapter, "08", CORRECT, at_least=6)
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_pass_for_a_correct_implementation(exercise):
-    assert_passes(chapter, exercise, CORRECT[exercise])
-
-
-@pytest.mark.parametrize("exercise", sorted(PACKAGE))
-def test_the_package_functions_pass_the_checks(exercise):
-    assert_passes(chapter, exercise, PACKAGE[exercise])
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks) = contract_tests(chapter, "08", CORRECT, PACKAGE,
+                                                              at_least=6)
 
 
 def test_a_stub_fails_every_check():

@@ -6,9 +6,8 @@ from __future__ import annotations
 import math
 import time
 
-import pytest
 import torch
-from check_contract import assert_passes, assert_registers
+from check_contract import contract_tests
 
 from llmcourse import distill, lora, preference, sft
 from llmcourse.checks.ch09 import chapter
@@ -85,18 +84,9 @@ PACKAGE = {
 # --------------------------------------------------------------------------- the tests
 
 
-def test_chapter_registers_its_exercises():
-    assert_registers(chapter, "09", CORRECT, at_least=6)
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_pass_for_a_correct_implementation(exercise):
-    assert_passes(chapter, exercise, CORRECT[exercise])
-
-
-@pytest.mark.parametrize("exercise", sorted(PACKAGE))
-def test_the_package_functions_pass_the_checks(exercise):
-    assert_passes(chapter, exercise, PACKAGE[exercise])
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks) = contract_tests(chapter, "09", CORRECT, PACKAGE,
+                                                              at_least=6)
 
 
 def test_stability_checks_really_overflow_the_naive_formulas():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
 import torch
-from check_contract import assert_passes, assert_registers
+from check_contract import contract_tests
 
 from llmcourse.checks.ch10 import chapter
 from llmcourse.grading.checks import run_check, run_checks
@@ -87,18 +86,9 @@ def _stub(*args, **kwargs):
 # --------------------------------------------------------------------------- the tests
 
 
-def test_chapter_registers_its_exercises():
-    assert_registers(chapter, "10", CORRECT, at_least=6)
-
-
-@pytest.mark.parametrize("exercise", sorted(CORRECT))
-def test_checks_pass_for_a_correct_implementation(exercise):
-    assert_passes(chapter, exercise, CORRECT[exercise])
-
-
-@pytest.mark.parametrize("exercise", sorted(PACKAGE))
-def test_the_package_functions_pass_the_checks(exercise):
-    assert_passes(chapter, exercise, PACKAGE[exercise])
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks) = contract_tests(chapter, "10", CORRECT, PACKAGE,
+                                                              at_least=6)
 
 
 def test_an_untouched_stub_fails_every_check():

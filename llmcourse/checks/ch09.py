@@ -24,6 +24,7 @@ from llmcourse.grading.checks import (
     call,
     expect,
     expect_close,
+    expect_raises_value_error,
     expect_shape,
     seeded_randn,
 )
@@ -31,17 +32,6 @@ from llmcourse.grading.checks import (
 chapter = Chapter("09", "Fine-tuning and alignment")
 
 Namespace = Mapping[str, Any]
-
-
-def _expect_raises_value_error(ns: Namespace, name: str, *args: Any) -> None:
-    try:
-        call(ns, name, *args)
-    except CheckFailed as exc:
-        if "raised ValueError" in str(exc):
-            return
-        raise
-    raise CheckFailed(f"`{name}` returned a value for arguments it should refuse; raise a ValueError that says "
-                      f"why they are not allowed.")
 
 
 def _scalar(value: Any, what: str) -> float:
@@ -96,8 +86,8 @@ def mask_keeps_ids(ns: Namespace) -> None:
 @chapter.check("mask_prompt_labels", points=1, hint="A prompt cannot be longer than the example or shorter than 0: "
                "raise a ValueError instead of silently masking a different number of tokens.")
 def mask_rejects_bad_lengths(ns: Namespace) -> None:
-    _expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), 4)
-    _expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), -1)
+    expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), 4)
+    expect_raises_value_error(ns, "mask_prompt_labels", torch.tensor([1, 2, 3]), -1)
 
 
 # --------------------------------------------------------------------------- sft_loss

@@ -154,6 +154,25 @@ def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
         raise CheckFailed(f"`{name}` raised {type(exc).__name__}: {exc}{where}") from None
 
 
+def _shown(arg: Any) -> str:
+    if isinstance(arg, torch.Tensor):
+        return f"tensor of shape {tuple(arg.shape)}"
+    return repr(arg)
+
+
+def expect_raises_value_error(ns: Mapping[str, Any], name: str, *args: Any) -> None:
+    """Pass when the learner's ``name(*args)`` raises a ValueError; fail when it returns or raises another error."""
+    try:
+        call(ns, name, *args)
+    except CheckFailed as exc:
+        if "raised ValueError" in str(exc):
+            return
+        raise
+    shown = ", ".join(_shown(a) for a in args)
+    raise CheckFailed(f"`{name}({shown})` returned a value; it should raise a ValueError that says why these "
+                      f"arguments are not allowed.")
+
+
 def _learner_frame(exc: BaseException) -> str:
     """Point at the last line of the learner's own code in a traceback (not ours, not a library's)."""
     import sysconfig
