@@ -131,6 +131,22 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
     return (out, weights) if return_weights else out
 
 
+def _fused_attention(q: Tensor, k: Tensor, v: Tensor, is_causal: bool, dropout: float) -> Tensor:
+    """:func:`scaled_dot_product_attention` without a mask or weights, by ``F.scaled_dot_product_attention``.
+
+    torch's ``is_causal`` aligns the triangle top-left; ours is bottom-right (new
+    queries after a KV cache are the last positions), so q_len < k_len gets an
+    explicit mask, and a single new query needs none.
+    """
+    q_len, k_len = q.shape[-2], k.shape[-2]
+    if not is_causal or q_len == 1:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    if q_len == k_len:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(q_len, k_len, device=q.device),
+                                          dropout_p=dropout)
+
+
 # --------------------------------------------------------------------------- heads
 
 
@@ -227,9 +243,14 @@ class MultiHeadAttention(nn.Module):
             k = torch.cat([past_kv[0], k], dim=-2)
             v = torch.cat([past_kv[1], v], dim=-2)
         present_kv = (k, v)
-        out, weights = scaled_dot_product_attention(
-            q, repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep), mask=mask, is_causal=is_causal,
-            return_weights=True, dropout=self.dropout, training=self.training)
+        weights = None
+        if return_weights or mask is not None:
+            out, weights = scaled_dot_product_attention(
+                q, repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep), mask=mask, is_causal=is_causal,
+                return_weights=True, dropout=self.dropout, training=self.training)
+        else:  # the same computation in PyTorch's fused kernel (no weights matrix kept for us to return)
+            out = _fused_attention(q, repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep), is_causal,
+                                   self.dropout if self.training else 0.0)
         out = self.o_proj(merge_heads(out))
         results: tuple = (out,)
         if use_cache or past_kv is not None:

@@ -1,10 +1,13 @@
-"""The ``llmcourse`` command: doctor, grade, start, build and execute.
+"""The ``llmcourse`` command: doctor, grade, start, build, execute, train and generate.
 
     llmcourse doctor                 what a bug report needs: versions, device, kernel, fast mode
     llmcourse grade NOTEBOOK [--json]  grade your exercise notebook (the file is only read)
     llmcourse start NN               copy chapter NN's exercise into workspace/ to work on
     llmcourse build [--check]        instructors: regenerate exercises/ from solutions/ and self-check
     llmcourse execute NOTEBOOK...    authors: run notebooks and store their outputs
+    llmcourse train [--config F.json] [--set key=value ...] [--out DIR] [--resume]
+                                     pretrain a GPT (also under torchrun / accelerate launch)
+    llmcourse generate --checkpoint PATH --prompt TEXT   sample text from a trained checkpoint
 """
 from __future__ import annotations
 
@@ -192,6 +195,137 @@ def cmd_execute(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- train
+
+# Settings of `llmcourse train` that choose the data; every other key is a TrainConfig field.
+DATA_DEFAULTS = {"dataset": "synthetic", "dataset_size": 200_000, "val_fraction": 0.1}
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``key=value`` -> (key, value); the value is read as JSON when it can be (numbers, true, null, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def load_train_settings(config_path: str | None, overrides: list[str]) -> tuple[dict, dict]:
+    """(data settings, TrainConfig settings) from a JSON file and ``--set`` overrides."""
+    settings: dict = {}
+    if config_path:
+        try:
+            settings = json.loads(Path(config_path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"no config file at {config_path}") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{config_path} is not valid JSON: {exc}") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"{config_path} must hold one JSON object of settings")
+    for text in overrides:
+        key, value = parse_setting(text)
+        settings[key] = value
+    data = {k: settings.pop(k, v) for k, v in DATA_DEFAULTS.items()}
+    return data, settings
+
+
+def build_dataset(dataset: str, size: int, val_fraction: float, seed: int = 0):
+    """(train ids, validation ids, tokenizer, entropy limit or None) for "synthetic", "python-docs" or a text file."""
+    from llmcourse.data import char_tokenize, load_text_file, real_text_corpus, split_ids
+
+    if dataset == "synthetic":
+        from llmcourse.synthetic import default_source
+
+        source = default_source()
+        n_val = max(int(size * val_fraction), 1)
+        return source.sample(size, seed=seed), source.sample(n_val, seed=seed + 1), source, source.entropy_rate()
+    if dataset == "python-docs":
+        text = real_text_corpus(size)
+    elif Path(dataset).is_file():
+        text = load_text_file(dataset)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}: use 'synthetic', 'python-docs' or the path of a UTF-8 text "
+                         f"file")
+    tokenizer, ids = char_tokenize(text)
+    train_ids, val_ids = split_ids(ids, val_fraction)
+    return train_ids, val_ids, tokenizer, None
+
+
+def parameter_checksum(model) -> float:
+    """Sum of all parameters in float64: equal on every process when data parallelism keeps them in sync."""
+
+    return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from llmcourse.training import TrainConfig, Trainer
+
+    try:
+        data, settings = load_train_settings(args.config, args.set or [])
+        out = Path(args.out)
+        settings.setdefault("checkpoint_path", str(out / "checkpoint.pt"))
+        config = TrainConfig.from_dict(settings)
+        train_ids, val_ids, tokenizer, entropy = build_dataset(data["dataset"], int(data["dataset_size"]),
+                                                               float(data["val_fraction"]), seed=config.seed)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    trainer = Trainer(config, train_ids, val_ids, tokenizer=tokenizer)
+    acc = trainer.accelerator
+    acc.print(f"training on {data['dataset']}: {len(train_ids):,} training tokens, vocabulary "
+              f"{trainer.unwrapped_model.vocab_size}, {trainer.unwrapped_model.num_parameters():,} parameters, "
+              f"{acc.num_processes} process(es) on {acc.device}, precision {acc.mixed_precision}"
+              + (f"; entropy limit {entropy:.4f} nats/token" if entropy is not None else ""))
+    history = trainer.fit(resume=args.resume)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "history.json").write_text(json.dumps(history.to_dict()))
+        (out / "config.json").write_text(json.dumps({**data, **config.to_dict()}, indent=2))
+    if history.val_loss:
+        acc.print(f"step {trainer.step}: train loss {history.train_loss[-1]:.4f}, validation loss "
+                  f"{history.val_loss[-1]:.4f}" + (f" (entropy limit {entropy:.4f})" if entropy is not None else ""))
+    acc.print(f"checkpoint: {config.checkpoint_path}")
+    if args.check_sync:  # every process reports; data parallelism must keep them identical
+        print(f"rank {acc.process_index}/{acc.num_processes} step {trainer.step} "
+              f"losses {json.dumps(history.train_loss)} checksum {parameter_checksum(trainer.model):.10e}",
+              flush=True)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from llmcourse.checkpoint import CheckpointError
+    from llmcourse.generation import generate
+    from llmcourse.training import load_trained_model
+
+    try:
+        model, tokenizer, _ = load_trained_model(args.checkpoint, device=args.device)
+        if tokenizer is None:
+            ids = [int(t) for t in args.prompt.split()]
+        else:
+            ids = tokenizer.encode(args.prompt)
+        if not ids:
+            raise ValueError("the prompt is empty: give at least one character")
+        generator = torch.Generator(device=args.device).manual_seed(args.seed)
+        out = generate(model, torch.tensor(ids, device=args.device), args.max_new_tokens,
+                       temperature=args.temperature, top_k=args.top_k, generator=generator)
+    except (CheckpointError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    new = out.tolist()
+    print(tokenizer.decode(new) if tokenizer is not None else " ".join(map(str, new)))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -226,6 +360,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebooks", nargs="+")
     p.add_argument("--fast", action="store_true", help="run in fast mode (LLMCOURSE_FAST=1)")
     p.set_defaults(func=cmd_execute)
+
+    p = sub.add_parser("train", help="pretrain a GPT; also runs under torchrun / accelerate launch")
+    p.add_argument("--config", help="JSON file of settings: TrainConfig fields plus dataset ('synthetic', "
+                                    "'python-docs' or a text file path), dataset_size, val_fraction")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--out", default="runs/latest", help="folder for checkpoint.pt, history.json, config.json")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    p.add_argument("--check-sync", action="store_true",
+                   help="every process prints its losses and a parameter checksum (they must agree)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint written by `llmcourse train`")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prompt", required=True, help="start text (for a model without a tokenizer: token ids)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
