@@ -317,7 +317,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise ValueError("the prompt is empty: give at least one character")
         generator = torch.Generator(device=args.device).manual_seed(args.seed)
         out = generate(model, torch.tensor(ids, device=args.device), args.max_new_tokens,
-                       temperature=args.temperature, top_k=args.top_k, generator=generator)
+                       temperature=args.temperature, top_k=args.top_k, generator=generator,
+                       sliding_window=True)
     except (CheckpointError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

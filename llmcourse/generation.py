@@ -45,7 +45,8 @@ def check_ids(ids: Tensor, vocab_size: int, context_length: int | None = None) -
 @torch.no_grad()
 def generate(model: nn.Module, ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             use_cache: bool = True, generator: torch.Generator | None = None) -> Tensor:
+             use_cache: bool = True, generator: torch.Generator | None = None,
+             sliding_window: bool = False) -> Tensor:
     """Append up to ``max_new_tokens`` sampled tokens to ``ids`` (seq,) or (batch, seq).
 
     Sampling: logits / temperature, then top-k, then top-p, then one draw
@@ -53,16 +54,21 @@ def generate(model: nn.Module, ids: Tensor, max_new_tokens: int, temperature: fl
     ``eos_id`` again at every later step (padding), and generation stops when
     every row has finished. Returns the prompt followed by the new tokens, with
     the shape of ``ids`` (1-D in, 1-D out).
+
+    A model only sees ``context_length`` tokens. By default a longer request is
+    an error; with ``sliding_window=True`` each new token is predicted from the
+    last ``context_length`` tokens (the oldest fall out of view), so the text
+    can grow without limit, as in nanoGPT's sampling loop.
     """
     check_sampling_params(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
     one_dim = ids.dim() == 1
     ids = ids[None] if one_dim else ids
-    check_ids(ids, model.vocab_size, model.context_length)
+    check_ids(ids, model.vocab_size, None if sliding_window else model.context_length)
     if ids.shape[1] == 0:
         raise ValueError("the prompt is empty: give at least one token (e.g. a start-of-text id)")
-    if ids.shape[1] + max_new_tokens > model.context_length:
+    if not sliding_window and ids.shape[1] + max_new_tokens > model.context_length:
         raise ValueError(f"prompt of {ids.shape[1]} tokens + max_new_tokens={max_new_tokens} exceeds the context "
                          f"length {model.context_length}: ask for at most {model.context_length - ids.shape[1]} "
                          f"new tokens")
@@ -72,7 +78,10 @@ def generate(model: nn.Module, ids: Tensor, max_new_tokens: int, temperature: fl
     past = None
     try:
         for _ in range(max_new_tokens):
-            if use_cache:
+            if ids.shape[1] > model.context_length:  # sliding window: the cache no longer fits, start afresh
+                past = None
+                logits = model(ids[:, -model.context_length:])
+            elif use_cache:
                 fresh = ids if past is None else ids[:, -1:]
                 logits, past = model(fresh, past_kv=past, use_cache=True)
             else:

@@ -13,6 +13,7 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 
 from llmcourse import sampling as S
 from llmcourse.generation import check_ids, generate
+from llmcourse.gpt import GPT, GPTConfig
 
 
 def _randn(*shape, seed=0):
@@ -215,3 +216,24 @@ def test_temperature_widget_has_a_plain_function():
     with pytest.raises(ValueError, match="temperature"):
         temperature_view(temperature=0.0)
     assert temperature_explorer() is not None
+
+
+def test_sliding_window_generation_keeps_only_the_last_context_tokens():
+    """Past the context length, each token is predicted from the last context_length tokens (nanoGPT's crop)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2)).eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="exceeds the context"):
+        generate(model, prompt, 20, top_k=1)
+    out = generate(model, prompt, 20, top_k=1, sliding_window=True)
+    ids = prompt
+    with torch.no_grad():
+        for _ in range(20):
+            nxt = model(ids[:, -8:])[:, -1].argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+    assert torch.equal(out, ids)
+    # within the context, the sliding window changes nothing
+    assert torch.equal(generate(model, prompt, 5, top_k=1, sliding_window=True), generate(model, prompt, 5, top_k=1))
+    # a prompt longer than the context is accepted and kept whole
+    long_prompt = torch.arange(10)[None] % 11
+    assert generate(model, long_prompt, 3, top_k=1, sliding_window=True).shape == (1, 13)
