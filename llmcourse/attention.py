@@ -209,6 +209,25 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
 
+    def _project(self, x: Tensor, source: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries from ``x``, keys and values from ``source``.
+
+        While training self-attention, the three matrices are applied as one
+        stacked matrix: one large matrix product is faster than three small ones,
+        and the result is the same. Wrapped projections (e.g. LoRA) and inference
+        take the plain path.
+        """
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        plain = all(type(p) is nn.Linear for p in projections)
+        biases = [p.bias for p in projections] if plain else []
+        if plain and source is x and torch.is_grad_enabled() and len({b is None for b in biases}) == 1:
+            weight = torch.cat([p.weight for p in projections])
+            bias = None if biases[0] is None else torch.cat(biases)
+            sizes = [p.out_features for p in projections]
+            q, k, v = F.linear(x, weight, bias).split(sizes, dim=-1)
+            return q, k, v
+        return self.q_proj(x), self.k_proj(source), self.v_proj(source)
+
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
                 is_causal: bool = False, rope: tuple[Tensor, Tensor] | None = None,
                 past_kv: KVCache | None = None, use_cache: bool = False,
@@ -231,9 +250,10 @@ class MultiHeadAttention(nn.Module):
         if context is not None and (rope is not None or is_causal):
             raise ValueError("cross-attention (context=...) takes neither rope nor is_causal: "
                              "queries and keys come from different sequences")
-        q = split_heads(self.q_proj(x), self.n_heads)        # (batch, n_heads, seq, head_dim)
-        k = split_heads(self.k_proj(source), self.n_kv_heads)  # (batch, n_kv_heads, k_len, head_dim)
-        v = split_heads(self.v_proj(source), self.n_kv_heads)
+        q, k, v = self._project(x, source)
+        q = split_heads(q, self.n_heads)        # (batch, n_heads, seq, head_dim)
+        k = split_heads(k, self.n_kv_heads)     # (batch, n_kv_heads, k_len, head_dim)
+        v = split_heads(v, self.n_kv_heads)
         past_len = 0 if past_kv is None else past_kv[0].shape[-2]
         if rope is not None:
             cos, sin = rope
