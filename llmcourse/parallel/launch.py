@@ -317,9 +317,11 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
     if not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "yes"  # several CPU processes, joined with gloo
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
-    elastic_log = logging.getLogger("torch.distributed.elastic")
-    saved_level = elastic_log.level
-    elastic_log.setLevel(logging.CRITICAL)  # we report failures ourselves, without pages of log lines
+    # we report failures ourselves, without pages of log lines or "Terminating process ..." warnings
+    quiet_logs = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
+    saved_levels = [log.level for log in quiet_logs]
+    for log in quiet_logs:
+        log.setLevel(logging.CRITICAL)
     worker = _notebook_worker(fn, results_dir, timeout_s, sys.stdout)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # hide accelerate's banner (it says "CUDAs" on a CPU)
@@ -336,7 +338,8 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
         raise ParallelError(f"rank {rank} raised {errors[rank][1]}\nThe other ranks were stopped.",
                             rank=rank) from None
     finally:
-        elastic_log.setLevel(saved_level)
+        for log, level in zip(quiet_logs, saved_levels):
+            log.setLevel(level)
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
