@@ -176,8 +176,10 @@ def train_dpo(policy: nn.Module, tokenizer, pairs: Sequence[PreferencePair], ste
     Returns per-step ``loss``, ``chosen_reward``, ``rejected_reward`` (batch means)
     and ``accuracy`` (fraction of pairs whose chosen reward is the larger).
     """
-    reference = copy.deepcopy(policy) if reference is None else reference
-    reference.eval().requires_grad_(False)
+    if reference is None:
+        reference = copy.deepcopy(policy).requires_grad_(False)
+    reference_was_training = reference.training
+    reference.eval()  # read under torch.no_grad() below; the caller's model keeps its requires_grad flags
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     device = next(policy.parameters()).device
@@ -200,6 +202,7 @@ def train_dpo(policy: nn.Module, tokenizer, pairs: Sequence[PreferencePair], ste
         history["rejected_reward"].append(rejected.mean().item())
         history["accuracy"].append((chosen > rejected).float().mean().item())
     policy.eval()
+    reference.train(reference_was_training)
     return history
 
 

@@ -50,7 +50,8 @@ def test_lora_learns_with_a_fraction_of_the_parameters_and_leaves_the_base_alone
 def test_dpo_raises_the_margin_over_the_frozen_reference():
     policy = tiny_gpt(2)
     train_sft(policy, TOK, FACTS, steps=30, lr=1e-2)
-    reference = copy.deepcopy(policy)
+    reference = copy.deepcopy(policy).train()
+    before = [q.detach().clone() for q in reference.parameters()]
     pairs = preference_pairs(48, seed=0)
     assert abs(preference_margin(policy, reference, TOK, pairs)) < 1e-5
     history = train_dpo(policy, TOK, pairs, steps=20, beta=0.1, lr=3e-3, reference=reference)
@@ -58,7 +59,9 @@ def test_dpo_raises_the_margin_over_the_frozen_reference():
     assert preference_margin(policy, reference, TOK, pairs) > 2.0
     held_out = preference_pairs(30, seed=1)
     assert preference_margin(policy, reference, TOK, held_out) > 0.0
-    assert all(not p.requires_grad for p in reference.parameters())
+    # the reference is only read: same weights, and the caller's model keeps its flags and mode
+    assert all(torch.equal(q, r) for q, r in zip(reference.parameters(), before))
+    assert all(q.requires_grad for q in reference.parameters()) and reference.training
 
 
 def test_reward_model_learns_to_rank_the_pairs():
