@@ -443,6 +443,7 @@ class Trainer:
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
         self.accelerator = make_accelerator(config.mixed_precision, config.cpu, config.grad_accum_steps)
+        self.precision = resolve_precision(config.mixed_precision, config.cpu)
         self.tokenizer = tokenizer
         self.callbacks = list(callbacks)
         self.train_data = as_windows(train_data, config.context_length, stride=1)
@@ -490,9 +491,19 @@ class Trainer:
         return iter(DataLoader(self.train_data, batch_sampler=sampler, pin_memory=acc.device.type == "cuda",
                                generator=torch.Generator()))
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """This Trainer's mixed precision (accelerate keeps one precision per process; a later Trainer may differ)."""
+        if self.precision == "no":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.accelerator.device.type, dtype=dtype)
+
     def train_step(self) -> float:
         """One optimizer step (``grad_accum_steps`` micro-batches); returns the mean training loss."""
         cfg, acc = self.config, self.accelerator
+        if acc.gradient_accumulation_steps != cfg.grad_accum_steps:
+            # accelerate keeps this setting process-wide: a Trainer built later in the same process changes it
+            acc.gradient_accumulation_steps = cfg.grad_accum_steps
         if self._batches is None:
             self._batches = self._loader()
         self.model.train()
@@ -501,7 +512,7 @@ class Trainer:
             x, y = next(self._batches)
             x, y = x.to(acc.device, non_blocking=True), y.to(acc.device, non_blocking=True)
             with acc.accumulate(self.model):  # gradients sync across processes only on the last micro-batch
-                with acc.autocast():
+                with self.autocast():
                     logits = self.model(x)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
                 acc.backward(loss)  # divides by grad_accum_steps, scales the loss for fp16
@@ -525,7 +536,7 @@ class Trainer:
         batches = eval_indices(len(self.val_data), cfg.eval_steps, cfg.batch_size)
         mine = batches[acc.process_index::acc.num_processes]
         loader = DataLoader(self.val_data, batch_sampler=mine, generator=torch.Generator())
-        total, n = _eval_sums(self.model, loader, None, acc.autocast, acc.device)
+        total, n = _eval_sums(self.model, loader, None, self.autocast, acc.device)
         tokens = torch.tensor(float(n), dtype=torch.float64, device=acc.device)
         if acc.num_processes > 1:
             total, tokens = acc.reduce(total, "sum"), acc.reduce(tokens, "sum")

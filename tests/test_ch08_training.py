@@ -161,6 +161,17 @@ def test_trainer_step_equals_plain_pytorch(batch_size, accum):
     assert loss == pytest.approx(expected_loss, rel=1e-5)
 
 
+def test_trainers_in_one_process_keep_their_own_accumulation():
+    """accelerate's accumulation setting is process-wide; a later Trainer must not change an earlier one's."""
+    data = tiny_data()
+    big = Trainer(tiny_config(batch_size=8, grad_accum_steps=1, warmup_steps=0, max_steps=3), data)
+    accumulated = Trainer(tiny_config(batch_size=4, grad_accum_steps=2, warmup_steps=0, max_steps=3), data)
+    big_losses, accumulated_losses = big.fit().train_loss, accumulated.fit().train_loss
+    assert big_losses == pytest.approx(accumulated_losses, rel=1e-5)
+    for p, q in zip(big.unwrapped_model.parameters(), accumulated.unwrapped_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
 def test_clipping_matters_and_accumulation_averages():
     """Without clipping the same step gives other parameters (so the test above can fail)."""
     data = tiny_data()
@@ -460,3 +471,17 @@ def test_gpt_layer_norm_is_the_chapter_06_layer_norm():
     assert isinstance(ln, LayerNorm) and repr(ln).startswith("LayerNorm(8")
     with pytest.raises(ValueError, match="last dimension"):
         ln(torch.randn(2, 7))
+
+
+def test_trainers_in_one_process_keep_their_own_precision():
+    """accelerate keeps one precision per process: building a bf16 Trainer must not turn an earlier fp32 one into
+    bf16, nor the other way round."""
+    data = tiny_data()
+    fp32_alone = Trainer(tiny_config(max_steps=2), data).fit().train_loss
+    bf16_alone = Trainer(tiny_config(max_steps=2, mixed_precision="bf16"), data).fit().train_loss
+    assert fp32_alone != bf16_alone
+    fp32 = Trainer(tiny_config(max_steps=2), data)
+    bf16 = Trainer(tiny_config(max_steps=2, mixed_precision="bf16"), data)
+    assert fp32.fit().train_loss == fp32_alone
+    Trainer(tiny_config(max_steps=1), data)  # back to "no" process-wide
+    assert bf16.fit().train_loss == bf16_alone
