@@ -1,7 +1,10 @@
 """What every chapter's checks promise, as assertions the per-chapter check tests share."""
+import time
+
 import pytest
 
 from llmcourse.grading import Chapter, run_checks
+from llmcourse.grading.checks import run_check
 
 
 def assert_registers(chapter: Chapter, number: str, exercises, at_least: int = 5) -> None:
@@ -22,11 +25,12 @@ def assert_passes(chapter: Chapter, exercise: str, implementation) -> None:
 
 
 def contract_tests(chapter: Chapter, number: str, correct: dict, package: dict, at_least: int = 5):
-    """The three tests every chapter's check tests share; bind them to ``test_*`` names in the test module.
+    """The tests every chapter's check tests share; bind them to ``test_*`` names in the test module.
 
     * the chapter registers exactly the exercises of ``correct``, each with 2-3 hinted checks;
     * every check passes for the independently written ``correct`` implementations;
-    * every check passes for the package's own functions in ``package``.
+    * every check passes for the package's own functions in ``package``;
+    * every check gives the same result twice and ends far inside the grader's per-check time limit.
     """
 
     def test_chapter_registers_its_exercises():
@@ -40,5 +44,14 @@ def contract_tests(chapter: Chapter, number: str, correct: dict, package: dict, 
     def test_the_package_functions_pass_the_checks(exercise):
         assert_passes(chapter, exercise, package[exercise])
 
+    def test_checks_are_quick_and_deterministic():
+        run_checks(chapter, correct)  # warm up (imports, first optimizer)
+        first = [r.to_dict() for r in run_checks(chapter, correct)]
+        for check in chapter.checks:
+            start = time.perf_counter()
+            assert run_check(check, correct).passed
+            assert time.perf_counter() - start < 2.0, check.name  # the grader allows 10 s; an idle CPU needs < 1 s
+        assert first == [r.to_dict() for r in run_checks(chapter, correct)]
+
     return (test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
-            test_the_package_functions_pass_the_checks)
+            test_the_package_functions_pass_the_checks, test_checks_are_quick_and_deterministic)
