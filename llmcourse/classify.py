@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from llmcourse.gpt import GPT
+from llmcourse.sft import update
 
 
 def last_token_states(hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -90,10 +91,7 @@ def train_classifier(model: SequenceClassifier, tokenizer, examples: Sequence[tu
         ids, lengths = pad_right([tokenizer.encode(text) for text, _ in batch], pad_id=0)
         targets = torch.tensor([label for _, label in batch], device=device)
         loss = nn.functional.cross_entropy(model(ids.to(device), lengths.to(device)), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(update(optimizer, loss))
     model.eval()
     return losses
 

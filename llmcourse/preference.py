@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from llmcourse.classify import last_token_states, pad_right
 from llmcourse.gpt import GPT
 from llmcourse.instructions import END_OF_ANSWER, PreferencePair, format_example
-from llmcourse.sft import IGNORE_INDEX, SFTCollator, build_sft_example
+from llmcourse.sft import IGNORE_INDEX, SFTCollator, build_sft_example, update
 
 # --------------------------------------------------------------------------- log-probability of an answer
 
@@ -142,10 +142,7 @@ def train_reward_model(model: RewardModel, tokenizer, pairs: Sequence[Preference
                                                                                  min(batch_size, len(pairs)))).items()}
         loss = pairwise_reward_loss(model(batch["chosen_ids"], batch["chosen_lengths"]),
                                     model(batch["rejected_ids"], batch["rejected_lengths"]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(update(optimizer, loss))
     model.eval()
     return losses
 

@@ -155,6 +155,14 @@ def answer_loss(model: nn.Module, tokenizer, pairs: Sequence[tuple[str, str]]) -
 # --------------------------------------------------------------------------- two short training loops
 
 
+def update(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One plain training update: clear the gradients, backpropagate ``loss``, step; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def train_sft(model: nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], steps: int, batch_size: int = 16,
               lr: float = 3e-3, mask_prompt: bool = True, seed: int = 0, progress: bool = False) -> list[float]:
     """Fine-tune ``model`` on ``pairs`` with AdamW for ``steps`` steps; returns the loss of every step.
@@ -176,10 +184,7 @@ def train_sft(model: nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], ste
     for _ in tqdm(range(steps), desc="SFT", disable=not progress):
         ids, labels = collate(rng.sample(examples, min(batch_size, len(examples))))
         loss = sft_loss(model(ids.to(device)), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(update(optimizer, loss))
     model.eval()
     return losses
 
@@ -200,13 +205,10 @@ def pretrain_on_text(model: nn.Module, tokenizer, text: str, steps: int, block_s
         window = torch.stack([data[s:s + block_size + 1] for s in starts.tolist()]).to(device)
         logits = model(window[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(update(optimizer, loss))
     model.eval()
     return losses
 
 
 __all__ = ["IGNORE_INDEX", "mask_prompt_labels", "build_sft_example", "SFTCollator", "sft_loss", "answer",
-           "exact_match", "answer_loss", "train_sft", "pretrain_on_text"]
+           "exact_match", "answer_loss", "update", "train_sft", "pretrain_on_text"]
