@@ -391,3 +391,17 @@ def test_demo_runs_under_torchrun():
     assert [line[:11] for line in lines] == ["[rank 0/2] ", "[rank 1/2] "], stdout[-2000:]
     for line in lines:
         assert float(line.rsplit("= ", 1)[1]) < 1e-5
+
+
+def _rank_and_world() -> tuple[int, int]:
+    return dist.get_rank(), dist.get_world_size()
+
+
+def test_notebook_launch_works_after_this_process_used_accelerate():
+    """A notebook that already asked accelerate for its device (or trained in chapter 08) can still launch."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    accelerator = Accelerator(cpu=True)
+    assert notebook_launch(_rank_and_world, 2, timeout_s=60) == [(0, 2), (1, 2)]
+    assert AcceleratorState._shared_state and accelerator.device.type == "cpu"  # put back afterwards

@@ -22,6 +22,7 @@ is who, and :func:`rank_device` says which device this rank should use.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import math
@@ -291,6 +292,23 @@ def _notebook_worker(fn: Callable, results_dir: str, timeout_s: float, stdout: A
     return worker
 
 
+@contextlib.contextmanager
+def _accelerate_state_set_aside():
+    """Let notebook_launcher start even if this process already used accelerate (e.g. ``get_device()`` or a
+    chapter 08 Trainer): its process-wide state is put aside while the workers are forked, then put back."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    saved = [(cls, dict(cls._shared_state)) for cls in (AcceleratorState, PartialState)]
+    for cls, _ in saved:
+        cls._shared_state.clear()
+    try:
+        yield
+    finally:
+        for cls, state in saved:
+            cls._shared_state.clear()
+            cls._shared_state.update(state)
+
+
 def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout_s: float = 60) -> list[Any]:
     """Run ``fn(*args)`` on ``world_size`` processes with ``accelerate.notebook_launcher``; return each result.
 
@@ -299,7 +317,6 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
     fails, the others are stopped and :class:`ParallelError` names the first rank that failed. Do not create
     an ``Accelerator`` in the notebook itself before calling this: accelerate refuses to fork after one exists.
     """
-    import contextlib
     import io
     import logging
 
@@ -324,7 +341,8 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
         log.setLevel(logging.CRITICAL)
     worker = _notebook_worker(fn, results_dir, timeout_s, sys.stdout)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # hide accelerate's banner (it says "CUDAs" on a CPU)
+        with contextlib.redirect_stdout(io.StringIO()), _accelerate_state_set_aside():
+            # (the redirect hides accelerate's banner, which says "CUDAs" on a CPU)
             notebook_launcher(worker, args=tuple(args), num_processes=world_size, use_port=str(free_port()))
         return [torch.load(os.path.join(results_dir, f"rank{r}.pt"), weights_only=False)
                 for r in range(world_size)]
