@@ -11,9 +11,9 @@ Run: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_pretrain_quality.py [sy
 """
 from __future__ import annotations
 
+import argparse
 import os
 import platform
-import sys
 import time
 
 import torch
@@ -83,7 +83,10 @@ def text() -> None:
 
 
 def main() -> None:
-    which = sys.argv[1] if len(sys.argv) > 1 else "both"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="?", default="both", choices=["synthetic", "text", "both"],
+                        help="which corpus to train on (default: both)")
+    which = parser.parse_args().which
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     print(conditions())
     if which in ("synthetic", "both"):
