@@ -271,7 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_ids, val_ids, tokenizer, entropy = build_dataset(data["dataset"], int(data["dataset_size"]),
                                                                float(data["val_fraction"]), seed=config.seed)
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        also = f" (and the data settings {sorted(DATA_DEFAULTS)})" if "unknown TrainConfig setting" in str(exc) else ""
+        print(f"error: {exc}{also}", file=sys.stderr)
         return EXIT_USAGE
     trainer = Trainer(config, train_ids, val_ids, tokenizer=tokenizer)
     acc = trainer.accelerator
