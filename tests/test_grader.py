@@ -174,3 +174,15 @@ def test_an_error_inside_a_library_points_at_the_learners_line():
         call({"mul": mul}, "mul", 1, 2)
     assert "raised JSONDecodeError" in str(info.value)
     assert 'json.loads("{")' in str(info.value)
+
+
+def test_as_number_accepts_numbers_and_one_element_tensors_only():
+    import torch
+
+    from llmcourse.grading.checks import CheckFailed, as_number
+
+    assert as_number(torch.tensor(2.5), "x") == 2.5 and as_number(torch.tensor([3]), "x") == 3.0
+    assert as_number(4, "x") == 4.0 and as_number(0.5, "x") == 0.5
+    for bad in (True, torch.zeros(2), "1.0", None):
+        with pytest.raises(CheckFailed, match="x should be a single number"):
+            as_number(bad, "x")

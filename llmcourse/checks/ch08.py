@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from llmcourse.grading.checks import (
     Chapter,
-    CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -34,15 +34,6 @@ from llmcourse.grading.checks import (
 chapter = Chapter("08", "Pretraining")
 
 Namespace = Mapping[str, Any]
-
-
-def _as_float(value: Any, what: str) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.detach())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise CheckFailed(f"{what} should return a number (a float or a one-element tensor), got "
-                      f"{type(value).__name__}.")
 
 
 # --------------------------------------------------------------------------- make_windows
@@ -101,7 +92,7 @@ def loss_matches_cross_entropy(ns: Namespace) -> None:
     for (B, T, V), seed in [((2, 9, 13), 1), ((4, 5, 30), 2), ((1, 2, 7), 3)]:
         logits = seeded_randn(B, T, V, seed=seed) * 2
         ids = torch.randint(0, V, (B, T), generator=seeded_generator(seed + 10))
-        got = _as_float(call(ns, "next_token_loss", logits.clone(), ids.clone()),
+        got = as_number(call(ns, "next_token_loss", logits.clone(), ids.clone()),
                         f"next_token_loss(logits {(B, T, V)}, ids {(B, T)})")
         want = float(_reference_loss(logits, ids))
         expect(math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5),
@@ -116,10 +107,10 @@ def loss_of_perfect_and_uniform_models(ns: Namespace) -> None:
     logits = torch.zeros(3, 8, V)
     logits[:, :-1].scatter_(-1, ids[:, 1:, None], 30.0)  # position t is sure about token t + 1
     logits[:, -1, 0] = 30.0  # the last position has no target; its guess must not count
-    got = _as_float(call(ns, "next_token_loss", logits, ids.clone()), "next_token_loss for a perfect model")
+    got = as_number(call(ns, "next_token_loss", logits, ids.clone()), "next_token_loss for a perfect model")
     expect(abs(got) < 1e-4, f"a model that predicts every next token with certainty should have a loss near 0, "
            f"but next_token_loss returned {got:.4g}. Are the logits compared with the ids shifted by one?")
-    got = _as_float(call(ns, "next_token_loss", torch.zeros(3, 8, V), ids.clone()), "next_token_loss(zeros)")
+    got = as_number(call(ns, "next_token_loss", torch.zeros(3, 8, V), ids.clone()), "next_token_loss(zeros)")
     expect(math.isclose(got, math.log(V), rel_tol=1e-5),
            f"uniform logits over {V} tokens should give a loss of log {V} = {math.log(V):.5f}, got {got:.5g}.")
 
@@ -129,7 +120,7 @@ def loss_of_perfect_and_uniform_models(ns: Namespace) -> None:
 def loss_is_stable(ns: Namespace) -> None:
     logits = seeded_randn(2, 6, 9, seed=5) * 1000
     ids = torch.randint(0, 9, (2, 6), generator=seeded_generator(6))
-    got = _as_float(call(ns, "next_token_loss", logits.clone(), ids.clone()), "next_token_loss of large logits")
+    got = as_number(call(ns, "next_token_loss", logits.clone(), ids.clone()), "next_token_loss of large logits")
     want = float(_reference_loss(logits, ids))
     expect(math.isfinite(got) and math.isclose(got, want, rel_tol=1e-4),
            f"with logits near +-1000, next_token_loss returned {got:.6g}, expected {want:.6g}.")
@@ -155,7 +146,7 @@ def _torch_schedule(max_lr: float, warmup: int, total: int, min_lr: float) -> li
 
 
 def _lr(ns: Namespace, *args: Any) -> float:
-    return _as_float(call(ns, "warmup_cosine_lr", *args), f"warmup_cosine_lr{args}")
+    return as_number(call(ns, "warmup_cosine_lr", *args), f"warmup_cosine_lr{args}")
 
 
 @chapter.check("warmup_cosine_lr", points=1, hint="Warmup: max_lr * step / warmup_steps (0 at step 0, max_lr at "
@@ -207,7 +198,7 @@ def _params_with_grads(seed: int, scale: float) -> list[torch.nn.Parameter]:
 
 def _clip(ns: Namespace, parameters: Any, max_norm: float, what: str) -> float:
     with forbid("clip_grad_norm", _NO_BUILTIN_CLIP):
-        return _as_float(call(ns, "clip_grad_norm", parameters, max_norm), what)
+        return as_number(call(ns, "clip_grad_norm", parameters, max_norm), what)
 
 
 def _compare_grads(params: list, reference: list, what: str) -> None:
@@ -298,7 +289,7 @@ def accumulation_equals_one_big_batch(ns: Namespace) -> None:
                "float: with equal micro-batches it is the loss of the whole batch.")
 def accumulation_returns_the_mean_loss(ns: Namespace) -> None:
     model, _, x, y, big_loss = _accumulation_setup(5)
-    got = _as_float(call(ns, "accumulate_gradients", model, F.cross_entropy, _micro_batches(x, y, 4)),
+    got = as_number(call(ns, "accumulate_gradients", model, F.cross_entropy, _micro_batches(x, y, 4)),
                     "accumulate_gradients")
     expect(math.isclose(got, big_loss, rel_tol=1e-5), f"accumulate_gradients returned {got:.6g}; the loss of the "
            f"whole batch is {big_loss:.6g}.")
@@ -320,7 +311,7 @@ def accumulation_starts_from_zero(ns: Namespace) -> None:
 
 
 def _perplexity(ns: Namespace, losses: Any, n_tokens: Any, what: str) -> float:
-    return _as_float(call(ns, "perplexity", losses, n_tokens), what)
+    return as_number(call(ns, "perplexity", losses, n_tokens), what)
 
 
 @chapter.check("perplexity", points=1, hint="Perplexity is exp(mean loss per token), with the loss in nats: a "

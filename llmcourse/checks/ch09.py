@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
-    as_tensor,
+    as_number,
     call,
     expect,
     expect_close,
@@ -34,15 +34,8 @@ chapter = Chapter("09", "Fine-tuning and alignment")
 Namespace = Mapping[str, Any]
 
 
-def _scalar(value: Any, what: str) -> float:
-    tensor = as_tensor(value, what)
-    if tensor.numel() != 1:
-        raise CheckFailed(f"{what} should be a single number (a 0-d tensor), got shape {tuple(tensor.shape)}.")
-    return float(tensor.reshape(()))
-
-
 def _expect_number(value: Any, expected: float, what: str, rel: float = 1e-4, abs_tol: float = 1e-5) -> None:
-    got = _scalar(value, what)
+    got = as_number(value, what)
     if not math.isfinite(got) and math.isfinite(expected):
         raise CheckFailed(f"{what} is {got}, but the expected value {expected:.6g} is finite.")
     expect(math.isclose(got, expected, rel_tol=rel, abs_tol=abs_tol),
@@ -117,12 +110,12 @@ def sft_loss_matches_cross_entropy(ns: Namespace) -> None:
                "count at all: leave them out of both the sum and the count.")
 def sft_loss_ignores_masked_positions(ns: Namespace) -> None:
     logits, labels = _sft_inputs(3)
-    before = _scalar(call(ns, "sft_loss", logits.clone(), labels.clone()), "sft_loss")
+    before = as_number(call(ns, "sft_loss", logits.clone(), labels.clone()), "sft_loss")
     changed = logits.clone()
     masked_next = torch.zeros(3, 8, dtype=torch.bool)
     masked_next[:, :-1] = labels[:, 1:] == -100
     changed[masked_next] = seeded_randn(int(masked_next.sum()), 11, seed=4) * 5
-    after = _scalar(call(ns, "sft_loss", changed, labels.clone()), "sft_loss")
+    after = as_number(call(ns, "sft_loss", changed, labels.clone()), "sft_loss")
     expect(math.isclose(before, after, rel_tol=1e-5, abs_tol=1e-6),
            f"changing the logits that predict masked (-100) labels changed the loss from {before:.5f} to "
            f"{after:.5f}; those positions must not count.")
@@ -223,8 +216,8 @@ def reward_loss_is_stable(ns: Namespace) -> None:
 @chapter.check("pairwise_reward_loss", points=1, hint="The loss must be small when the chosen answer already scores "
                "higher, and large when it scores lower: check the sign of the difference.")
 def reward_loss_prefers_chosen(ns: Namespace) -> None:
-    good = _scalar(call(ns, "pairwise_reward_loss", torch.tensor([2.0]), torch.tensor([0.0])), "loss")
-    bad = _scalar(call(ns, "pairwise_reward_loss", torch.tensor([0.0]), torch.tensor([2.0])), "loss")
+    good = as_number(call(ns, "pairwise_reward_loss", torch.tensor([2.0]), torch.tensor([0.0])), "loss")
+    bad = as_number(call(ns, "pairwise_reward_loss", torch.tensor([0.0]), torch.tensor([2.0])), "loss")
     expect(math.isclose(good, math.log(1 + math.exp(-2)), rel_tol=1e-4) and
            math.isclose(bad, math.log(1 + math.exp(2)), rel_tol=1e-4),
            f"for r_chosen=2, r_rejected=0 the loss should be {math.log(1 + math.exp(-2)):.4f} (got {good:.4f}); "
@@ -236,7 +229,7 @@ def reward_loss_prefers_chosen(ns: Namespace) -> None:
 def _dpo_parts(value: Any, what: str, n: int) -> tuple[float, torch.Tensor, torch.Tensor]:
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise CheckFailed(f"{what} should return three things: (loss, chosen_rewards, rejected_rewards).")
-    loss = _scalar(value[0], f"{what}'s loss")
+    loss = as_number(value[0], f"{what}'s loss")
     return (loss, expect_shape(value[1], (n,), f"{what}'s chosen_rewards"),
             expect_shape(value[2], (n,), f"{what}'s rejected_rewards"))
 

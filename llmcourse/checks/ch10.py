@@ -19,6 +19,7 @@ from torch.overrides import TorchFunctionMode
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -31,14 +32,6 @@ from llmcourse.parallel.schedule import bubble_share, run_orders, simulate
 chapter = Chapter("10", "Parallel training")
 
 Namespace = Mapping[str, Any]
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckFailed(f"{what} should return a number, got {type(value).__name__} ({value!r:.60}).")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- average_gradients
@@ -91,7 +84,7 @@ def average_leaves_inputs_alone(ns: Namespace) -> None:
                "(p - 1) / (m + p - 1). One stage never waits.")
 def bubble_by_hand(ns: Namespace) -> None:
     for p, m, expected in [(4, 4, 3 / 7), (1, 8, 0.0), (8, 1, 7 / 8), (2, 6, 1 / 7), (5, 16, 0.2)]:
-        got = _number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
+        got = as_number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
         expect(math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12),
                f"bubble_fraction({p}, {m}) returned {got:.6g}, expected {expected:.6g}.")
 
@@ -101,7 +94,7 @@ def bubble_by_hand(ns: Namespace) -> None:
 def bubble_matches_simulation(ns: Namespace) -> None:
     for p, m in [(3, 5), (6, 2), (4, 12), (7, 7)]:
         measured = bubble_share(simulate("gpipe", p, m, forward_time=1, backward_time=2))
-        got = _number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
+        got = as_number(call(ns, "bubble_fraction", p, m), f"bubble_fraction({p}, {m})")
         expect(math.isclose(got, measured, rel_tol=1e-9),
                f"bubble_fraction({p}, {m}) returned {got:.6g}, but a simulated GPipe step is idle "
                f"{measured:.6g} of the time.")
@@ -227,7 +220,7 @@ def column_parallel_rejects_uneven_split(ns: Namespace) -> None:
 def zero_paper_example(ns: Namespace) -> None:
     psi, n = 7.5e9, 64  # the ZeRO paper's example: 120 GB, 31.4 GB, 16.6 GB, 1.9 GB
     for stage, expected in enumerate([16 * psi, 4 * psi + 12 * psi / n, 2 * psi + 14 * psi / n, 16 * psi / n]):
-        got = _number(call(ns, "zero_memory_per_device", psi, n, stage), f"zero_memory_per_device(7.5e9, 64, {stage})")
+        got = as_number(call(ns, "zero_memory_per_device", psi, n, stage), f"zero_memory_per_device(7.5e9, 64, {stage})")
         expect(math.isclose(got, expected, rel_tol=1e-6),
                f"zero_memory_per_device(7.5e9, 64, {stage}) returned {got:.4g} bytes, expected {expected:.4g} "
                f"({expected / 1e9:.1f} GB).")
@@ -241,7 +234,7 @@ def zero_scaling(ns: Namespace) -> None:
         for stage in range(4):
             parts = [2 * psi / (n if stage >= 3 else 1), 2 * psi / (n if stage >= 2 else 1),
                      12 * psi / (n if stage >= 1 else 1)]
-            got = _number(call(ns, "zero_memory_per_device", psi, n, stage),
+            got = as_number(call(ns, "zero_memory_per_device", psi, n, stage),
                           f"zero_memory_per_device(2e9, {n}, {stage})")
             expect(math.isclose(got, sum(parts), rel_tol=1e-6),
                    f"zero_memory_per_device(2e9, {n}, {stage}) returned {got:.4g} bytes, expected {sum(parts):.4g}.")
@@ -267,7 +260,7 @@ def _torch_update(scale: float, found_inf: bool, good_steps: int, growth: float,
 def _as_pair(value: Any, what: str) -> tuple[float, int]:
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise CheckFailed(f"{what} should return a pair (new_scale, new_good_steps), got {value!r:.60}.")
-    return _number(value[0], what), int(_number(value[1], what))
+    return as_number(value[0], what), int(as_number(value[1], what))
 
 
 @chapter.check("dynamic_scale_update", points=1, hint="inf/nan found: multiply the scale by backoff_factor and "

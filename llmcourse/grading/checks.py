@@ -154,6 +154,17 @@ def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
         raise CheckFailed(f"`{name}` raised {type(exc).__name__}: {exc}{where}") from None
 
 
+def as_number(value: Any, what: str) -> float:
+    """Accept a Python number or a one-element tensor from the learner as a float, else fail clearly."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach().reshape(()))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    shape = f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else ""
+    raise CheckFailed(f"{what} should be a single number (a float or a one-element tensor), got "
+                      f"{type(value).__name__}{shape}.")
+
+
 def _shown(arg: Any) -> str:
     if isinstance(arg, torch.Tensor):
         return f"tensor of shape {tuple(arg.shape)}"
