@@ -58,3 +58,21 @@ def test_get_device_environment_override(monkeypatch):
 def test_asking_for_a_missing_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         get_device("cuda")
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from llmcourse.files import atomic_write
+
+    target = tmp_path / "state.bin"
+    with atomic_write(target) as f:
+        f.write(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target) as f:
+            f.write(b"half of the sec")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]  # no temporary file left behind
+    with atomic_write(target, "w", encoding="utf-8") as f:
+        f.write("second")
+    assert target.read_text(encoding="utf-8") == "second"

@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from pathlib import Path
 from types import MappingProxyType
 from typing import AbstractSet, Iterable, Literal, Mapping, Sequence, Union
 
 import regex
 
+from llmcourse.files import atomic_write
 from llmcourse.tokenizers.training import GPT4_PATTERN, pretoken_counts, train_bpe
 
 Pair = tuple[int, int]
@@ -269,16 +269,8 @@ class RegexTokenizer:
             "merges": [[a, b, i] for (a, b), i in self.merges.items()],
             "special_tokens": self.special_tokens,
         }
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RegexTokenizer":
