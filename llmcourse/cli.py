@@ -290,9 +290,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"{history.val_loss[-1]:.4f}" + (f" (entropy limit {entropy:.4f})" if entropy is not None else ""))
     acc.print(f"checkpoint: {config.checkpoint_path}")
     if args.check_sync:  # every process reports; data parallelism must keep them identical
-        print(f"rank {acc.process_index}/{acc.num_processes} step {trainer.step} "
-              f"losses {json.dumps(history.train_loss)} checksum {parameter_checksum(trainer.model):.10e}",
-              flush=True)
+        line = (f"rank {acc.process_index}/{acc.num_processes} step {trainer.step} "
+                f"losses {json.dumps(history.train_loss)} checksum {parameter_checksum(trainer.model):.10e}\n")
+        sys.stdout.write(line)  # one write, so the processes' lines do not interleave mid-line
+        sys.stdout.flush()
     acc.wait_for_everyone()
     acc.end_training()
     return EXIT_OK

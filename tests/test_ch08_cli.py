@@ -102,7 +102,7 @@ def test_torchrun_two_processes_stay_in_sync(tmp_path):
         process.communicate()
         raise
     assert process.returncode == 0, stderr[-3000:]
-    lines = re.findall(r"rank (\d)/(\d) step (\d+) losses (\[.*?\]) checksum (\S+)", stdout)
+    lines = re.findall(r"rank (\d)/(\d) step (\d+) losses (\[.*?\]) checksum ([-+0-9.e]+)", stdout)
     report = stdout + stderr[-2000:]
     assert sorted(line[0] for line in lines) == ["0", "1"] and {line[1] for line in lines} == {"2"}, report
     (_, _, step0, losses0, sum0), (_, _, step1, losses1, sum1) = lines

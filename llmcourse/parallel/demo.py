@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -122,7 +123,8 @@ def run_scheme(scheme: str, steps: int = 3, verbose: bool = True) -> dict:
         line = f"[rank {rank}/{world}] {scheme}: losses {text}; max |parameter - one process| = {diff:.1e}"
         if extra:
             line += f"; optimizer state {extra['state_bytes']} bytes (unsharded {extra['unsharded_state_bytes']})"
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")  # one write, so the ranks' lines do not interleave mid-line
+        sys.stdout.flush()
     return {"rank": rank, "losses": losses, "max_diff": diff, **extra}
 
 
