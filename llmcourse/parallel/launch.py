@@ -135,9 +135,13 @@ def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, t
 
 def _write_error(results_dir: str, rank: int, exc: BaseException) -> None:
     """Save a rank's error, stamped with the time, so the parent can tell the first failure from its victims."""
+    _write_report(results_dir, rank, f"raised {type(exc).__name__}: {exc}\n\n{traceback.format_exc()}", time.time())
+
+
+def _write_report(results_dir: str, rank: int, report: str, stamp: float) -> None:
     path = os.path.join(results_dir, f"rank{rank}.error")
     with open(path + ".tmp", "w") as f:
-        f.write(f"{time.time()!r}\n{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+        f.write(f"{stamp!r}\n{report}")
     os.replace(path + ".tmp", path)  # the parent never reads a half-written report
 
 
@@ -235,7 +239,7 @@ def _failure(failed: list[int], processes: Sequence[Any], results_dir: str) -> P
     reports = []
     for r in failed:
         if r in errors:
-            reports.append((errors[r][0], r, f"rank {r} raised {errors[r][1]}"))
+            reports.append((errors[r][0], r, f"rank {r} {errors[r][1]}"))
         else:  # died without a word: it did not get to report, so it probably failed first
             reports.append((-math.inf, r, f"rank {r} {_describe_exit(processes[r].exitcode)}"))
     _, rank, message = min(reports)
@@ -266,6 +270,52 @@ def init_from_env(backend: str | None = None, timeout_s: float = 60) -> tuple[in
     return dist.get_rank(), dist.get_world_size()
 
 
+# Threads each forked rank computes with. Only 1 is safe; the tests set None to show what happens without it.
+FORKED_RANK_THREADS: int | None = 1
+
+
+def _watch_progress(rank: int, timeout_s: float, results_dir: str) -> None:
+    """Start a thread that ends this rank when its main thread makes no progress for ``timeout_s`` seconds.
+
+    Progress means the Python line being run changes. A rank stuck inside one call (a collective its peers never
+    join, or a computation that cannot finish) is reported with the stack it was stuck in, stamped with the time
+    the stall began, so the parent names the rank that stalled first. Should the thread itself be kept from
+    running, ``faulthandler`` writes the stack and ends the process a little later.
+    """
+    import faulthandler
+    import threading
+
+    main = threading.main_thread().ident
+    backstop = open(os.path.join(results_dir, f"rank{rank}.stall"), "w")
+    grace = timeout_s + max(5.0, timeout_s / 2)
+    tick = min(1.0, timeout_s / 10)
+
+    def watch() -> None:
+        last, since = None, time.monotonic()
+        while True:
+            faulthandler.dump_traceback_later(grace, exit=True, file=backstop)
+            time.sleep(tick)
+            frame = sys._current_frames().get(main)
+            if frame is None:
+                return
+            here = (id(frame.f_code), frame.f_lineno, frame.f_lasti)
+            now = time.monotonic()
+            if here != last:
+                last, since = here, now
+            elif now - since >= timeout_s:
+                entries = traceback.extract_stack(frame)
+                ours = [i for i, e in enumerate(entries) if e.filename == __file__ and e.name == "worker"]
+                stack = "".join(traceback.format_list(entries[ours[-1] + 1:] if ours else entries))
+                _write_report(results_dir, rank,
+                              f"made no progress for {timeout_s:g} s (timeout_s); it was stuck at "
+                              f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}():\n\n"
+                              f"{stack}", time.time() - (now - since))
+                sys.stdout.flush()
+                os._exit(1)
+
+    threading.Thread(target=watch, name=f"llmcourse-watchdog-rank{rank}", daemon=True).start()
+
+
 def _notebook_worker(fn: Callable, results_dir: str, timeout_s: float, stdout: Any) -> Callable:
     """What each forked process of :func:`notebook_launch` runs: join the group, run fn, save the result."""
 
@@ -275,6 +325,11 @@ def _notebook_worker(fn: Callable, results_dir: str, timeout_s: float, stdout: A
 
         sys.stdout = stdout  # the notebook's output, so that prints inside fn show up there
         rank = int(os.environ.get("RANK", 0))
+        # A forked child inherits none of its parent's OpenMP worker threads: asked to use several, its first
+        # parallel operation would wait for them forever. One thread per rank is always safe after a fork.
+        if FORKED_RANK_THREADS:
+            torch.set_num_threads(FORKED_RANK_THREADS)
+        _watch_progress(rank, timeout_s, results_dir)
         try:
             PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(seconds=timeout_s))
             if not dist.is_initialized():  # one process: accelerate makes no group, so make a group of one
@@ -309,12 +364,23 @@ def _accelerate_state_set_aside():
             cls._shared_state.update(state)
 
 
+def _read_stall(results_dir: str, rank: int) -> str:
+    """The stack ``faulthandler`` wrote when rank ``rank`` was ended for making no progress ('' if it was not)."""
+    try:
+        with open(os.path.join(results_dir, f"rank{rank}.stall")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout_s: float = 60) -> list[Any]:
     """Run ``fn(*args)`` on ``world_size`` processes with ``accelerate.notebook_launcher``; return each result.
 
     The processes are forks of this one, so ``fn`` may be defined in a notebook cell. Each joins the process
-    group (gloo on CPU, nccl on GPUs) before ``fn`` runs; ``timeout_s`` bounds every collective. If a rank
-    fails, the others are stopped and :class:`ParallelError` names the first rank that failed. Do not create
+    group (gloo on CPU, nccl on GPUs) before ``fn`` runs. Each rank computes with one CPU thread (a forked
+    process cannot safely use the parent's thread pool). ``timeout_s`` bounds every wait: a rank whose Python
+    line does not change for that long (stuck in a collective or a computation) is stopped. If a rank fails or
+    stalls, the others are stopped and :class:`ParallelError` names the first rank that did, and where. Do not create
     an ``Accelerator`` in the notebook itself before calling this: accelerate refuses to fork after one exists.
     """
     import io
@@ -333,7 +399,7 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
     saved_env = {name: os.environ.get(name) for name in ("ACCELERATE_USE_CPU", "OMP_NUM_THREADS")}
     if not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "yes"  # several CPU processes, joined with gloo
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // world_size)))
+    os.environ["OMP_NUM_THREADS"] = "1"  # what the forked ranks use (and accelerate then leaves their threads alone)
     # we report failures ourselves, without pages of log lines or "Terminating process ..." warnings
     quiet_logs = [logging.getLogger(name) for name in ("torch.distributed.elastic", "torch.multiprocessing")]
     saved_levels = [log.level for log in quiet_logs]
@@ -350,10 +416,15 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
         errors = _read_errors(results_dir)
         if not errors:
             rank, failure = exc.get_first_failure()
+            stall = _read_stall(results_dir, rank)
+            if stall:
+                raise ParallelError(f"rank {rank} made no progress for over timeout_s={timeout_s:g} s and was "
+                                    f"stopped; its threads were at:\n{stall}\nThe other ranks were stopped.",
+                                    rank=rank) from None
             raise ParallelError(f"rank {rank} died (exit code {failure.exitcode}) without reporting an error.",
                                 rank=rank) from None
         rank = min(errors, key=lambda r: (errors[r][0], r))
-        raise ParallelError(f"rank {rank} raised {errors[rank][1]}\nThe other ranks were stopped.",
+        raise ParallelError(f"rank {rank} {errors[rank][1]}\nThe other ranks were stopped.",
                             rank=rank) from None
     finally:
         for log, level in zip(quiet_logs, saved_levels):
