@@ -24,10 +24,12 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
 from llmcourse.config import fast_mode
@@ -176,21 +178,40 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
     os.environ["PYTHONHASHSEED"] = "0"
     try:
         was_fast = fast_mode()
-        client = NotebookClient(
-            nb, timeout=timeout, kernel_name="python3", record_timing=False,
-            resources={"metadata": {"path": str(path.parent.resolve())}},
-        )
-        client.execute(stderr=subprocess.DEVNULL)
+        with tempfile.TemporaryDirectory(prefix="llmcourse_kernel_") as sockets:
+            # IPC sockets in a folder of our own: kernels started at the same moment cannot collide on TCP ports
+            km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
+            client = NotebookClient(
+                nb, km=km, timeout=timeout, kernel_name="python3", record_timing=False,
+                resources={"metadata": {"path": str(path.parent.resolve())}},
+            )
+            client.execute(stderr=subprocess.DEVNULL)
     finally:
         _restore("LLMCOURSE_FAST", env_before)
         _restore("PYTHONHASHSEED", hash_before)
     nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     nb.metadata.setdefault("llmcourse", {})["fast"] = was_fast  # how these outputs were made
     text = notebook_text(nb)
     if path.read_text(encoding="utf-8") == text:
         return False
     _atomic_write(path, text)
     return True
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Join neighbouring prints to the same stream into one output, however the kernel happened to chunk them,
+    so the same run always gives the same file."""
+    joined: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and joined and joined[-1].get("output_type") == "stream"
+                and joined[-1].get("name") == out.get("name")):
+            joined[-1]["text"] = joined[-1]["text"] + out["text"]
+        else:
+            joined.append(out)
+    return joined
 
 
 def _restore(name: str, value: str | None) -> None:

@@ -67,7 +67,8 @@ def test_dpo_raises_the_margin_over_the_frozen_reference():
 def test_reward_model_learns_to_rank_the_pairs():
     pairs = preference_pairs(48, seed=0)
     model = RewardModel(tiny_gpt(3))
-    losses = train_reward_model(model, TOK, pairs, steps=40, lr=3e-3)
+    # 120 steps rank >= 96% of the pairs on every kernel set and seed we tried (40 steps gave 67-92%)
+    losses = train_reward_model(model, TOK, pairs, steps=120, lr=3e-3)
     assert sum(losses[-5:]) / 5 < losses[0]
     batch = reward_batch(TOK, pairs)
     with torch.no_grad():
