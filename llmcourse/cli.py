@@ -417,4 +417,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # one of torchrun's processes: leave without gloo's shutdown race
+        from llmcourse.parallel.launch import exit_launched_process
+        exit_launched_process(code or 0)
+    sys.exit(code)

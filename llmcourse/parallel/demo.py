@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from llmcourse.feedforward import FeedForward
 from llmcourse.parallel.data_parallel import allreduce_gradients, shard_batch
-from llmcourse.parallel.launch import init_from_env, rank_device, run_parallel
+from llmcourse.parallel.launch import exit_launched_process, init_from_env, rank_device, run_parallel
 from llmcourse.parallel.pipeline import pipeline_step, split_into_stages
 from llmcourse.parallel.tensor_parallel import ParallelMLP
 from llmcourse.parallel.zero import ZeroOptimizer, optimizer_state_bytes
@@ -146,3 +146,5 @@ def main(argv: list[str] | None = None) -> list[dict] | dict:
 
 if __name__ == "__main__":
     main()
+    if "RANK" in os.environ:  # started by a launcher: leave without gloo's shutdown race
+        exit_launched_process(0)
