@@ -1,7 +1,7 @@
 """GPU training throughput and MFU (chapter 08): GPT-2-small-sized steps through the Trainer, bf16.
 
 MFU (model FLOPs utilisation) = tokens/s x training FLOPs per token / the GPU's
-peak bf16 FLOP/s (:mod:`llmcourse.estimates`). Needs a CUDA GPU; exits with a
+peak bf16 FLOP/s (:mod:`llmcourse.pretraining.estimates`). Needs a CUDA GPU; exits with a
 message otherwise.
 
 Run: .venv/bin/python benchmarks/bench_gpu_mfu.py [--batch 16] [--steps 20] [--compile]
@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from llmcourse.estimates import flops_per_token, mfu, peak_flops
-from llmcourse.gpt import GPT
-from llmcourse.training import TrainConfig, Trainer
+from llmcourse.pretraining.estimates import flops_per_token, mfu, peak_flops
+from llmcourse.models.gpt import GPT
+from llmcourse.pretraining.trainer import TrainConfig, Trainer
 
 
 def main() -> int:

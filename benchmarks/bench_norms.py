@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from llmcourse.norms import benchmark_norms
+from llmcourse.transformer.norms import benchmark_norms
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from llmcourse.data import char_tokenize, real_text_corpus, split_ids
-from llmcourse.synthetic import default_source
-from llmcourse.training import TrainConfig, Trainer
+from llmcourse.pretraining.data import char_tokenize, real_text_corpus, split_ids
+from llmcourse.pretraining.synthetic import default_source
+from llmcourse.pretraining.trainer import TrainConfig, Trainer
 
 
 def conditions() -> str:
@@ -74,7 +74,7 @@ def text() -> None:
     for step, loss in zip(history.val_step, history.val_loss):
         recent = history.train_loss[max(0, step - 50):step]
         print(f"| {step} | {sum(recent) / len(recent):.4f} | {loss:.4f} |")
-    from llmcourse.generation import generate
+    from llmcourse.models.generation import generate
 
     prompt = torch.tensor(tokenizer.encode("The "))
     sample = generate(trainer.unwrapped_model.eval(), prompt, 60, temperature=0.8,

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.schedules import warmup_cosine_schedule
-from llmcourse.training import TrainConfig, Trainer, configure_optimizer
+from llmcourse.pretraining.schedules import warmup_cosine_schedule
+from llmcourse.pretraining.trainer import TrainConfig, Trainer, configure_optimizer
 
 # --------------------------------------------------------------------------- the plain peer
 

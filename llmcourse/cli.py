@@ -259,10 +259,10 @@ def load_train_settings(config_path: str | None, overrides: list[str]) -> tuple[
 
 def build_dataset(dataset: str, size: int, val_fraction: float, seed: int = 0):
     """(train ids, validation ids, tokenizer, entropy limit or None) for "synthetic", "python-docs" or a text file."""
-    from llmcourse.data import char_tokenize, load_text_file, real_text_corpus, split_ids
+    from llmcourse.pretraining.data import char_tokenize, load_text_file, real_text_corpus, split_ids
 
     if dataset == "synthetic":
-        from llmcourse.synthetic import default_source
+        from llmcourse.pretraining.synthetic import default_source
 
         source = default_source()
         n_val = max(int(size * val_fraction), 1)
@@ -286,7 +286,7 @@ def parameter_checksum(model) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from llmcourse.training import TrainConfig, Trainer
+    from llmcourse.pretraining.trainer import TrainConfig, Trainer
 
     try:
         data, settings = load_train_settings(args.config, args.set or [])
@@ -330,9 +330,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from llmcourse.checkpoint import CheckpointError
-    from llmcourse.generation import generate
-    from llmcourse.training import load_trained_model
+    from llmcourse.pretraining.checkpoint import CheckpointError
+    from llmcourse.models.generation import generate
+    from llmcourse.pretraining.trainer import load_trained_model
 
     try:
         model, tokenizer, _ = load_trained_model(args.checkpoint, device=args.device)

@@ -1,4 +1,4 @@
-"""Tests of chapter 00: llmcourse.essentials against independent references, and the graded checks."""
+"""Tests of chapter 00: llmcourse.basics.essentials against independent references, and the graded checks."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from llmcourse.checks.ch00 import chapter
-from llmcourse.essentials import (
+from llmcourse.grading.chapters.ch00 import chapter
+from llmcourse.basics.essentials import (
     ToyClassification,
     accuracy,
     count_parameters,

@@ -12,13 +12,13 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from torch import nn
 
-from llmcourse import activations as A
-from llmcourse import losses as L
-from llmcourse import neurons as N
-from llmcourse.checks.ch01 import chapter
+from llmcourse.basics import activations as A
+from llmcourse.basics import losses as L
+from llmcourse.basics import neurons as N
+from llmcourse.grading.chapters.ch01 import chapter
 from llmcourse.grading.checks import run_checks
-from llmcourse.plots import plot_activations, plot_decision_boundary, plot_leaf_flower, plot_losses, plot_softmax
-from llmcourse.widgets import neuron_explorer, neuron_view
+from llmcourse.basics.neuron_plots import plot_activations, plot_decision_boundary, plot_leaf_flower, plot_losses, plot_softmax
+from llmcourse.basics.neuron_widgets import neuron_explorer, neuron_view
 
 # --------------------------------------------------------------------------- activations
 

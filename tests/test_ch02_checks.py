@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from check_contract import contract_tests
 
-from llmcourse import optim
-from llmcourse.autograd import mul_rule, topological_order
-from llmcourse.checks.ch02 import chapter
-from llmcourse.dropout import dropout
-from llmcourse.gradients import layer_sensitivity, numerical_gradient
+from llmcourse.basics import optim
+from llmcourse.basics.autograd import mul_rule, topological_order
+from llmcourse.grading.chapters.ch02 import chapter
+from llmcourse.basics.dropout import dropout
+from llmcourse.basics.gradients import layer_sensitivity, numerical_gradient
 from llmcourse.grading.checks import run_checks
 
 # --------------------------------------------------------------------------- correct solutions, written here

@@ -1,5 +1,5 @@
-"""Tests of chapter 02's engine: the scalar autograd (llmcourse.autograd), gradients by finite differences and
-by hand (llmcourse.gradients) and the graph drawing (llmcourse.graph_plot), against torch.autograd and
+"""Tests of chapter 02's engine: the scalar autograd (llmcourse.basics.autograd), gradients by finite differences and
+by hand (llmcourse.basics.gradients) and the graph drawing (llmcourse.basics.graph_plot), against torch.autograd and
 central finite differences."""
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from matplotlib.figure import Figure
 
-from llmcourse import gradients as G
-from llmcourse.activations import sigmoid_grad, tanh_grad
-from llmcourse.autograd import (MLP, RULES, TINY_DATASET, Layer, Neuron, Value, backpropagate, mse_loss,
+from llmcourse.basics import gradients as G
+from llmcourse.basics.activations import sigmoid_grad, tanh_grad
+from llmcourse.basics.autograd import (MLP, RULES, TINY_DATASET, Layer, Neuron, Value, backpropagate, mse_loss,
                                 topological_order, train_mlp_on_values)
-from llmcourse.graph_plot import draw_graph
+from llmcourse.basics.graph_plot import draw_graph
 
 # --------------------------------------------------------------------------- random expressions
 # An expression is a nested tuple: ("var", i), ("const", c), (unary_op, e) or (binary_op, e1, e2).

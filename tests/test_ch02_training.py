@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from llmcourse import descent as D
-from llmcourse import optim as O
-from llmcourse.dropout import Dropout, dropout, dropout_classic, keep_mask
-from llmcourse.plots_training import plot_descent, plot_gradient_norms, plot_lr_sweep, plot_train_val
-from llmcourse.widgets_training import learning_rate_explorer, learning_rate_view
+from llmcourse.basics import descent as D
+from llmcourse.basics import optim as O
+from llmcourse.basics.dropout import Dropout, dropout, dropout_classic, keep_mask
+from llmcourse.basics.descent_plots import plot_descent, plot_gradient_norms, plot_lr_sweep, plot_train_val
+from llmcourse.basics.descent_widgets import learning_rate_explorer, learning_rate_view
 
 F64 = torch.float64
 

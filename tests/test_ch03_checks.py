@@ -1,4 +1,4 @@
-"""Tests of chapter 03's graded checks (llmcourse.checks.ch03) and of its merge-stepper widget.
+"""Tests of chapter 03's graded checks (llmcourse.grading.chapters.ch03) and of its merge-stepper widget.
 
 Every check must fail on a stub that raises NotImplementedError and pass on a
 correct implementation written here, independently of the solutions notebook.
@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 import regex
 
-from llmcourse.checks.ch03 import chapter
+from llmcourse.grading.chapters.ch03 import chapter
 from llmcourse.grading.checks import run_checks
 from llmcourse.tokenizers.basic import BasicTokenizer
-from llmcourse.widgets_tokenizers import merge_step_view, merge_stepper, show_token
+from llmcourse.tokenizers.widgets import merge_step_view, merge_stepper, show_token
 
 GPT4 = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
         r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s""")

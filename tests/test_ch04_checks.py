@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from check_contract import assert_passes, assert_registers
 from torch import nn
 
-from llmcourse import embeddings as E
-from llmcourse import positions as P
-from llmcourse.checks.ch04 import chapter
+from llmcourse.transformer import embeddings as E
+from llmcourse.transformer import positions as P
+from llmcourse.grading.chapters.ch04 import chapter
 from llmcourse.grading.checks import run_checks
 
 

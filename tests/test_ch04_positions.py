@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from torch import nn
 
-from llmcourse import embeddings as E
-from llmcourse import positions as P
-from llmcourse.plots_attention import plot_alibi, plot_embeddings_2d, plot_positional_heatmap
-from llmcourse.widgets_attention import POSITION_KINDS, positional_encoding_view
+from llmcourse.transformer import embeddings as E
+from llmcourse.transformer import positions as P
+from llmcourse.transformer.attention_plots import plot_alibi, plot_embeddings_2d, plot_positional_heatmap
+from llmcourse.transformer.attention_widgets import POSITION_KINDS, positional_encoding_view
 
 # --------------------------------------------------------------------------- embedding = one-hot x matrix
 

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from torch import nn
 
-from llmcourse import attention as A
-from llmcourse.plots_attention import plot_attention_weights, plot_kv_cache
-from llmcourse.positions import alibi_bias, rope_frequencies
-from llmcourse.sequence_timing import plot_rnn_vs_attention, rnn_loop, time_rnn_vs_attention
-from llmcourse.widgets_attention import attention_view
+from llmcourse.transformer import attention as A
+from llmcourse.transformer.attention_plots import plot_attention_weights, plot_kv_cache
+from llmcourse.transformer.positions import alibi_bias, rope_frequencies
+from llmcourse.transformer.sequence_timing import plot_rnn_vs_attention, rnn_loop, time_rnn_vs_attention
+from llmcourse.transformer.attention_widgets import attention_view
 
 DT = torch.float64
 
@@ -386,7 +386,7 @@ def test_attention_plots_and_view_return_figures():
 def test_explorers_build_widgets():
     import ipywidgets as widgets
 
-    from llmcourse.widgets_attention import attention_explorer, positional_encoding_explorer
+    from llmcourse.transformer.attention_widgets import attention_explorer, positional_encoding_explorer
 
     assert isinstance(positional_encoding_explorer("rope", n_positions=16, d_model=8), widgets.interactive)
     weights = torch.softmax(torch.randn(2, 3, 3), -1)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from check_contract import contract_tests
 
-from llmcourse import attention as A
-from llmcourse.checks.ch05 import chapter
+from llmcourse.transformer import attention as A
+from llmcourse.grading.chapters.ch05 import chapter
 from llmcourse.grading.checks import run_checks
 
 # --------------------------------------------------------------------------- correct solutions, written here

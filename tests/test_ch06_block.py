@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.feedforward import FeedForward, SwiGLU, activation_fn, llama_hidden_size, make_ffn
-from llmcourse.norms import LayerNorm, RMSNorm, layer_norm, make_norm, rms_norm
+from llmcourse.transformer.feedforward import FeedForward, SwiGLU, activation_fn, llama_hidden_size, make_ffn
+from llmcourse.transformer.norms import LayerNorm, RMSNorm, layer_norm, make_norm, rms_norm
 
 DT = torch.float64
 
@@ -178,15 +178,15 @@ def test_llama_hidden_size_and_make_ffn():
 
 from matplotlib.figure import Figure  # noqa: E402
 
-from llmcourse.attention import MultiHeadAttention  # noqa: E402
-from llmcourse.block import (TransformerBlock, block_gradient_norms, copy_task_batch,  # noqa: E402
+from llmcourse.transformer.attention import MultiHeadAttention  # noqa: E402
+from llmcourse.transformer.block import (TransformerBlock, block_gradient_norms, copy_task_batch,  # noqa: E402
                              residual_gradient_norms, StackLM, train_stack)
-from llmcourse.counting import (REAL_CONFIGS, BlockConfig, ModelConfig, count_parameters,  # noqa: E402
+from llmcourse.transformer.counting import (REAL_CONFIGS, BlockConfig, ModelConfig, count_parameters,  # noqa: E402
                                 config_table, ffn_share, flops_per_token)
-from llmcourse.moe import MoE, TopKRouter, load_balancing_loss, moe_parameter_counts, top_k_route  # noqa: E402
-from llmcourse.plots_block import (plot_expert_load, plot_gradient_flow, plot_loss_curves,  # noqa: E402
+from llmcourse.transformer.moe import MoE, TopKRouter, load_balancing_loss, moe_parameter_counts, top_k_route  # noqa: E402
+from llmcourse.transformer.block_plots import (plot_expert_load, plot_gradient_flow, plot_loss_curves,  # noqa: E402
                                    plot_parameter_shares)
-from llmcourse.widgets_block import block_view  # noqa: E402
+from llmcourse.transformer.block_widgets import block_view  # noqa: E402
 
 
 def n_params(module):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from check_contract import contract_tests
 
-from llmcourse import moe, norms
-from llmcourse.checks.ch06 import chapter
+from llmcourse.transformer import moe, norms
+from llmcourse.grading.chapters.ch06 import chapter
 from llmcourse.grading.checks import run_checks
 
 # --------------------------------------------------------------------------- correct solutions, written here
@@ -63,7 +63,7 @@ CORRECT = {
 
 
 def _package_count(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="gelu", norm="layernorm"):
-    from llmcourse.counting import BlockConfig, count_parameters
+    from llmcourse.transformer.counting import BlockConfig, count_parameters
 
     config = BlockConfig(d_model=d_model, n_heads=n_heads, n_kv_heads=n_kv_heads, d_hidden=d_hidden, norm=norm,
                          ffn=ffn, bias=bias)

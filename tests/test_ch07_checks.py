@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from check_contract import contract_tests
 
-from llmcourse import sampling as S
-from llmcourse.checks.ch07 import chapter
+from llmcourse.models import sampling as S
+from llmcourse.grading.chapters.ch07 import chapter
 from llmcourse.grading.checks import run_checks
 
 # --------------------------------------------------------------------------- correct solutions, written here
@@ -84,7 +84,7 @@ PACKAGE = {
 
 
 def test_greedy_check_uses_a_model_with_varied_output():
-    from llmcourse.checks.ch07 import _prefix_scorer, _reference_greedy
+    from llmcourse.grading.chapters.ch07 import _prefix_scorer, _reference_greedy
 
     tokens = _reference_greedy(_prefix_scorer(), torch.tensor([2, 7]), 6)
     assert len(set(tokens[2:])) >= 4

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from llmcourse import sampling as S
-from llmcourse.generation import check_ids, generate
-from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.models import sampling as S
+from llmcourse.models.generation import check_ids, generate
+from llmcourse.models.gpt import GPT, GPTConfig
 
 
 def _randn(*shape, seed=0):
@@ -209,7 +209,7 @@ def test_generate_rejects_bad_input():
 def test_temperature_widget_has_a_plain_function():
     from matplotlib.figure import Figure
 
-    from llmcourse.widgets_generation import temperature_explorer, temperature_view
+    from llmcourse.models.widgets import temperature_explorer, temperature_view
 
     assert isinstance(temperature_view(torch.tensor([1.0, 0.0, -1.0]), 0.5, top_k=2), Figure)
     assert isinstance(temperature_view(temperature=2.0, top_p=0.8), Figure)

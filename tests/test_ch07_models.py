@@ -7,9 +7,9 @@ import pytest
 import torch
 import transformers
 
-from llmcourse.generation import generate
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.llama import Llama, LlamaStyleConfig, fuse
+from llmcourse.models.generation import generate
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.models.llama import Llama, LlamaStyleConfig, fuse
 
 
 def _ids(batch, seq, vocab=100, seed=0):
@@ -150,8 +150,8 @@ def test_llama_errors_are_clear(hf_llama):
 
 # --------------------------------------------------------------------------- encoder-decoder
 
-from llmcourse.attention import load_from_torch_mha  # noqa: E402
-from llmcourse import seq2seq as S2S  # noqa: E402
+from llmcourse.transformer.attention import load_from_torch_mha  # noqa: E402
+from llmcourse.models import seq2seq as S2S  # noqa: E402
 
 
 def test_number_to_words():

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from check_contract import contract_tests
 
-from llmcourse.checks.ch08 import chapter
-from llmcourse.data import TokenWindows
+from llmcourse.grading.chapters.ch08 import chapter
+from llmcourse.pretraining.data import TokenWindows
 from llmcourse.grading.checks import run_checks
-from llmcourse.schedules import warmup_cosine_lr
+from llmcourse.pretraining.schedules import warmup_cosine_lr
 
 # --------------------------------------------------------------------------- correct solutions, written here
 
@@ -119,7 +119,7 @@ def test_calling_torch_clip_is_refused():
 
 def test_accumulation_check_would_notice_a_big_batch_step():
     """The micro-batches really differ: one micro-batch's gradient is not the big batch's."""
-    from llmcourse.checks.ch08 import _accumulation_setup, _micro_batches
+    from llmcourse.grading.chapters.ch08 import _accumulation_setup, _micro_batches
 
     model, big, x, y, _ = _accumulation_setup(4)
     (xb, yb) = _micro_batches(x, y, 4)[0]

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 from llmcourse.cli import load_train_settings, parse_setting
 from llmcourse.cli import main as cli
-from llmcourse.training import load_trained_model
+from llmcourse.pretraining.trainer import load_trained_model
 
 SMALL = ["--set", "max_steps=4", "--set", "warmup_steps=1", "--set", "d_model=16", "--set", "n_layers=1",
          "--set", "n_heads=2", "--set", "context_length=8", "--set", "batch_size=4", "--set", "eval_interval=2",
@@ -52,8 +52,8 @@ def test_train_then_generate_from_the_checkpoint_alone(tmp_path, capsys):
     first = capsys.readouterr().out.rstrip("\n")
     assert first.startswith("the ") and len(first) == 7 and set(first) <= set("the cat sat on mat.")
     assert cli(args) == 0 and capsys.readouterr().out.rstrip("\n") == first  # seeded
-    # the same tokens as llmcourse.generation.generate on the loaded model
-    from llmcourse.generation import generate
+    # the same tokens as llmcourse.models.generation.generate on the loaded model
+    from llmcourse.models.generation import generate
 
     model, tok, _ = load_trained_model(out / "checkpoint.pt")
     ids = generate(model, torch.tensor(tok.encode("the ")), 3, temperature=0.8,

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
-from llmcourse import data as D
-from llmcourse import estimates as E
-from llmcourse.schedules import warmup_cosine_lr, warmup_cosine_schedule
-from llmcourse.synthetic import MarkovSource, de_bruijn, default_source
+from llmcourse.pretraining import data as D
+from llmcourse.pretraining import estimates as E
+from llmcourse.pretraining.schedules import warmup_cosine_lr, warmup_cosine_schedule
+from llmcourse.pretraining.synthetic import MarkovSource, de_bruijn, default_source
 
 # --------------------------------------------------------------------------- synthetic corpus
 
@@ -340,7 +340,7 @@ def test_lambda_schedule_follows_the_function_for_every_group():
 
 
 def _small_gpt():
-    from llmcourse.gpt import GPT, GPTConfig
+    from llmcourse.models.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     return GPT(GPTConfig(vocab_size=64, context_length=32, d_model=64, n_layers=2, n_heads=4))

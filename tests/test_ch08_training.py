@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from llmcourse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from llmcourse.data import TokenWindows
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.plots_pretraining import LiveLossPlot, plot_loss_curves, smooth
+from llmcourse.pretraining.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from llmcourse.pretraining.data import TokenWindows
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.pretraining.plots import LiveLossPlot, plot_loss_curves, smooth
 from llmcourse.tokenizers.simple import CharTokenizer
-from llmcourse.training import (History, StepBatchSampler, TrainConfig, Trainer, configure_optimizer, evaluate,
+from llmcourse.pretraining.trainer import (History, StepBatchSampler, TrainConfig, Trainer, configure_optimizer, evaluate,
                                 load_trained_model, resolve_precision, rng_state, set_rng_state)
 
 TINY = dict(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2, batch_size=4, max_steps=6,
@@ -441,7 +441,7 @@ def test_callbacks_see_every_step_and_the_end():
 
 @pytest.mark.parametrize("n_kv_heads", [4, 2])
 def test_fused_attention_equals_the_step_by_step_path(n_kv_heads):
-    from llmcourse.attention import MultiHeadAttention
+    from llmcourse.transformer.attention import MultiHeadAttention
 
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 4, n_kv_heads=n_kv_heads, bias=True).eval()
@@ -459,8 +459,8 @@ def test_fused_attention_equals_the_step_by_step_path(n_kv_heads):
 
 
 def test_gpt_layer_norm_is_the_chapter_06_layer_norm():
-    from llmcourse.gpt import FusedLayerNorm
-    from llmcourse.norms import LayerNorm, layer_norm
+    from llmcourse.models.gpt import FusedLayerNorm
+    from llmcourse.transformer.norms import LayerNorm, layer_norm
 
     ln = FusedLayerNorm(8, bias=True)
     with torch.no_grad():

@@ -8,8 +8,8 @@ import math
 import torch
 from check_contract import contract_tests
 
-from llmcourse import distill, lora, preference, sft
-from llmcourse.checks.ch09 import chapter
+from llmcourse.finetuning import distill, lora, preference, sft
+from llmcourse.grading.chapters.ch09 import chapter
 
 # --------------------------------------------------------------------------- correct solutions, written here
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmcourse.classify import SequenceClassifier, accuracy, last_token_states, pad_right, train_classifier
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.instructions import make_tokenizer, review_examples
+from llmcourse.finetuning.classify import SequenceClassifier, accuracy, last_token_states, pad_right, train_classifier
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.finetuning.instructions import make_tokenizer, review_examples
 
 TOK = make_tokenizer()
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from llmcourse import instructions as I
+from llmcourse.finetuning import instructions as I
 
 
 def test_prompt_layout():

@@ -6,11 +6,11 @@ import copy
 
 import torch
 
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.instructions import fact_pairs, make_tokenizer, preference_pairs
-from llmcourse.lora import LoRALinear, count_parameters, inject_lora, merge_lora
-from llmcourse.preference import RewardModel, preference_margin, reward_batch, train_dpo, train_reward_model
-from llmcourse.sft import answer_loss, exact_match, train_sft
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.finetuning.instructions import fact_pairs, make_tokenizer, preference_pairs
+from llmcourse.finetuning.lora import LoRALinear, count_parameters, inject_lora, merge_lora
+from llmcourse.finetuning.preference import RewardModel, preference_margin, reward_batch, train_dpo, train_reward_model
+from llmcourse.finetuning.sft import answer_loss, exact_match, train_sft
 
 TOK = make_tokenizer()
 FACTS = fact_pairs()

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.lora import LoRALinear, count_parameters, inject_lora, lora_forward, merge_lora, merge_lora_weights
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.finetuning.lora import LoRALinear, count_parameters, inject_lora, lora_forward, merge_lora, merge_lora_weights
 
 
 def small_gpt(seed: int = 0) -> GPT:

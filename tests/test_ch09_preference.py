@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcourse.distill import distillation_loss, soft_targets
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.instructions import PreferencePair, format_example, make_tokenizer
-from llmcourse.preference import (
+from llmcourse.finetuning.distill import distillation_loss, soft_targets
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.finetuning.instructions import PreferencePair, format_example, make_tokenizer
+from llmcourse.finetuning.preference import (
     RewardModel,
     dpo_loss,
     pairwise_reward_loss,
@@ -18,7 +18,7 @@ from llmcourse.preference import (
     reward_batch,
     sequence_logprob,
 )
-from llmcourse.sft import IGNORE_INDEX
+from llmcourse.finetuning.sft import IGNORE_INDEX
 
 TOK = make_tokenizer()
 

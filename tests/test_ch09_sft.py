@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.instructions import END_OF_ANSWER, format_prompt, make_tokenizer
-from llmcourse.sft import (
+from llmcourse.models.gpt import GPT, GPTConfig
+from llmcourse.finetuning.instructions import END_OF_ANSWER, format_prompt, make_tokenizer
+from llmcourse.finetuning.sft import (
     IGNORE_INDEX,
     SFTCollator,
     answer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from check_contract import contract_tests
 
-from llmcourse.checks.ch10 import chapter
+from llmcourse.grading.chapters.ch10 import chapter
 from llmcourse.grading.checks import run_checks
 from llmcourse.parallel import communication, loss_scaling, memory, schedule
 

@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from llmcourse.attention import MultiHeadAttention
-from llmcourse.feedforward import FeedForward
+from llmcourse.transformer.attention import MultiHeadAttention
+from llmcourse.transformer.feedforward import FeedForward
 from llmcourse.parallel import schedule
 from llmcourse.parallel.data_parallel import allreduce_gradients, broadcast_parameters, shard_batch
 from llmcourse.parallel.launch import ParallelError, free_port, notebook_launch, run_parallel

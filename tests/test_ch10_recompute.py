@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.parallel.recompute import (
     forward_layers,
     mlp_stack,

@@ -1,6 +1,6 @@
 """Graded checks: how an exercise is tested.
 
-Each chapter module in ``llmcourse.checks`` creates a :class:`Chapter` and
+Each chapter module in ``llmcourse.grading.chapters`` creates a :class:`Chapter` and
 registers checks on it::
 
     chapter = Chapter("01", "Neural networks are numbers")
@@ -103,7 +103,7 @@ class Chapter:
 
 
 def load_chapter(number: str | int) -> Chapter:
-    """Import ``llmcourse.checks.chNN`` and return its ``chapter``.
+    """Import ``llmcourse.grading.chapters.chNN`` and return its ``chapter``.
 
     ``number`` may also name any module as ``"package.module:attribute"``, for
     chapters that live outside the course (and for the grader's own tests).
@@ -116,11 +116,11 @@ def load_chapter(number: str | int) -> Chapter:
     except ValueError:
         raise LookupError(f"{number!r} is not a chapter number such as '01'") from None
     try:
-        module = importlib.import_module(f"llmcourse.checks.ch{number}")
+        module = importlib.import_module(f"llmcourse.grading.chapters.ch{number}")
     except ModuleNotFoundError as exc:
-        if exc.name != f"llmcourse.checks.ch{number}":
+        if exc.name != f"llmcourse.grading.chapters.ch{number}":
             raise
-        raise LookupError(f"chapter {number} has no graded exercises (no llmcourse.checks.ch{number})") from None
+        raise LookupError(f"chapter {number} has no graded exercises (no llmcourse.grading.chapters.ch{number})") from None
     return module.chapter
 
 

@@ -1,14 +1,22 @@
 """Chapter 10: parallel training.
 
-Single-process models of how training is spread over many devices:
+Modules in reading order. Single-process models of how training is spread over many devices:
 
-* :mod:`llmcourse.parallel.schedule` — pipeline schedules (naive, GPipe, 1F1B) and their bubbles;
-* :mod:`llmcourse.parallel.memory` — memory per device, with mixed precision and ZeRO;
-* :mod:`llmcourse.parallel.communication` — how many bytes data parallelism moves per step;
-* :mod:`llmcourse.parallel.loss_scaling` — fp16 underflow and (dynamic) loss scaling;
-* :mod:`llmcourse.parallel.plots` — pictures of all of the above.
+* ``schedule`` - pipeline schedules (naive, GPipe, 1F1B) and their bubbles;
+* ``memory`` - memory per device, with mixed precision and ZeRO;
+* ``communication`` - how many bytes data parallelism moves per step;
+* ``loss_scaling`` - fp16 underflow and (dynamic) loss scaling;
+* ``plots`` - pictures of all of the above.
 
-Real multi-process versions (several CPU processes talking through ``torch.distributed``) live in
-``launch``, ``data_parallel``, ``pipeline``, ``tensor_parallel``, ``zero`` and ``recompute``.
+Real multi-process versions (several CPU processes talking through ``torch.distributed``):
+
+* ``launch`` - starting processes from a script or a notebook, with clear errors instead of hangs;
+* ``data_parallel`` - averaging gradients by hand, and with DDP;
+* ``pipeline`` - GPipe and 1F1B over send/recv;
+* ``tensor_parallel`` - column- and row-parallel MLPs, and attention split by heads;
+* ``zero`` - ZeRO-1, optimizer state sharded over processes;
+* ``recompute`` - activation recomputation (checkpointing);
+* ``demo`` - every scheme as one program for ``torchrun``.
+
 Import the submodules you need, e.g. ``from llmcourse.parallel import schedule``.
 """

@@ -23,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmcourse.feedforward import FeedForward
+from llmcourse.transformer.feedforward import FeedForward
 from llmcourse.parallel.data_parallel import allreduce_gradients, shard_batch
 from llmcourse.parallel.launch import exit_launched_process, init_from_env, rank_device, run_parallel
 from llmcourse.parallel.pipeline import pipeline_step, split_into_stages

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from llmcourse.estimates import memory_breakdown
+from llmcourse.pretraining.estimates import memory_breakdown
 
 MODEL_SIZES: dict[str, float] = {"7B": 7e9, "13B": 13e9, "70B": 70e9}
 """Named model sizes (nominal parameter counts)."""
@@ -25,7 +25,7 @@ MODEL_SHAPES: dict[str, dict[str, int]] = {
     "70B": {"d_model": 8192, "n_layers": 80, "n_heads": 64},
 }
 """Llama-2-like shapes for the named sizes, for activation estimates with
-:func:`llmcourse.estimates.activation_bytes`."""
+:func:`llmcourse.pretraining.estimates.activation_bytes`."""
 
 GB = 1e9
 
@@ -52,7 +52,7 @@ def model_memory(n_params: float | str, precision: str = "mixed", optimizer: str
 
     ``precision`` is ``"fp32"`` or ``"mixed"`` (16-bit weights and gradients, fp32 optimizer states
     including a master copy of the weights); ``optimizer`` is ``"sgd"``, ``"sgd_momentum"`` or ``"adamw"``.
-    The numbers come from :func:`llmcourse.estimates.memory_breakdown` (chapter 08).
+    The numbers come from :func:`llmcourse.pretraining.estimates.memory_breakdown` (chapter 08).
     """
     parts = memory_breakdown(resolve_size(n_params), precision, optimizer)
     return {key: parts[key] for key in _PARTS}

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from llmcourse.estimates import activation_bytes
+from llmcourse.pretraining.estimates import activation_bytes
 from llmcourse.parallel.communication import communication_table
 from llmcourse.parallel.memory import (
     GB,

@@ -33,8 +33,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmcourse.attention import MultiHeadAttention, merge_heads, repeat_kv, scaled_dot_product_attention, split_heads
-from llmcourse.feedforward import FeedForward, activation_fn
+from llmcourse.transformer.attention import MultiHeadAttention, merge_heads, repeat_kv, scaled_dot_product_attention, split_heads
+from llmcourse.transformer.feedforward import FeedForward, activation_fn
 
 # --------------------------------------------------------------------------- f and g
 
@@ -192,7 +192,7 @@ class ParallelMLP(nn.Module):
 
     @classmethod
     def from_dense(cls, mlp: FeedForward, rank: int, world: int) -> "ParallelMLP":
-        """Rank ``rank``'s share of a :class:`~llmcourse.feedforward.FeedForward` (dropout is not carried over)."""
+        """Rank ``rank``'s share of a :class:`~llmcourse.transformer.feedforward.FeedForward` (dropout is not carried over)."""
         _check_rank(rank, world)
         module = cls(mlp.up.in_features, mlp.up.out_features, world, activation=mlp.activation,
                      bias=mlp.up.bias is not None)
@@ -230,7 +230,7 @@ class ParallelSelfAttention(nn.Module):
 
     @classmethod
     def from_dense(cls, attn: MultiHeadAttention, rank: int, world: int) -> "ParallelSelfAttention":
-        """Rank ``rank``'s heads of a :class:`~llmcourse.attention.MultiHeadAttention`."""
+        """Rank ``rank``'s heads of a :class:`~llmcourse.transformer.attention.MultiHeadAttention`."""
         _check_rank(rank, world)
         bias = attn.q_proj.bias is not None
         module = cls(attn.d_model, attn.n_heads, world, n_kv_heads=attn.n_kv_heads, bias=bias)

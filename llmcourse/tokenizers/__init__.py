@@ -1,7 +1,14 @@
-"""Tokenizers, from characters to byte-level regex BPE (chapter 03).
+"""Chapter 03: tokenizers, from characters to byte-level regex BPE.
 
-Each module holds one idea of the chapter; ``training`` trains byte-pair
-merges and ``corpora`` builds the offline texts the chapter trains on.
+Modules in reading order:
+
+* ``simple`` - character and word tokenizers, and what goes wrong with them;
+* ``basic`` - byte-pair encoding on raw bytes, one merge at a time;
+* ``training`` - training byte-pair merges fast;
+* ``regex_bpe`` - GPT-style regex pre-splitting, special tokens, save and load;
+* ``tiktoken_bridge`` - loading GPT-4's cl100k ranks into our tokenizer and comparing with tiktoken;
+* ``corpora`` - the offline texts the chapter trains on;
+* ``widgets`` - the merge stepper.
 """
 
 from llmcourse.tokenizers.simple import CharTokenizer, UnknownTokenError, WordTokenizer

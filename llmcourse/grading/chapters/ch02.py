@@ -1,0 +1,508 @@
+"""Graded checks of chapter 02, "Learning: gradients and backpropagation".
+
+Seven exercises, each checked on seeded inputs against an independent
+reference: ``torch.autograd`` for gradients and sensitivities, ``torch.optim``
+for the optimizer steps, the package's engine (:mod:`llmcourse.basics.autograd`) and
+``torch.nn.functional.dropout`` for dropout. Each exercise is checked on its
+own: no check needs any other exercise's function.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch._dynamo  # noqa: F401  (the first torch.optim optimizer imports it; pay that once, at import time)
+import torch.nn.functional as F
+
+from llmcourse.basics.autograd import RULES, Value, backpropagate, topological_order
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    as_tensor,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
+
+chapter = Chapter("02", "Learning: gradients and backpropagation")
+
+Namespace = Mapping[str, Any]
+F64 = torch.float64
+
+
+def _randn(*shape: int, seed: int) -> torch.Tensor:
+    """Seeded normal noise in float64, the precision of every check in this chapter."""
+    return seeded_randn(*shape, seed=seed, dtype=F64)
+
+
+def _autograd(f, x: torch.Tensor) -> torch.Tensor:
+    leaf = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(leaf), leaf)
+    return grad
+
+
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian")]
+_DROPOUT = [(F, "dropout", "F.dropout"), (torch, "dropout", "torch.dropout"),
+            (torch.nn.functional, "dropout1d", "F.dropout1d")]
+
+
+# --------------------------------------------------------------------------- finite_difference_gradient
+
+def _fd(ns: Namespace, f, x: torch.Tensor, what: str, **kwargs: Any) -> torch.Tensor:
+    with forbid("finite_difference_gradient", _AUTOGRAD):
+        got = call(ns, "finite_difference_gradient", f, x, **kwargs)
+    return expect_shape(got, tuple(x.shape), what)
+
+
+@chapter.check("finite_difference_gradient", points=2, hint="Nudge one element at a time: f at x + eps and at "
+               "x - eps in that element only, all the others unchanged, and divide the difference by the distance "
+               "between the two points.")
+def finite_difference_matches_autograd(ns: Namespace) -> None:
+    def f(t):
+        return (torch.sin(t) * t**2).sum() + t.prod()
+
+    x = _randn(5, seed=1)
+    want = _autograd(f, x)  # before the call, in case the learner's code changes x
+    expect_close(_fd(ns, f, x, "the gradient of sum(sin(x) x²) + prod(x)"), want,
+                 "the gradient of sum(sin(x) x²) + prod(x) (5 elements)", atol=1e-6, rtol=1e-5)
+    M = _randn(4, 2, seed=2)
+
+    def g(t):
+        return torch.tanh(t @ M).sum() + (t**2).mean()
+
+    x = _randn(3, 4, seed=3)
+    want = _autograd(g, x)
+    expect_close(_fd(ns, g, x, "the gradient for a (3, 4) input"), want,
+                 "the gradient of tanh(x @ M).sum() + mean(x²) for a (3, 4) input", atol=1e-6, rtol=1e-5)
+
+
+@chapter.check("finite_difference_gradient", points=1, hint="Use the central difference (f(x + eps) - f(x - eps)) "
+               "/ (2 eps) with the eps you are given: its error shrinks like eps², a one-sided difference's only "
+               "like eps.")
+def finite_difference_is_central(ns: Namespace) -> None:
+    def cube(t):
+        return (t**3).sum()
+
+    x = torch.tensor([1.0, 2.0, -1.5], dtype=F64)
+    want = 3 * x**2
+    got = _fd(ns, cube, x, "the gradient of sum(x³)", eps=1e-3)
+    # the central difference of x³ is 3x² + eps² exactly; a one-sided one is off by about 3x·eps
+    expect_close(got, want, "the gradient of sum(x³) at [1, 2, -1.5] with eps=1e-3", atol=1e-5, rtol=0)
+
+
+@chapter.check("finite_difference_gradient", points=1, hint="Put every nudged element back to its original value "
+               "before moving on to the next one (save it first), so x is unchanged when you return.")
+def finite_difference_leaves_x_alone(ns: Namespace) -> None:
+    def f(t):
+        return (torch.exp(0.3 * t) * torch.arange(1.0, 7.0, dtype=F64).reshape(2, 3)).sum()
+
+    x = _randn(2, 3, seed=4)
+    before = x.clone()
+    got = _fd(ns, f, x, "the gradient for a (2, 3) input", eps=1e-5)
+    expect(torch.allclose(x, before, rtol=0, atol=1e-12),
+           "finite_difference_gradient changed its input x; every element must be back at its value when it returns.")
+    expect_close(got, _autograd(f, before), "the gradient of sum(k · exp(0.3 x)) for a (2, 3) input",
+                 atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- mul_backward
+
+def _grads(values: list[Value]) -> torch.Tensor:
+    return torch.tensor([v.grad for v in values], dtype=F64)
+
+
+@chapter.check("mul_backward", points=1, hint="For out = a * b, ∂out/∂a is b's value and ∂out/∂b is a's value; each "
+               "parent receives out.grad times its local derivative.")
+def mul_backward_local_rule(ns: Namespace) -> None:
+    for a_data, b_data, out_grad in [(2.0, -3.0, 1.5), (0.5, 4.0, -2.0), (-1.25, 0.75, 1.0)]:
+        a, b = Value(a_data, label="a"), Value(b_data, label="b")
+        out = a * b
+        out.grad = out_grad
+        call(ns, "mul_backward", out)
+        expect_close(_grads([a, b]), torch.tensor([out_grad * b_data, out_grad * a_data], dtype=F64),
+                     f"[a.grad, b.grad] for a={a_data}, b={b_data}, out.grad={out_grad}")
+        expect(out.grad == out_grad, "mul_backward changed out.grad; it should only add to the parents' grads.")
+
+
+@chapter.check("mul_backward", points=1, hint="Add to a.grad and b.grad (+=) instead of overwriting them: a Value "
+               "used on several paths collects one contribution from each, and in a * a both parents are the same "
+               "Value.")
+def mul_backward_accumulates(ns: Namespace) -> None:
+    a, b = Value(3.0, label="a"), Value(-2.0, label="b")
+    a.grad, b.grad = 0.25, -1.0  # what other paths already contributed
+    out = a * b
+    out.grad = 2.0
+    call(ns, "mul_backward", out)
+    expect_close(_grads([a, b]), torch.tensor([0.25 + 2.0 * -2.0, -1.0 + 2.0 * 3.0], dtype=F64),
+                 "[a.grad, b.grad] when both already held a gradient (0.25 and -1)")
+    s = Value(1.5, label="s")
+    square = s * s
+    square.grad = 1.0
+    call(ns, "mul_backward", square)
+    expect_close(torch.tensor(s.grad, dtype=F64), torch.tensor(3.0, dtype=F64), "s.grad for out = s * s at s=1.5 "
+                 "(d(s²)/ds = 2s)")
+
+
+@chapter.check("mul_backward", points=1, hint="Inside a whole graph the rule is the same: read the parents from "
+               "out.parents and scale by out.grad, the sensitivity that arrived from further on.")
+def mul_backward_in_a_graph(ns: Namespace) -> None:
+    xs, ws, b = [0.8, 0.5, -1.2], [1.5, -2.0, 0.3], 0.1
+    x_vals = [Value(v) for v in xs]
+    w_vals = [Value(v) for v in ws]
+    b_val = Value(b)
+    z = b_val
+    for w, x in zip(w_vals, x_vals):
+        z = z + w * x
+    loss = (z.tanh() * z.sigmoid() - 0.5) ** 2 + w_vals[0] * w_vals[0] * 0.1
+    order = topological_order(loss)
+    for node in order:
+        node.grad = 0.0
+    loss.grad = 1.0
+    for node in reversed(order):
+        if not node.parents:
+            continue
+        if node.op == "*":
+            call(ns, "mul_backward", node)
+        else:
+            for parent, local in zip(node.parents, RULES[node.op](node)):
+                parent.grad += node.grad * local
+
+    x_t = torch.tensor(xs, dtype=F64, requires_grad=True)
+    w_t = torch.tensor(ws, dtype=F64, requires_grad=True)
+    b_t = torch.tensor(b, dtype=F64, requires_grad=True)
+    z_t = b_t + (w_t * x_t).sum()
+    loss_t = (torch.tanh(z_t) * torch.sigmoid(z_t) - 0.5) ** 2 + w_t[0] * w_t[0] * 0.1
+    loss_t.backward()
+    got = torch.cat([_grads(w_vals), _grads(x_vals), _grads([b_val])])
+    want = torch.cat([w_t.grad, x_t.grad, b_t.grad.reshape(1)])
+    expect_close(got, want, "the gradients of a neuron's loss (weights, inputs, bias) with your rule for every *",
+                 atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- topological_sort
+
+def _sorted(ns: Namespace, root: Value, what: str) -> list[Value]:
+    order = call(ns, "topological_sort", root)
+    try:
+        order = list(order)
+    except TypeError:
+        raise CheckFailed(f"topological_sort should return a list of Values, got {type(order).__name__}.") from None
+    bad = [item for item in order if not isinstance(item, Value)]
+    expect(not bad, f"topological_sort should return Values only; for {what} it returned a "
+                    f"{type(bad[0]).__name__ if bad else ''}.")
+    return order
+
+
+def _uneven_graph() -> Value:
+    """x reaches the root along a long path and a short one; a breadth-first order gets this wrong."""
+    x, y = Value(0.7, label="x"), Value(-1.3, label="y")
+    long_path = ((x * 2.0 + y).tanh() * x).exp()
+    return (long_path + x * y).log()  # log of 1.072 - 0.91 > 0
+
+
+def _describe(node: Value) -> str:
+    return node.label or (f"the '{node.op}' node" if node.op else f"the input {node.data:g}")
+
+
+@chapter.check("topological_sort", points=1, hint="A node may be appended only after all of its parents are already "
+               "in the list: visit the parents first (depth-first), then append the node. The root comes last.")
+def topological_sort_parents_first(ns: Namespace) -> None:
+    root = _uneven_graph()
+    order = _sorted(ns, root, "a small graph")
+    expect(len(order) > 0 and order[-1] is root, "the root (the Value you were given) should be the last item.")
+    position: dict[int, int] = {}
+    for i, node in enumerate(order):  # where each node first appears (repeats are the next check's business)
+        position.setdefault(id(node), i)
+    for node in order:
+        for parent in node.parents:
+            expect(id(parent) in position, f"{_describe(parent)} (a parent of {_describe(node)}) is missing.")
+            expect(position[id(parent)] < position[id(node)],
+                   f"{_describe(node)} comes before its parent {_describe(parent)}; every node must come after "
+                   "all of its parents.")
+
+
+@chapter.check("topological_sort", points=1, hint="Keep a set of the nodes already visited, so a Value reached along "
+               "several paths is listed once; and list every node, inputs and constants included.")
+def topological_sort_each_node_once(ns: Namespace) -> None:
+    x = Value(1.2, label="x")
+    y = x * x
+    for k in range(4):  # x feeds many nodes, and y is used on every line
+        y = y + x * float(k) + y * 0.1
+    order = _sorted(ns, y, "a graph in which x is used many times")
+    expected = topological_order(y)
+    ids = [id(node) for node in order]
+    expect(len(ids) == len(set(ids)), f"some Values appear more than once ({len(ids)} items for "
+                                      f"{len(expected)} distinct Values).")
+    expect({id(n) for n in expected} <= set(ids), f"some Values are missing: found {len(set(ids))} of the "
+                                                  f"{len(expected)} Values the root depends on.")
+    expect(len(ids) == len(expected), f"the list has {len(ids)} Values, but the root depends on {len(expected)}.")
+
+
+@chapter.check("topological_sort", points=1, hint="Walked backwards, your order must visit each node only after "
+               "every node that uses it; then backpropagation gives the same gradients as PyTorch.")
+def topological_sort_drives_backprop(ns: Namespace) -> None:
+    g = seeded_generator(7)
+    xs = torch.randn(3, generator=g, dtype=F64)
+    W1 = torch.randn(3, 4, generator=g, dtype=F64) / 2
+    W2 = torch.randn(4, generator=g, dtype=F64) / 2
+    x_vals = [Value(float(v)) for v in xs]
+    W1_vals = [[Value(float(W1[i, j])) for j in range(4)] for i in range(3)]
+    W2_vals = [Value(float(v)) for v in W2]
+    hidden = [sum((x_vals[i] * W1_vals[i][j] for i in range(3)), Value(0.0)).tanh() for j in range(4)]
+    out = sum((h * w for h, w in zip(hidden, W2_vals)), Value(0.0))
+    loss = (out - 0.5) ** 2
+    order = _sorted(ns, loss, "a small network's loss")
+    expect(len(order) > 0 and order[-1] is loss, "the root (the Value you were given) should be the last item.")
+    backpropagate(loss, order=order)
+
+    W1_t, W2_t = W1.clone().requires_grad_(True), W2.clone().requires_grad_(True)
+    ((torch.tanh(xs @ W1_t) @ W2_t - 0.5) ** 2).backward()
+    got = torch.cat([_grads([w for row in W1_vals for w in row]), _grads(W2_vals)])
+    expect_close(got, torch.cat([W1_t.grad.flatten(), W2_t.grad]),
+                 "the weight gradients of a 3-4-1 tanh network, backpropagated in your order", atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- layer_delta
+
+def _layer_delta_reference(delta_next: torch.Tensor, W: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """δz by autograd: the next layer computes sigmoid(z) @ W + b, and the loss changes by δ_next per unit of it."""
+    def loss(t):
+        return ((torch.sigmoid(t) @ W + 0.3) * delta_next).sum()
+    return _autograd(loss, z)
+
+
+def _layer_delta(ns: Namespace, delta_next, W, z, what: str) -> torch.Tensor:
+    with forbid("layer_delta", _AUTOGRAD):
+        got = call(ns, "layer_delta", delta_next, W, z)
+    return expect_shape(got, tuple(z.shape), what)
+
+
+@chapter.check("layer_delta", points=2, hint="Each unit i collects Σ_j W[i, j] · delta_next[j] from the units it "
+               "feeds (one matrix product with W transposed), then multiplies by the slope of the sigmoid at its "
+               "own z.")
+def layer_delta_matches_autograd(ns: Namespace) -> None:
+    delta_next, W, z = _randn(5, 3, seed=20), _randn(4, 3, seed=21), _randn(5, 4, seed=22) * 2
+    got = _layer_delta(ns, delta_next, W, z, "layer_delta for a batch of 5, 4 units feeding 3")
+    expect_close(got, _layer_delta_reference(delta_next, W, z), "layer_delta for a batch of 5, 4 units feeding 3",
+                 atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("layer_delta", points=1, hint="Use the sigmoid's derivative σ'(z) = σ(z)(1 - σ(z)), not σ(z) itself: "
+               "a unit saturated at z = ±10 passes almost nothing back, one at z = 0 passes the most (a quarter).")
+def layer_delta_uses_the_slope(ns: Namespace) -> None:
+    z = torch.tensor([[-10.0, 0.0, 10.0]], dtype=F64)
+    W = torch.tensor([[1.0, -2.0], [0.5, 1.0], [2.0, 3.0]], dtype=F64)
+    delta_next = torch.tensor([[0.4, -0.1]], dtype=F64)
+    got = _layer_delta(ns, delta_next, W, z, "layer_delta for z = [-10, 0, 10]")
+    expect_close(got, _layer_delta_reference(delta_next, W, z), "layer_delta for units at z = -10, 0 and 10",
+                 atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("layer_delta", points=1, hint="Work on whole matrices: delta_next is (batch, n_next), W is "
+               "(n_this, n_next) and the result has z's shape (batch, n_this), one row per example.")
+def layer_delta_shapes(ns: Namespace) -> None:
+    for batch, n_this, n_next, seed in [(1, 6, 2, 30), (8, 2, 7, 31)]:
+        delta_next, W, z = _randn(batch, n_next, seed=seed), _randn(n_this, n_next, seed=seed + 1), \
+            _randn(batch, n_this, seed=seed + 2)
+        what = f"layer_delta for a batch of {batch}, {n_this} units feeding {n_next}"
+        expect_close(_layer_delta(ns, delta_next, W, z, what), _layer_delta_reference(delta_next, W, z), what,
+                     atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- momentum_step
+
+def _problem(seed: int) -> tuple[list[torch.Tensor], Any]:
+    """A small regression network: its parameters and a function giving the gradients at any parameters."""
+    g = seeded_generator(seed)
+    X, Y = torch.randn(16, 4, generator=g, dtype=F64), torch.randn(16, 2, generator=g, dtype=F64)
+    init = [torch.randn(4, 3, generator=g, dtype=F64) / 2, torch.randn(3, generator=g, dtype=F64) / 2,
+            torch.randn(3, 2, generator=g, dtype=F64) / 2]
+
+    def gradients(params: list[torch.Tensor]) -> list[torch.Tensor]:
+        leaves = [p.detach().clone().requires_grad_(True) for p in params]
+        loss = ((torch.tanh(X @ leaves[0] + leaves[1]) @ leaves[2] - Y) ** 2).mean()
+        return list(torch.autograd.grad(loss, leaves))
+
+    return init, gradients
+
+
+def _tensors(result: Any, n: int, name: str, what: str) -> tuple[torch.Tensor, ...]:
+    if not isinstance(result, (tuple, list)) or len(result) != n:
+        raise CheckFailed(f"{name} should return a tuple of {n} tensors, got {type(result).__name__}"
+                          f"{f' of length {len(result)}' if isinstance(result, (tuple, list)) else ''} ({what}).")
+    return tuple(as_tensor(r, f"{name} ({what})") for r in result)
+
+
+def _momentum_call(ns: Namespace, param, grad, buf, lr, momentum, what: str):
+    param_before, grad_before = param.clone(), grad.clone()
+    buf_before = None if buf is None else buf.clone()
+    result = call(ns, "momentum_step", param, grad, buf, lr, momentum)
+    new_param, new_buf = _tensors(result, 2, "momentum_step", what)
+    unchanged = torch.equal(param, param_before) and torch.equal(grad, grad_before) and \
+        (buf is None or torch.equal(buf, buf_before))
+    expect(unchanged, f"momentum_step changed one of its arguments in place ({what}); return new tensors instead.")
+    return new_param, new_buf
+
+
+@chapter.check("momentum_step", points=1, hint="On the first step there is no buffer yet (buf is None): the buffer "
+               "becomes the gradient itself and the step is plain gradient descent. Return new tensors and leave "
+               "the arguments unchanged.")
+def momentum_first_step(ns: Namespace) -> None:
+    param, grad = torch.tensor([1.0, -2.0, 0.5], dtype=F64), torch.tensor([0.3, -0.6, 2.0], dtype=F64)
+    new_param, new_buf = _momentum_call(ns, param, grad, None, 0.1, 0.9, "the first step")
+    expect_close(new_buf, grad, "the buffer after the first step", atol=1e-12)
+    expect_close(new_param, param - 0.1 * grad, "the parameters after the first step", atol=1e-12)
+
+
+@chapter.check("momentum_step", points=2, hint="Follow PyTorch's rule: the new buffer adds the gradient to "
+               "momentum times the old buffer (no 1 - momentum factor, no learning rate inside the buffer), and the "
+               "step uses the new buffer.")
+def momentum_matches_torch_sgd(ns: Namespace) -> None:
+    init, gradients = _problem(40)
+    for lr, momentum in [(0.05, 0.9), (0.1, 0.5)]:
+        reference = [p.clone().requires_grad_(True) for p in init]
+        optimizer = torch.optim.SGD(reference, lr=lr, momentum=momentum)
+        params, bufs = [p.clone() for p in init], [None] * len(init)
+        for step in range(1, 61):
+            grads = gradients(params)
+            for i, g in enumerate(grads):
+                params[i], bufs[i] = _momentum_call(ns, params[i], g, bufs[i], lr, momentum, f"step {step}")
+            optimizer.zero_grad()
+            for p, g in zip(reference, gradients(reference)):
+                p.grad = g
+            optimizer.step()
+            if step in (1, 2, 10, 60):
+                what = f"after {step} steps with lr={lr}, momentum={momentum}"
+                expect_close(torch.cat([p.flatten() for p in params]),
+                             torch.cat([p.detach().flatten() for p in reference]),
+                             f"the parameters {what} (compared with torch.optim.SGD)", atol=1e-6, rtol=1e-6)
+                expect_close(torch.cat([b.flatten() for b in bufs]),
+                             torch.cat([optimizer.state[p]["momentum_buffer"].flatten() for p in reference]),
+                             f"the momentum buffer {what} (compared with torch.optim.SGD)", atol=1e-6, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- adam_step
+
+def _adam_call(ns: Namespace, param, grad, m, v, t, lr, betas, eps, what: str):
+    result = call(ns, "adam_step", param, grad, m, v, t, lr, betas, eps)
+    return _tensors(result, 3, "adam_step", what)
+
+
+@chapter.check("adam_step", points=1, hint="Divide m and v by (1 - beta1**t) and (1 - beta2**t) before using them "
+               "(bias correction): then the very first step moves every parameter by about lr, whatever the size "
+               "of its gradient.")
+def adam_first_step(ns: Namespace) -> None:
+    param = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=F64)
+    grad = torch.tensor([1e-3, -1.0, 1e3, 5.0], dtype=F64)
+    zeros = torch.zeros(4, dtype=F64)
+    new_param, m, v = _adam_call(ns, param, grad, zeros.clone(), zeros.clone(), 1, 0.01, (0.9, 0.999), 1e-8,
+                                 "the first step")
+    expect_close(m, 0.1 * grad, "m after the first step (beta1 = 0.9)", atol=1e-12, rtol=1e-9)
+    expect_close(v, 0.001 * grad**2, "v after the first step (beta2 = 0.999)", atol=1e-12, rtol=1e-9)
+    expect_close(new_param, param - 0.01 * grad / (grad.abs() + 1e-8),
+                 "the parameters after the first step (each should move by about lr = 0.01)", atol=1e-9, rtol=1e-9)
+
+
+@chapter.check("adam_step", points=2, hint="m is a running average of the gradient, v of its square (grad * grad); "
+               "the step is lr * m_hat / (sqrt(v_hat) + eps), with eps added after the square root.")
+def adam_matches_torch(ns: Namespace) -> None:
+    init, gradients = _problem(50)
+    for lr, betas, eps in [(0.01, (0.9, 0.999), 1e-8), (0.005, (0.5, 0.9), 1e-2)]:
+        reference = [p.clone().requires_grad_(True) for p in init]
+        optimizer = torch.optim.Adam(reference, lr=lr, betas=betas, eps=eps)
+        params = [p.clone() for p in init]
+        ms = [torch.zeros_like(p) for p in init]
+        vs = [torch.zeros_like(p) for p in init]
+        for t in range(1, 101):
+            grads = gradients(params)
+            for i, g in enumerate(grads):
+                params[i], ms[i], vs[i] = _adam_call(ns, params[i], g, ms[i], vs[i], t, lr, betas, eps, f"step {t}")
+            optimizer.zero_grad()
+            for p, g in zip(reference, gradients(reference)):
+                p.grad = g
+            optimizer.step()
+            if t in (1, 3, 100):
+                what = f"after {t} steps with lr={lr}, betas={betas}, eps={eps}"
+                expect_close(torch.cat([p.flatten() for p in params]),
+                             torch.cat([p.detach().flatten() for p in reference]),
+                             f"the parameters {what} (compared with torch.optim.Adam)", atol=1e-6, rtol=1e-6)
+                expect_close(torch.cat([v.flatten() for v in vs]),
+                             torch.cat([optimizer.state[p]["exp_avg_sq"].flatten() for p in reference]),
+                             f"v {what} (compared with torch.optim.Adam's exp_avg_sq)", atol=1e-9, rtol=1e-6)
+
+
+@chapter.check("adam_step", points=1, hint="Return the updated running averages as well, as new tensors: (param, m, "
+               "v). They are not bias-corrected; the correction is only used for the step.")
+def adam_returns_its_state(ns: Namespace) -> None:
+    param, m, v = _randn(6, seed=60), torch.zeros(6, dtype=F64), torch.zeros(6, dtype=F64)
+    m_ref, v_ref = m.clone(), v.clone()
+    for t in range(1, 4):
+        grad = _randn(6, seed=60 + t)
+        before = (param.clone(), grad.clone(), m.clone(), v.clone())
+        new = _adam_call(ns, param, grad, m, v, t, 0.1, (0.8, 0.95), 1e-8, f"step {t}")
+        expect(all(torch.equal(a, b) for a, b in zip((param, grad, m, v), before)),
+               f"adam_step changed one of its arguments in place (step {t}); return new tensors instead.")
+        param, m, v = new
+        m_ref = 0.8 * m_ref + 0.2 * grad
+        v_ref = 0.95 * v_ref + 0.05 * grad**2
+    expect_close(m, m_ref, "m after 3 steps (betas = (0.8, 0.95))", atol=1e-12, rtol=1e-9)
+    expect_close(v, v_ref, "v after 3 steps (betas = (0.8, 0.95))", atol=1e-12, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- inverted_dropout
+
+def _dropout(ns: Namespace, x, p, training, generator, what: str) -> torch.Tensor:
+    with forbid("inverted_dropout", _DROPOUT):
+        got = call(ns, "inverted_dropout", x, p, training, generator)
+    return expect_shape(got, tuple(x.shape), what)
+
+
+@chapter.check("inverted_dropout", points=1, hint="At inference (training=False) inverted dropout does nothing at "
+               "all: return x as it is, with no scaling. With p = 0 nothing is dropped either.")
+def dropout_off_is_identity(ns: Namespace) -> None:
+    x = _randn(4, 5, seed=70).float()
+    got = _dropout(ns, x, 0.5, False, seeded_generator(0), "inverted_dropout(x, p=0.5, training=False)")
+    expect_close(got, x, "inverted_dropout(x, p=0.5, training=False)", atol=0, rtol=0)
+    got = _dropout(ns, x, 0.0, True, seeded_generator(0), "inverted_dropout(x, p=0, training=True)")
+    expect_close(got, x, "inverted_dropout(x, p=0, training=True)", atol=0, rtol=0)
+
+
+@chapter.check("inverted_dropout", points=2, hint="Zero each entry with probability p, and divide the survivors by "
+               "(1 - p), so that the average of the output equals the average of the input.")
+def dropout_keeps_the_expectation(ns: Namespace) -> None:
+    n = 200_000
+    for p, seed in [(0.3, 71), (0.8, 72)]:
+        x = torch.full((n,), 3.0)
+        got = _dropout(ns, x, p, True, seeded_generator(seed), f"inverted_dropout of {n} threes with p={p}")
+        reference = F.dropout(x, p, training=True)  # PyTorch's inverted dropout, for the same statistics
+        zeros, ref_zeros = (got == 0).double().mean().item(), (reference == 0).double().mean().item()
+        expect(abs(zeros - p) < 0.01, f"with p={p} a fraction {zeros:.3f} of the outputs is 0; about {p} should "
+                                      f"be (torch.nn.functional.dropout zeroes {ref_zeros:.3f}).")
+        survivors = got[got != 0]
+        expect(len(survivors) > 0 and torch.allclose(survivors, torch.full_like(survivors, 3.0 / (1 - p))),
+               f"with p={p} the kept entries of an input of threes should all be 3 / (1 - p) = {3.0 / (1 - p):.4g}, "
+               f"like torch.nn.functional.dropout's {reference[reference != 0][0].item():.4g}; found "
+               f"{survivors[0].item() if len(survivors) else float('nan'):.4g}.")
+        mean = got.double().mean().item()
+        spread = 3.0 * (p / (1 - p)) ** 0.5 / n**0.5  # the standard deviation of the mean of n outputs
+        expect(abs(mean - 3.0) < 5 * spread,
+               f"with p={p} the mean output is {mean:.4f}, but it should stay close to the input's mean, 3.")
+
+
+@chapter.check("inverted_dropout", points=1, hint="Draw the random numbers with the generator you are given (e.g. "
+               "torch.rand(x.shape, generator=generator)), so the same seed gives the same mask; keep x's shape.")
+def dropout_uses_the_generator(ns: Namespace) -> None:
+    x = _randn(64, 32, seed=73).float()
+    first = _dropout(ns, x, 0.5, True, seeded_generator(5), "inverted_dropout of a (64, 32) tensor")
+    second = _dropout(ns, x, 0.5, True, seeded_generator(5), "inverted_dropout of a (64, 32) tensor")
+    other = _dropout(ns, x, 0.5, True, seeded_generator(6), "inverted_dropout of a (64, 32) tensor")
+    expect(torch.equal(first, second), "two calls with generators seeded alike gave different masks; draw the "
+                                       "random numbers from the `generator` argument.")
+    expect(not torch.equal(first, other), "generators with different seeds gave the same mask.")
+    kept = first != 0
+    expect_close(first[kept], x[kept] * 2.0, "the kept entries with p=0.5", atol=1e-6)

@@ -1,0 +1,297 @@
+"""Graded checks of chapter 04, "Embeddings and positions".
+
+Six exercises, each checked on seeded inputs against an independent reference:
+PyTorch's ``F.embedding`` and ``F.cosine_similarity``, the formulas written out
+here, and the ``llmcourse.transformer.positions`` functions (themselves tested against
+``transformers``' LLaMA and BLOOM code). Each exercise is checked on its own: no
+check needs any other exercise's function.
+
+Where an exercise asks you to write something PyTorch already has, the check
+runs your function with that built-in switched off, so calling it fails the check.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse.transformer import positions as P
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+    seeded_randn,
+)
+
+chapter = Chapter("04", "Embeddings and positions")
+
+Namespace = Mapping[str, Any]
+
+# (owner, attribute, how a learner would write it)
+_EMBEDDING = [(F, "embedding", "F.embedding"), (torch, "embedding", "torch.embedding"),
+              (torch.nn.Embedding, "forward", "nn.Embedding"), (torch, "index_select", "torch.index_select"),
+              (torch.Tensor, "index_select", "x.index_select")]
+_COSINE = [(F, "cosine_similarity", "F.cosine_similarity"), (torch, "cosine_similarity", "torch.cosine_similarity"),
+           (F, "normalize", "F.normalize")]
+
+
+def _check_dtype(value: Any, dtype: torch.dtype, what: str) -> None:
+    if isinstance(value, torch.Tensor) and value.dtype != dtype:
+        raise CheckFailed(f"{what} returned {value.dtype}; it should keep the input's dtype {dtype}.")
+
+
+# --------------------------------------------------------------------------- one_hot_embed
+
+@chapter.check("one_hot_embed", points=1, hint="Build a (n, vocab_size) one-hot matrix with one 1 per row, at the "
+               "token's id, and multiply it by the (vocab_size, dim) table. The number of columns is the "
+               "vocabulary size, which the table tells you, not the largest id in the input.")
+def one_hot_embed_matches_lookup(ns: Namespace) -> None:
+    weight = seeded_randn(7, 3, seed=100)
+    ids = torch.tensor([2, 0, 2, 5])  # the last row (id 6) is never used
+    expected = F.embedding(ids, weight)
+    with forbid("one_hot_embed", _EMBEDDING):
+        got = call(ns, "one_hot_embed", ids, weight)
+    expect_close(got, expected, "one_hot_embed([2, 0, 2, 5]) with a (7, 3) table")
+    weight = seeded_randn(50, 16, seed=101)
+    ids = torch.randint(0, 50, (20,), generator=seeded_generator(102))
+    expected = F.embedding(ids, weight)
+    with forbid("one_hot_embed", _EMBEDDING):
+        got = call(ns, "one_hot_embed", ids, weight)
+    expect_close(got, expected, "one_hot_embed of 20 ids with a (50, 16) table")
+
+
+@chapter.check("one_hot_embed", points=1, hint="A batch of ids (batch, seq) must give (batch, seq, dim): one-hot "
+               "over the last dimension and matrix-multiply, without flattening the batch away. Square tables "
+               "(vocab_size == dim) catch a transposed table.")
+def one_hot_embed_batches(ns: Namespace) -> None:
+    weight = seeded_randn(6, 6, seed=103)  # square, so a transposed table still has the right shape
+    ids = torch.tensor([[1, 4, 4], [0, 5, 2]])
+    expected = F.embedding(ids, weight)
+    with forbid("one_hot_embed", _EMBEDDING):
+        got = expect_shape(call(ns, "one_hot_embed", ids, weight), (2, 3, 6), "one_hot_embed of a (2, 3) batch")
+    expect_close(got, expected, "one_hot_embed of a (2, 3) batch with a (6, 6) table")
+
+
+@chapter.check("one_hot_embed", points=1, hint="Make the one-hot matrix in the table's dtype (float64 here) so the "
+               "product keeps full precision, and let gradients flow to the table.")
+def one_hot_embed_dtype_and_gradient(ns: Namespace) -> None:
+    weight = seeded_randn(9, 4, seed=104, dtype=torch.float64).requires_grad_()
+    ids = torch.tensor([3, 8, 3])
+    with forbid("one_hot_embed", _EMBEDDING):
+        got = call(ns, "one_hot_embed", ids, weight)
+    _check_dtype(got, torch.float64, "one_hot_embed with a float64 table")
+    expect_close(got, F.embedding(ids, weight.detach()), "one_hot_embed with a float64 table", atol=1e-12, rtol=1e-12)
+    expect(isinstance(got, torch.Tensor) and got.requires_grad,
+           "the result is cut off from the table: gradients cannot reach it (avoid .detach(), .numpy() or "
+           "torch.tensor(...) on the result).")
+    got.sum().backward()
+    expected_grad = torch.zeros(9, 4, dtype=torch.float64)
+    expected_grad[3] = 2.0
+    expected_grad[8] = 1.0
+    expect_close(weight.grad, expected_grad, "the gradient of one_hot_embed(...).sum() with respect to the table")
+
+
+# --------------------------------------------------------------------------- cosine_similarity
+
+@chapter.check("cosine_similarity", points=1, hint="cos = (a · b) / (|a| |b|): divide the dot product by the "
+               "product of both vectors' lengths (the square root of the sum of squares).")
+def cosine_small_examples(ns: Namespace) -> None:
+    a = torch.tensor([1.0, 2.0, 0.0])
+    for b, value in [(torch.tensor([2.0, 4.0, 0.0]), 1.0), (torch.tensor([0.0, 0.0, 3.0]), 0.0),
+                     (torch.tensor([-1.0, -2.0, 0.0]), -1.0), (torch.tensor([3.0, 1.0, 0.0]), 5 / math.sqrt(50))]:
+        with forbid("cosine_similarity", _COSINE):
+            got = call(ns, "cosine_similarity", a, b)
+        expect_close(got, torch.tensor(value), f"cosine_similarity([1, 2, 0], {b.tolist()})")
+
+
+@chapter.check("cosine_similarity", points=1, hint="Reduce over the last dimension only, so rows (batch, dim) give "
+               "one cosine per row, and broadcast a and b like a * b does.")
+def cosine_batches_and_broadcasting(ns: Namespace) -> None:
+    a, b = seeded_randn(5, 8, seed=110), seeded_randn(5, 8, seed=111)
+    expected = F.cosine_similarity(a, b, dim=-1)
+    with forbid("cosine_similarity", _COSINE):
+        got = call(ns, "cosine_similarity", a, b)
+    expect_close(got, expected, "cosine_similarity of two (5, 8) batches, row by row")
+    table, query = seeded_randn(10, 4, seed=112), seeded_randn(4, seed=113)
+    expected = F.cosine_similarity(table, query[None], dim=-1)
+    with forbid("cosine_similarity", _COSINE):
+        got = call(ns, "cosine_similarity", table, query)
+    expect_close(got, expected, "cosine_similarity of a (10, 4) table with one (4,) vector")
+
+
+@chapter.check("cosine_similarity", points=1, hint="The cosine ignores length: scaling a or b by any positive "
+               "number must not change it, and it always lies in [-1, 1].")
+def cosine_ignores_length(ns: Namespace) -> None:
+    a, b = seeded_randn(3, 6, seed=114, dtype=torch.float64), seeded_randn(3, 6, seed=115, dtype=torch.float64)
+    expected = F.cosine_similarity(a, b, dim=-1)
+    with forbid("cosine_similarity", _COSINE):
+        got = call(ns, "cosine_similarity", a * 1000.0, b * 0.01)
+    expect_close(got, expected, "cosine_similarity of long (x1000) and short (x0.01) vectors", atol=1e-9, rtol=1e-9)
+    _check_dtype(got, torch.float64, "cosine_similarity of float64 vectors")
+
+
+# --------------------------------------------------------------------------- sinusoidal_encoding
+
+def _sinusoidal_reference(n: int, d: int) -> torch.Tensor:
+    """The formula written out one entry at a time (independent of llmcourse's vectorised version)."""
+    table = [[0.0] * d for _ in range(n)]
+    for pos in range(n):
+        for i in range(d // 2):
+            w = 10000.0 ** (-2 * i / d)
+            table[pos][2 * i] = math.sin(pos * w)
+            table[pos][2 * i + 1] = math.cos(pos * w)
+    return torch.tensor(table, dtype=torch.float64)
+
+
+@chapter.check("sinusoidal_encoding", points=1, hint="Pair i (columns 2i and 2i+1) uses the frequency "
+               "w_i = 10000 ** (-2i / d_model), with i counting pairs (0 .. d_model/2 - 1), not columns. Sines "
+               "go in the even columns, cosines in the odd ones.")
+def sinusoidal_small_table(ns: Namespace) -> None:
+    got = call(ns, "sinusoidal_encoding", 3, 4)
+    expect_close(got, _sinusoidal_reference(3, 4), "sinusoidal_encoding(3, 4)")
+    got = call(ns, "sinusoidal_encoding", 6, 8)
+    expect_close(got, _sinusoidal_reference(6, 8), "sinusoidal_encoding(6, 8)")
+
+
+@chapter.check("sinusoidal_encoding", points=1, hint="Positions start at 0, so row 0 is [0, 1, 0, 1, ...]. "
+               "Interleave sin and cos column by column rather than putting all sines first.")
+def sinusoidal_first_row_and_layout(ns: Namespace) -> None:
+    got = expect_shape(call(ns, "sinusoidal_encoding", 5, 6), (5, 6), "sinusoidal_encoding(5, 6)")
+    expect_close(got[0], torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0]), "row 0 (position 0) of sinusoidal_encoding")
+    expect_close(got, _sinusoidal_reference(5, 6), "sinusoidal_encoding(5, 6)")
+
+
+@chapter.check("sinusoidal_encoding", points=1, hint="The full-size table (50 positions, d_model = 128) must match "
+               "too: compute all angles at once as an outer product of positions and frequencies.")
+def sinusoidal_full_size(ns: Namespace) -> None:
+    got = call(ns, "sinusoidal_encoding", 50, 128)
+    expect_close(got, P.sinusoidal_encoding(50, 128), "sinusoidal_encoding(50, 128)")
+
+
+# --------------------------------------------------------------------------- rope_rotate
+
+def _rope_reference(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    cos, sin = P.rope_frequencies(x.shape[-1], int(positions.max()) + 1, base, dtype=torch.float64)
+    return P.apply_rope(x.double(), cos, sin, positions).to(x.dtype)
+
+
+@chapter.check("rope_rotate", points=1, hint="Pair i is coordinates (i, i + head_dim/2) and turns by angle "
+               "pos * base ** (-2i / head_dim). Use x * cos + rotate_half(x) * sin with rotate_half(x1, x2) = "
+               "(-x2, x1) and each angle repeated for both halves.")
+def rope_matches_llama_layout(ns: Namespace) -> None:
+    x = seeded_randn(2, 3, 5, 8, seed=120)
+    positions = torch.arange(5)
+    expected = _rope_reference(x, positions, 10000.0)
+    expect_close(call(ns, "rope_rotate", x, positions, 10000.0), expected,
+                 "rope_rotate of a (2, 3, 5, 8) tensor at positions 0..4", atol=1e-5, rtol=1e-4)
+
+
+@chapter.check("rope_rotate", points=1, hint="Use the positions you are given (they need not start at 0 or be "
+               "consecutive) and the base you are given.")
+def rope_positions_and_base(ns: Namespace) -> None:
+    x = seeded_randn(1, 2, 4, 16, seed=121)
+    positions = torch.tensor([7, 3, 100, 2048])
+    for base in (10000.0, 500.0):
+        expected = _rope_reference(x, positions, base)
+        expect_close(call(ns, "rope_rotate", x, positions, base), expected,
+                     f"rope_rotate at positions [7, 3, 100, 2048] with base {base:g}", atol=1e-4, rtol=1e-4)
+
+
+@chapter.check("rope_rotate", points=1, hint="A rotation keeps every vector's length and makes q·k depend only on "
+               "the distance between positions; keep the input's shape and dtype.")
+def rope_properties(ns: Namespace) -> None:
+    q, k = seeded_randn(1, 1, 1, 32, seed=122, dtype=torch.float64), seeded_randn(1, 1, 1, 32, seed=123, dtype=torch.float64)
+    scores = []
+    for m, n in [(9, 2), (57, 50), (1007, 1000)]:
+        rq = call(ns, "rope_rotate", q, torch.tensor([m]), 10000.0)
+        rk = call(ns, "rope_rotate", k, torch.tensor([n]), 10000.0)
+        rq = expect_shape(rq, (1, 1, 1, 32), "rope_rotate of a (1, 1, 1, 32) query")
+        _check_dtype(rq, torch.float64, "rope_rotate of a float64 query")
+        expect(abs(float(rq.norm()) - float(q.norm())) < 1e-9,
+               f"rope_rotate changed a vector's length from {float(q.norm()):.6f} to {float(rq.norm()):.6f}.")
+        scores.append(float((rq * as_float64(rk)).sum()))
+    expected = float((_rope_reference(q, torch.tensor([7]), 10000.0) * k).sum())
+    for (m, n), s in zip([(9, 2), (57, 50), (1007, 1000)], scores):
+        expect(abs(s - expected) < 1e-8, f"q at {m}, k at {n} scored {s:.6f}, but every pair 7 apart should score "
+               f"{expected:.6f} (the score of q at 7 with k at 0).")
+
+
+def as_float64(value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise CheckFailed(f"rope_rotate should return a torch.Tensor, got {type(value).__name__}.")
+    return value.detach().double()
+
+
+# --------------------------------------------------------------------------- alibi_slopes
+
+def _slopes_reference(n: int) -> torch.Tensor:
+    def power_of_two(m: int) -> list[float]:
+        return [2.0 ** (-8.0 * (h + 1) / m) for h in range(m)]
+
+    p = 1 << (n.bit_length() - 1)  # the largest power of two <= n
+    slopes = power_of_two(p) + power_of_two(2 * p)[0::2][: n - p]
+    return torch.tensor(slopes, dtype=torch.float64)
+
+
+@chapter.check("alibi_slopes", points=1, hint="For n heads (a power of two) the slopes are 2^(-8/n), 2^(-16/n), "
+               "..., 2^(-8): the first is 2^(-8/n), not 1, and the last is always 2^(-8).")
+def alibi_slopes_power_of_two(ns: Namespace) -> None:
+    for n in (1, 2, 4, 8, 16):
+        got = expect_shape(call(ns, "alibi_slopes", n), (n,), f"alibi_slopes({n})")
+        expect_close(got, _slopes_reference(n), f"alibi_slopes({n})", atol=1e-7, rtol=1e-6)
+
+
+@chapter.check("alibi_slopes", points=1, hint="When n is not a power of two, take the slopes of the largest power "
+               "of two p below n, then add every other slope of 2p heads (the 1st, 3rd, ...) until there are n.")
+def alibi_slopes_other_counts(ns: Namespace) -> None:
+    for n in (3, 6, 12, 20):
+        got = expect_shape(call(ns, "alibi_slopes", n), (n,), f"alibi_slopes({n})")
+        expect_close(got, P.alibi_slopes(n), f"alibi_slopes({n})", atol=1e-7, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- alibi_bias
+
+@chapter.check("alibi_bias", points=1, hint="Entry [h, i, j] is -slope_h * (i - j) for keys j <= i: zero on the "
+               "diagonal and more negative the further back the key is. Slopes for n heads: 2^(-8(h+1)/n).")
+def alibi_bias_small(ns: Namespace) -> None:
+    inf = math.inf
+    s0, s1 = 2.0 ** -4, 2.0 ** -8
+    expected = torch.tensor([[[0.0, -inf, -inf], [-s0, 0.0, -inf], [-2 * s0, -s0, 0.0]],
+                             [[0.0, -inf, -inf], [-s1, 0.0, -inf], [-2 * s1, -s1, 0.0]]])
+    got = expect_shape(call(ns, "alibi_bias", 2, 3), (2, 3, 3), "alibi_bias(2, 3)")
+    expect_finite_part_close(got, expected, "alibi_bias(2, 3)")
+
+
+@chapter.check("alibi_bias", points=1, hint="The future (keys j > i) must be -inf, so that softmax gives it "
+               "weight 0; a bias of 0 there would let a token look ahead.")
+def alibi_bias_masks_the_future(ns: Namespace) -> None:
+    got = expect_shape(call(ns, "alibi_bias", 4, 6), (4, 6, 6), "alibi_bias(4, 6)")
+    future = torch.ones(6, 6, dtype=torch.bool).triu(1).expand(4, 6, 6)
+    expect(bool(torch.isneginf(got[future]).all()), "alibi_bias(4, 6) has finite entries above the diagonal "
+           "(keys in the future); they should be -inf.")
+    expect(bool(torch.isfinite(got[~future]).all()), "alibi_bias(4, 6) has -inf or nan on or below the diagonal; "
+           "only the future is masked.")
+
+
+@chapter.check("alibi_bias", points=1, hint="Check the whole tensor for 8 and 16 heads: one (seq, seq) matrix per "
+               "head, head h using the h-th slope, in order from the largest slope to the smallest.")
+def alibi_bias_matches_reference(ns: Namespace) -> None:
+    for n_heads, seq in ((8, 10), (16, 5)):
+        got = expect_shape(call(ns, "alibi_bias", n_heads, seq), (n_heads, seq, seq), f"alibi_bias({n_heads}, {seq})")
+        expect_finite_part_close(got, P.alibi_bias(n_heads, seq), f"alibi_bias({n_heads}, {seq})")
+
+
+def expect_finite_part_close(got: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    """Compare two bias tensors that hold -inf: the -inf must sit in the same places, the rest must be close."""
+    masked = torch.isneginf(expected)
+    if not torch.equal(torch.isneginf(got), masked):
+        raise CheckFailed(f"{what} has -inf in the wrong places: exactly the future keys (j > i) should be -inf.")
+    expect_close(torch.where(masked, torch.zeros_like(got), got), torch.where(masked, 0.0, expected), what,
+                 atol=1e-6, rtol=1e-5)

@@ -1,0 +1,273 @@
+"""Graded checks of chapter 05, "Attention".
+
+Seven exercises, each checked on seeded random inputs against an independent
+reference: PyTorch's ``F.scaled_dot_product_attention`` (with and without masks,
+and with ``enable_gqa``), explicit per-head slicing, and the KV cache a real
+``llmcourse.transformer.attention.MultiHeadAttention`` layer builds. Each exercise is checked
+on its own: no check needs any other exercise's function.
+
+``attention`` must be written by hand, so its checks run the learner's function
+with ``F.scaled_dot_product_attention`` switched off.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_randn,
+)
+
+chapter = Chapter("05", "Attention")
+
+Namespace = Mapping[str, Any]
+
+_SDPA = [(F, "scaled_dot_product_attention", "F.scaled_dot_product_attention")]
+
+
+def _explicit_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Every q_i . k_j / sqrt(d_k), written as a broadcast product and a sum (no matmul)."""
+    return (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) / math.sqrt(q.shape[-1])
+
+
+# --------------------------------------------------------------------------- attention_scores
+
+@chapter.check("attention_scores", points=1, hint="Entry (i, j) is the dot product of query i with key j, divided "
+               "by the square root of the vectors' length d_k (the last dimension). Transpose only the last two "
+               "dimensions of k.")
+def attention_scores_values(ns: Namespace) -> None:
+    q, k = seeded_randn(2, 3, 5, 8, seed=1), seeded_randn(2, 3, 7, 8, seed=2)
+    expect_close(call(ns, "attention_scores", q, k), _explicit_scores(q, k),
+                 "attention_scores with q (2, 3, 5, 8) and k (2, 3, 7, 8)")
+
+
+@chapter.check("attention_scores", points=1, hint="The result has one row per query and one column per key: shape "
+               "(..., q_len, k_len). Scale by sqrt(d_k), not by d_k and not by a sequence length.")
+def attention_scores_other_shapes(ns: Namespace) -> None:
+    for q_len, k_len, d_k, seed in [(4, 6, 16, 3), (3, 3, 1, 4), (1, 9, 64, 5)]:
+        q, k = seeded_randn(q_len, d_k, seed=seed), seeded_randn(k_len, d_k, seed=seed + 10)
+        expect_close(call(ns, "attention_scores", q, k), _explicit_scores(q, k),
+                     f"attention_scores with q ({q_len}, {d_k}) and k ({k_len}, {d_k})")
+
+
+@chapter.check("attention_scores", points=1, hint="softmax of your scores should give exactly the attention weights "
+               "PyTorch uses; if they are too peaked or too flat, look at the scaling.")
+def attention_scores_match_torch_weights(ns: Namespace) -> None:
+    q, k = seeded_randn(2, 4, 5, 32, seed=6) * 2, seeded_randn(2, 4, 5, 32, seed=7) * 2
+    identity = torch.eye(5).expand(2, 4, 5, 5)  # values = one-hot rows, so the output is the weight matrix
+    weights = F.scaled_dot_product_attention(q, k, identity)
+    scores = expect_shape(call(ns, "attention_scores", q, k), (2, 4, 5, 5), "attention_scores of (2, 4, 5, 32) inputs")
+    expect_close(torch.softmax(scores, dim=-1), weights, "softmax(attention_scores(q, k)) vs torch's attention weights")
+
+
+# --------------------------------------------------------------------------- causal_mask
+
+@chapter.check("causal_mask", points=1, hint="Return a bool tensor of shape (seq_len, seq_len), True where query i "
+               "may attend to key j: j <= i, the diagonal included (a token may look at itself).")
+def causal_mask_values(ns: Namespace) -> None:
+    got = call(ns, "causal_mask", 5)
+    got = expect_shape(got, (5, 5), "causal_mask(5)")
+    expect(got.dtype == torch.bool, f"causal_mask(5) has dtype {got.dtype}; return a bool tensor (True = may attend).")
+    expected = torch.tensor([[j <= i for j in range(5)] for i in range(5)])
+    expect(torch.equal(got, expected), "causal_mask(5) is wrong: expected True on and below the diagonal, "
+           f"got\n{got.int()}")
+
+
+@chapter.check("causal_mask", points=1, hint="Used as attn_mask (True = may attend), your mask must hide exactly the "
+               "future, like is_causal=True does; it must work for any length, including 1.")
+def causal_mask_works_in_attention(ns: Namespace) -> None:
+    got = expect_shape(call(ns, "causal_mask", 1), (1, 1), "causal_mask(1)")
+    expect(got.dtype == torch.bool and bool(got.all()), "causal_mask(1) should be [[True]].")
+    q, k, v = seeded_randn(2, 7, 4, seed=20), seeded_randn(2, 7, 4, seed=21), seeded_randn(2, 7, 3, seed=22)
+    mask = call(ns, "causal_mask", 7)
+    mask = expect_shape(mask, (7, 7), "causal_mask(7)")
+    expect(mask.dtype == torch.bool, f"causal_mask(7) has dtype {mask.dtype}; return a bool tensor.")
+    expect_close(F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                 F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                 "attention with your causal_mask(7) vs is_causal=True")
+
+
+# --------------------------------------------------------------------------- attention
+
+def _attention(ns: Namespace, *args: Any, **kwargs: Any) -> Any:
+    with forbid("attention", _SDPA):
+        return call(ns, "attention", *args, **kwargs)
+
+
+@chapter.check("attention", points=1, hint="softmax(q k^T / sqrt(d_k)) v: the softmax runs over the keys (the last "
+               "dimension of the scores), and the values may have another width than the keys.")
+def attention_matches_torch(ns: Namespace) -> None:
+    q, k, v = seeded_randn(2, 3, 5, 8, seed=30), seeded_randn(2, 3, 7, 8, seed=31), seeded_randn(2, 3, 7, 6, seed=32)
+    expect_close(_attention(ns, q, k, v), F.scaled_dot_product_attention(q, k, v),
+                 "attention with q (2, 3, 5, 8), k (2, 3, 7, 8), v (2, 3, 7, 6)")
+    q, k, v = seeded_randn(4, 16, seed=33), seeded_randn(4, 16, seed=34), seeded_randn(4, 16, seed=35)
+    expect_close(_attention(ns, q, k, v, None), F.scaled_dot_product_attention(q, k, v),
+                 "attention with (4, 16) inputs and mask=None")
+
+
+@chapter.check("attention", points=1, hint="Hide a key by setting its score to -inf before the softmax (where the "
+               "mask is False), so the remaining weights still sum to 1. Do not zero weights after the softmax.")
+def attention_with_masks(ns: Namespace) -> None:
+    q, k, v = seeded_randn(2, 2, 6, 8, seed=40), seeded_randn(2, 2, 6, 8, seed=41), seeded_randn(2, 2, 6, 8, seed=42)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    expect_close(_attention(ns, q, k, v, causal), F.scaled_dot_product_attention(q, k, v, attn_mask=causal),
+                 "attention with a causal mask (6, 6)")
+    padding = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    padding[0, ..., 4:] = False  # the first sequence has two padding tokens at the end
+    padding[1, ..., :1] = False
+    expect_close(_attention(ns, q, k, v, padding), F.scaled_dot_product_attention(q, k, v, attn_mask=padding),
+                 "attention with a padding mask of shape (2, 1, 1, 6)")
+
+
+@chapter.check("attention", points=1, hint="Large scores must not overflow: use a softmax that subtracts the row's "
+               "maximum (torch.softmax does). Each output row is a weighted average of value rows.")
+def attention_large_scores_and_averages(ns: Namespace) -> None:
+    q, k = seeded_randn(3, 5, 32, seed=50) * 30, seeded_randn(3, 5, 32, seed=51) * 30
+    v = seeded_randn(3, 5, 4, seed=52)
+    expect_close(_attention(ns, q, k, v), F.scaled_dot_product_attention(q, k, v),
+                 "attention with very large scores")
+    ones = torch.ones(3, 5, 4)
+    expect_close(_attention(ns, q / 30, k / 30, ones), ones, "attention with all-one values (weights must sum to 1)")
+
+
+# --------------------------------------------------------------------------- split_heads
+
+def _heads_by_slicing(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    head_dim = x.shape[-1] // n_heads
+    return torch.stack([x[..., h * head_dim:(h + 1) * head_dim] for h in range(n_heads)], dim=1)
+
+
+@chapter.check("split_heads", points=1, hint="Head h gets the contiguous slice of features h*head_dim ... "
+               "(h+1)*head_dim of every position; the output is (batch, n_heads, seq, head_dim).")
+def split_heads_slices(ns: Namespace) -> None:
+    x = seeded_randn(2, 5, 12, seed=60)
+    expect_close(call(ns, "split_heads", x, 3), _heads_by_slicing(x, 3), "split_heads of (2, 5, 12) into 3 heads")
+
+
+@chapter.check("split_heads", points=1, hint="Reshape the features into (n_heads, head_dim) first, then swap the "
+               "sequence and head dimensions; reshaping straight to (batch, n_heads, seq, head_dim) mixes positions.")
+def split_heads_any_shape(ns: Namespace) -> None:
+    for batch, seq, d, heads, seed in [(1, 4, 8, 2, 61), (3, 7, 16, 4, 62), (2, 3, 6, 1, 63), (1, 1, 8, 8, 64)]:
+        x = seeded_randn(batch, seq, d, seed=seed)
+        expect_close(call(ns, "split_heads", x, heads), _heads_by_slicing(x, heads),
+                     f"split_heads of ({batch}, {seq}, {d}) into {heads} heads")
+
+
+# --------------------------------------------------------------------------- merge_heads
+
+@chapter.check("merge_heads", points=1, hint="Concatenate the heads along the features: position t's output is "
+               "[head 0 at t, head 1 at t, ...], shape (batch, seq, n_heads * head_dim).")
+def merge_heads_concatenates(ns: Namespace) -> None:
+    x = seeded_randn(2, 3, 5, 4, seed=70)
+    expect_close(call(ns, "merge_heads", x), torch.cat([x[:, h] for h in range(3)], dim=-1),
+                 "merge_heads of (2, 3, 5, 4)")
+
+
+@chapter.check("merge_heads", points=1, hint="Move the head dimension next to head_dim (swap heads and seq) before "
+               "reshaping; after a transpose use .reshape (or .contiguous().view).")
+def merge_heads_undoes_the_split(ns: Namespace) -> None:
+    for batch, heads, seq, head_dim, seed in [(1, 4, 6, 2, 71), (3, 2, 1, 8, 72), (2, 1, 5, 3, 73)]:
+        y = seeded_randn(batch, seq, heads * head_dim, seed=seed)
+        split = y.view(batch, seq, heads, head_dim).transpose(1, 2)  # (batch, heads, seq, head_dim)
+        expect_close(call(ns, "merge_heads", split), y,
+                     f"merge_heads of a split ({batch}, {heads}, {seq}, {head_dim})")
+
+
+# --------------------------------------------------------------------------- repeat_kv
+
+def _repeat_by_index(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    index = torch.arange(x.shape[1] * n_rep) // n_rep  # query head i uses key/value head i // n_rep
+    return x[:, index]
+
+
+@chapter.check("repeat_kv", points=1, hint="Query head i uses key/value head i // n_rep: each kv head is repeated "
+               "n_rep times in a row (0, 0, 1, 1, ...), not the whole stack tiled (0, 1, 0, 1, ...).")
+def repeat_kv_order(ns: Namespace) -> None:
+    x = seeded_randn(2, 2, 5, 4, seed=80)
+    expect_close(call(ns, "repeat_kv", x, 3), _repeat_by_index(x, 3), "repeat_kv of (2, 2, 5, 4) with n_rep=3")
+
+
+@chapter.check("repeat_kv", points=1, hint="Repeat along the head dimension (dim 1) only: the sequence length and "
+               "head_dim stay the same. n_rep=1 changes nothing; one kv head (MQA) serves every query head.")
+def repeat_kv_edge_cases(ns: Namespace) -> None:
+    x = seeded_randn(1, 4, 3, 2, seed=81)
+    expect_close(call(ns, "repeat_kv", x, 1), x, "repeat_kv with n_rep=1")
+    x = seeded_randn(2, 1, 6, 4, seed=82)
+    expect_close(call(ns, "repeat_kv", x, 8), x.expand(2, 8, 6, 4), "repeat_kv of one kv head (MQA) with n_rep=8")
+
+
+@chapter.check("repeat_kv", points=1, hint="With your repeated keys and values, ordinary attention must equal "
+               "PyTorch's grouped-query attention.")
+def repeat_kv_gives_gqa(ns: Namespace) -> None:
+    q = seeded_randn(2, 8, 5, 4, seed=83)
+    k, v = seeded_randn(2, 2, 5, 4, seed=84), seeded_randn(2, 2, 5, 4, seed=85)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    k_rep, v_rep = call(ns, "repeat_kv", k, 4), call(ns, "repeat_kv", v, 4)
+    k_rep = expect_shape(k_rep, (2, 8, 5, 4), "repeat_kv of keys (2, 2, 5, 4) with n_rep=4")
+    v_rep = expect_shape(v_rep, (2, 8, 5, 4), "repeat_kv of values (2, 2, 5, 4) with n_rep=4")
+    expect_close(F.scaled_dot_product_attention(q, k_rep, v_rep, is_causal=True), expected,
+                 "attention with your repeated keys and values vs torch's enable_gqa=True")
+
+
+# --------------------------------------------------------------------------- kv_cache_bytes
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise CheckFailed(f"{what} should return a whole number of bytes (an int), got {value!r:.60}.")
+    return value
+
+
+def _measured_bytes_per_token(n_layers: int, n_kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    """Run real attention layers with a KV cache over a few tokens and weigh what they keep."""
+    from llmcourse.transformer.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    n_heads, tokens = 2 * n_kv_heads, 3
+    layers = [MultiHeadAttention(n_heads * head_dim, n_heads, n_kv_heads).to(dtype) for _ in range(n_layers)]
+    x = torch.randn(1, tokens, n_heads * head_dim, dtype=dtype)
+    total = 0
+    with torch.no_grad():
+        for layer in layers:
+            _, (keys, values) = layer(x, use_cache=True)
+            total += keys.numel() * keys.element_size() + values.numel() * values.element_size()
+    return total // tokens
+
+
+@chapter.check("kv_cache_bytes", points=1, hint="Per token and per layer the cache keeps one key AND one value for "
+               "every key/value head, each head_dim numbers of bytes_per_value bytes.")
+def kv_cache_bytes_measured(ns: Namespace) -> None:
+    for n_layers, n_kv_heads, head_dim, dtype in [(1, 2, 4, torch.float32), (3, 1, 8, torch.bfloat16),
+                                                  (2, 3, 2, torch.float64)]:
+        size = torch.tensor([], dtype=dtype).element_size()
+        expected = _measured_bytes_per_token(n_layers, n_kv_heads, head_dim, dtype)
+        got = _as_int(call(ns, "kv_cache_bytes", n_layers, n_kv_heads, head_dim, size),
+                      "kv_cache_bytes")
+        expect(got == expected, f"kv_cache_bytes({n_layers}, {n_kv_heads}, {head_dim}, {size}) returned {got}, but "
+               f"{n_layers} real attention layer(s) keep {expected} bytes per token.")
+
+
+@chapter.check("kv_cache_bytes", points=1, hint="Use the parameters you are given (layers, kv heads, head_dim) and the "
+               "default of 2 bytes per value (16-bit floats); the answer is in bytes per token, a whole number.")
+def kv_cache_bytes_real_models(ns: Namespace) -> None:
+    from llmcourse.transformer.attention import MODEL_SHAPES
+
+    for name in ("LLaMA-2 7B", "LLaMA-2 70B", "Falcon 7B"):
+        s = MODEL_SHAPES[name]
+        expected = s.kv_bytes_per_token(2)
+        got = _as_int(call(ns, "kv_cache_bytes", s.n_layers, s.n_kv_heads, s.head_dim), "kv_cache_bytes")
+        expect(got == expected, f"kv_cache_bytes for {name} ({s.n_layers} layers, {s.n_kv_heads} kv heads, "
+               f"head_dim {s.head_dim}, default bytes) returned {got:,}, expected {expected:,} bytes per token.")

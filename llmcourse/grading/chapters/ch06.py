@@ -1,0 +1,249 @@
+"""Graded checks of chapter 06, "The Transformer block".
+
+Six exercises, each checked on seeded random inputs against an independent
+reference: PyTorch's ``F.layer_norm`` / ``F.rms_norm``, the package's
+``SwiGLU``, ``TransformerBlock`` and ``top_k_route``, and ``sum(p.numel())`` of
+a real block. The norms must be written by hand, so their checks run the
+learner's function with the PyTorch norm functions switched off. Each exercise
+is checked on its own: no check needs any other exercise's function.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse.transformer.block import TransformerBlock
+from llmcourse.transformer.feedforward import SwiGLU
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_randn,
+)
+from llmcourse.transformer.moe import top_k_route as reference_top_k_route
+
+chapter = Chapter("06", "The Transformer block")
+
+Namespace = Mapping[str, Any]
+
+_NORMS = [(F, "layer_norm", "F.layer_norm"), (F, "rms_norm", "F.rms_norm"),
+          (torch, "layer_norm", "torch.layer_norm"), (torch, "rms_norm", "torch.rms_norm")]
+
+
+def _call_without_norms(ns: Namespace, name: str, *args: Any) -> Any:
+    with forbid(name, _NORMS):
+        return call(ns, name, *args)
+
+
+# --------------------------------------------------------------------------- rms_norm
+
+@chapter.check("rms_norm", points=1, hint="Divide each vector (the last dimension) by the square root of the MEAN "
+               "of its squares plus eps, then multiply by the weight. Do not subtract the mean.")
+def rms_norm_values(ns: Namespace) -> None:
+    x, w = seeded_randn(2, 5, 16, seed=1) * 3 + 1, seeded_randn(16, seed=2)
+    expect_close(_call_without_norms(ns, "rms_norm", x, w, 1e-6), F.rms_norm(x, (16,), w, eps=1e-6),
+                 "rms_norm(x (2, 5, 16), weight (16,), eps=1e-6)")
+
+
+@chapter.check("rms_norm", points=1, hint="eps goes inside the square root, added to the mean of the squares; "
+               "use the eps you are given. Normalise over the last dimension only.")
+def rms_norm_eps_and_shapes(ns: Namespace) -> None:
+    for shape, eps, seed in [((7,), 1e-2, 3), ((3, 4), 0.5, 4), ((2, 3, 8), 1e-6, 5)]:
+        x, w = seeded_randn(*shape, seed=seed) * 0.1, seeded_randn(shape[-1], seed=seed + 10)
+        out = expect_shape(_call_without_norms(ns, "rms_norm", x, w, eps), shape, f"rms_norm of shape {shape}")
+        expect_close(out, F.rms_norm(x, (shape[-1],), w, eps=eps), f"rms_norm with shape {shape}, eps={eps}")
+
+
+@chapter.check("rms_norm", points=1, hint="With weight all ones the output's root mean square must be 1 for every "
+               "vector (when eps is 0).")
+def rms_norm_unit_rms(ns: Namespace) -> None:
+    x = seeded_randn(6, 32, seed=6) * 5
+    out = _call_without_norms(ns, "rms_norm", x, torch.ones(32), 0.0)
+    expect_close(torch.as_tensor(out).pow(2).mean(-1), torch.ones(6), "mean of squares of rms_norm(x, ones, 0)")
+
+
+# --------------------------------------------------------------------------- layer_norm
+
+@chapter.check("layer_norm", points=1, hint="Subtract the mean of each vector (last dimension), divide by "
+               "sqrt(variance + eps), then multiply by weight and ADD bias.")
+def layer_norm_values(ns: Namespace) -> None:
+    x, w, b = seeded_randn(2, 5, 16, seed=11) * 2 + 3, seeded_randn(16, seed=12), seeded_randn(16, seed=13)
+    expect_close(_call_without_norms(ns, "layer_norm", x, w, b, 1e-5), F.layer_norm(x, (16,), w, b, 1e-5),
+                 "layer_norm(x (2, 5, 16), weight, bias, eps=1e-5)")
+
+
+@chapter.check("layer_norm", points=1, hint="The variance is the mean of squared deviations: divide by d, not d - 1 "
+               "(torch's .var() divides by d - 1 unless told otherwise). Visible for short vectors.")
+def layer_norm_biased_variance(ns: Namespace) -> None:
+    x, w, b = seeded_randn(5, 3, seed=14), torch.ones(3), torch.zeros(3)
+    expect_close(_call_without_norms(ns, "layer_norm", x, w, b, 1e-5), F.layer_norm(x, (3,), w, b, 1e-5),
+                 "layer_norm of vectors of length 3")
+
+
+@chapter.check("layer_norm", points=1, hint="eps belongs inside the square root, and normalisation is over the last "
+               "dimension only, whatever the number of leading dimensions.")
+def layer_norm_eps_and_shapes(ns: Namespace) -> None:
+    for shape, eps, seed in [((9,), 0.5, 15), ((2, 2, 2, 6), 1e-5, 16), ((4, 10), 2.0, 17)]:
+        x, w, b = seeded_randn(*shape, seed=seed) * 0.3, seeded_randn(shape[-1], seed=seed + 1), seeded_randn(shape[-1], seed=seed + 2)
+        out = expect_shape(_call_without_norms(ns, "layer_norm", x, w, b, eps), shape, f"layer_norm of {shape}")
+        expect_close(out, F.layer_norm(x, (shape[-1],), w, b, eps), f"layer_norm with shape {shape}, eps={eps}")
+
+
+# --------------------------------------------------------------------------- swiglu
+
+def _swiglu_reference(d_model: int, d_hidden: int, seed: int) -> tuple[SwiGLU, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(seed)
+    module = SwiGLU(d_model, d_hidden)
+    return module, (module.gate_proj.weight.detach(), module.up_proj.weight.detach(),
+                    module.down_proj.weight.detach())
+
+
+@chapter.check("swiglu", points=1, hint="down(silu(gate(x)) * up(x)): the weights are stored like nn.Linear's, "
+               "(out_features, in_features), so a projection is x @ W.T. silu(a) = a * sigmoid(a).")
+def swiglu_values(ns: Namespace) -> None:
+    module, (wg, wu, wd) = _swiglu_reference(8, 20, seed=21)
+    x = seeded_randn(3, 8, seed=22)
+    with torch.no_grad():
+        expect_close(call(ns, "swiglu", x, wg, wu, wd), module(x), "swiglu(x (3, 8), d_hidden = 20)")
+
+
+@chapter.check("swiglu", points=1, hint="The activation goes on the gate projection only; the up projection is "
+               "multiplied in unchanged. Leading dimensions (batch, sequence) must pass through.")
+def swiglu_batched(ns: Namespace) -> None:
+    module, (wg, wu, wd) = _swiglu_reference(6, 10, seed=23)
+    x = seeded_randn(2, 4, 6, seed=24) * 2
+    with torch.no_grad():
+        out = expect_shape(call(ns, "swiglu", x, wg, wu, wd), (2, 4, 6), "swiglu(x (2, 4, 6))")
+        expect_close(out, module(x), "swiglu(x (2, 4, 6), d_hidden = 10)")
+
+
+# --------------------------------------------------------------------------- prenorm_block
+
+def _block(seed: int, norm: str = "layernorm", ffn: str = "gelu") -> TransformerBlock:
+    torch.manual_seed(seed)
+    block = TransformerBlock(16, 4, norm=norm, ffn=ffn).eval()
+    with torch.no_grad():
+        for p in (block.norm1.weight, block.norm2.weight):
+            p.uniform_(0.5, 1.5)
+    return block
+
+
+@chapter.check("prenorm_block", points=1, hint="Pre-norm: normalise, run the sub-layer, ADD its output to the "
+               "un-normalised input. First x + attn(norm1(x)), then the same with ffn and norm2 on the result.")
+def prenorm_block_matches_block(ns: Namespace) -> None:
+    block = _block(31)
+    x = seeded_randn(2, 5, 16, seed=32)
+    attn = lambda h: block.attn(h, is_causal=True)  # noqa: E731
+    with torch.no_grad():
+        expect_close(call(ns, "prenorm_block", x, attn, block.ffn, block.norm1, block.norm2), block(x),
+                     "prenorm_block with a TransformerBlock's parts (LayerNorm, GELU)")
+
+
+@chapter.check("prenorm_block", points=1, hint="The order matters: the feed-forward part sees the output of the "
+               "attention part (with its residual added), and nothing is normalised after the additions.")
+def prenorm_block_simple_parts(ns: Namespace) -> None:
+    x = seeded_randn(3, 4, seed=33)
+    attn = lambda h: 2.0 * h + 1.0      # noqa: E731
+    ffn = lambda h: h ** 2              # noqa: E731
+    norm1 = lambda h: h - 0.5           # noqa: E731
+    norm2 = lambda h: 0.1 * h           # noqa: E731
+    h = x + attn(norm1(x))
+    expected = h + ffn(norm2(h))
+    expect_close(call(ns, "prenorm_block", x, attn, ffn, norm1, norm2), expected,
+                 "prenorm_block with attn(h) = 2h + 1, ffn(h) = h^2, norm1(h) = h - 0.5, norm2(h) = 0.1 h")
+
+
+@chapter.check("prenorm_block", points=1, hint="Use norm1 before attention and norm2 before the feed-forward network, "
+               "not the other way round.")
+def prenorm_block_rmsnorm_swiglu(ns: Namespace) -> None:
+    block = _block(34, norm="rmsnorm", ffn="swiglu")
+    x = seeded_randn(1, 6, 16, seed=35) * 3
+    attn = lambda h: block.attn(h, is_causal=True)  # noqa: E731
+    with torch.no_grad():
+        expect_close(call(ns, "prenorm_block", x, attn, block.ffn, block.norm1, block.norm2), block(x),
+                     "prenorm_block with a LLaMA-style block's parts (RMSNorm, SwiGLU)")
+
+
+# --------------------------------------------------------------------------- top_k_route
+
+def _route(ns: Namespace, logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    result = call(ns, "top_k_route", logits, k)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise CheckFailed(f"top_k_route should return a pair (weights, indices), got {type(result).__name__}")
+    return result[0], result[1]
+
+
+@chapter.check("top_k_route", points=1, hint="Pick the k experts with the largest router scores (largest first) and "
+               "give them weights from a softmax that are renormalised to sum to 1 over the chosen k.")
+def top_k_route_values(ns: Namespace) -> None:
+    logits = seeded_randn(6, 8, seed=41) * 2
+    weights, indices = _route(ns, logits, 2)
+    ref_w, ref_i = reference_top_k_route(logits, 2)
+    expect_shape(indices, (6, 2), "indices for 6 tokens, k = 2")
+    expect(torch.equal(torch.as_tensor(indices).long(), ref_i),
+           f"indices: expected {ref_i.tolist()}, got {torch.as_tensor(indices).tolist()}")
+    expect_close(weights, ref_w, "weights for 6 tokens, 8 experts, k = 2")
+
+
+@chapter.check("top_k_route", points=1, hint="The k weights of each token must sum to 1: divide the chosen "
+               "probabilities by their own sum. With k = 1 every weight is 1.")
+def top_k_route_sums(ns: Namespace) -> None:
+    logits = seeded_randn(2, 5, 4, seed=42)
+    for k in (1, 3, 4):
+        weights, indices = _route(ns, logits, k)
+        w = expect_shape(weights, (2, 5, k), f"weights for logits (2, 5, 4), k = {k}")
+        expect_close(w.sum(-1), torch.ones(2, 5), f"sum of the weights over the k = {k} chosen experts")
+        ref_w, ref_i = reference_top_k_route(logits, k)
+        expect_close(w, ref_w, f"weights for logits (2, 5, 4), k = {k}")
+
+
+# --------------------------------------------------------------------------- count_block_parameters
+
+def _numel(d_model: int, d_hidden: int, n_heads: int, n_kv_heads: int | None, bias: bool, ffn: str,
+           norm: str) -> int:
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        block = TransformerBlock(d_model, n_heads, n_kv_heads, d_hidden, norm=norm, ffn=ffn, bias=bias)
+    return sum(p.numel() for p in block.parameters())
+
+
+def _count(ns: Namespace, *args: Any) -> int:
+    value = call(ns, "count_block_parameters", *args)
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"count_block_parameters should return a number, got {type(value).__name__}") from None
+    if as_int != value:
+        raise CheckFailed(f"count_block_parameters should return a whole number, got {value}")
+    return as_int
+
+
+def _check_counts(ns: Namespace, cases: list[tuple]) -> None:
+    for case in cases:
+        got, expected = _count(ns, *case), _numel(*case)
+        expect(got == expected, f"count_block_parameters{case}: expected {expected:,}, got {got:,}")
+
+
+_GPT_CASES = [(768, 3072, 12, None, True, "gelu", "layernorm"), (64, 100, 4, None, False, "gelu", "layernorm"),
+              (32, 128, 8, None, True, "gelu", "rmsnorm")]
+_LLAMA_CASES = [(4096, 11008, 32, None, False, "swiglu", "rmsnorm"), (128, 344, 8, 2, False, "swiglu", "rmsnorm"),
+                (64, 96, 8, 1, True, "swiglu", "layernorm")]
+
+
+@chapter.check("count_block_parameters", points=1, hint="Attention: four d x d matrices (q, k, v, o), plus d biases "
+               "each if bias. FFN: two matrices d x d_hidden plus biases (d_hidden and d). LayerNorm: weight and bias "
+               "(2d); RMSNorm: weight only (d); a block has two norms.")
+def count_gpt_blocks(ns: Namespace) -> None:
+    _check_counts(ns, _GPT_CASES)
+
+
+@chapter.check("count_block_parameters", points=1, hint="SwiGLU has THREE matrices d x d_hidden (gate, up, down). "
+               "With n_kv_heads key/value heads, W_k and W_v have n_kv_heads * (d / n_heads) outputs, not d.")
+def count_llama_blocks(ns: Namespace) -> None:
+    _check_counts(ns, _LLAMA_CASES)

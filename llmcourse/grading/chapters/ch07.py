@@ -1,0 +1,258 @@
+"""Graded checks of chapter 07, "Architectures and generation".
+
+Six exercises on the output layer and decoding, each checked on seeded inputs
+against an independent reference: ``torch.softmax``, transformers'
+``TopKLogitsWarper`` / ``TopPLogitsWarper``, hand-computed examples, GNMT's
+formula, ``llmcourse.models.generation.generate`` on a small GPT, and the keys and
+values a real ``MultiHeadAttention`` layer caches. No check needs another
+exercise's function.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+from llmcourse.transformer.attention import MultiHeadAttention, scaled_dot_product_attention
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    call,
+    expect,
+    expect_close,
+    expect_raises_value_error,
+    expect_shape,
+    seeded_randn,
+)
+
+chapter = Chapter("07", "Architectures and generation")
+
+Namespace = Mapping[str, Any]
+
+
+def _expect_same_filter(got: Any, expected: torch.Tensor, what: str) -> None:
+    got = expect_shape(got, tuple(expected.shape), what)
+    kept, want_kept = torch.isfinite(got), torch.isfinite(expected)
+    if not torch.equal(kept, want_kept):
+        n_got, n_want = int(kept.sum()), int(want_kept.sum())
+        raise CheckFailed(f"{what} keeps the wrong tokens: {n_got} finite logits where {n_want} were expected "
+                          f"(removed tokens must become -inf).")
+    if not torch.equal(got[kept], expected[want_kept]):
+        raise CheckFailed(f"{what} changes the logits it keeps; they must come back unchanged.")
+    if not bool((got[~kept] == float("-inf")).all()):
+        raise CheckFailed(f"{what}: removed tokens must be set to -inf (so softmax gives them probability 0).")
+
+
+# --------------------------------------------------------------------------- softmax_with_temperature
+
+@chapter.check("softmax_with_temperature", points=1, hint="Divide the logits by the temperature, then take the "
+               "softmax along the last dimension (the vocabulary), one distribution per row.")
+def temperature_values(ns: Namespace) -> None:
+    logits = seeded_randn(3, 7, seed=1) * 2
+    for t in [0.3, 1.0, 2.5]:
+        expect_close(call(ns, "softmax_with_temperature", logits, t), torch.softmax(logits / t, dim=-1),
+                     f"softmax_with_temperature(logits (3, 7), {t})")
+
+
+@chapter.check("softmax_with_temperature", points=1, hint="exp of a large logit overflows to inf. Subtract each row's "
+               "maximum first: the softmax does not change, and the largest exponent becomes exp(0) = 1.")
+def temperature_is_stable(ns: Namespace) -> None:
+    logits = torch.tensor([[1000.0, 999.0, 990.0], [-1000.0, -1001.0, -1003.0]])
+    expect_close(call(ns, "softmax_with_temperature", logits, 0.5), torch.softmax(logits / 0.5, dim=-1),
+                 "softmax_with_temperature of logits near +-1000 at temperature 0.5")
+
+
+@chapter.check("softmax_with_temperature", points=1, hint="A temperature of 0 or less has no meaning (dividing by "
+               "0, or flipping which token is likeliest): raise a ValueError for it.")
+def temperature_rejects_zero(ns: Namespace) -> None:
+    expect_raises_value_error(ns, "softmax_with_temperature", torch.zeros(4), 0.0)
+    expect_raises_value_error(ns, "softmax_with_temperature", torch.zeros(4), -1.0)
+
+
+# --------------------------------------------------------------------------- top_k_filter
+
+@chapter.check("top_k_filter", points=1, hint="Keep the k largest logits of each row (along the last dimension) and "
+               "set every other logit to -inf; the result has the same shape as the input.")
+def top_k_matches_transformers(ns: Namespace) -> None:
+    for k, seed in [(1, 1), (3, 2), (10, 3)]:
+        logits = seeded_randn(4, 30, seed=seed)
+        _expect_same_filter(call(ns, "top_k_filter", logits.clone(), k), TopKLogitsWarper(k)(None, logits.clone()),
+                            f"top_k_filter(logits (4, 30), {k})")
+
+
+@chapter.check("top_k_filter", points=1, hint="Remove the tokens whose logit is strictly below the k-th largest: "
+               "exactly k remain (when there are no ties), and with k >= vocabulary size nothing is removed.")
+def top_k_by_hand(ns: Namespace) -> None:
+    inf = float("-inf")
+    _expect_same_filter(call(ns, "top_k_filter", torch.tensor([1.0, 5.0, 3.0, 2.0]), 2),
+                        torch.tensor([inf, 5.0, 3.0, inf]), "top_k_filter([1, 5, 3, 2], 2)")
+    logits = seeded_randn(2, 5, seed=4)
+    _expect_same_filter(call(ns, "top_k_filter", logits.clone(), 5), logits, "top_k_filter(logits (2, 5), 5)")
+    _expect_same_filter(call(ns, "top_k_filter", logits.clone(), 9), logits, "top_k_filter(logits (2, 5), 9)")
+
+
+# --------------------------------------------------------------------------- top_p_filter
+
+@chapter.check("top_p_filter", points=2, hint="Sort the probabilities (softmax of the logits) from largest to "
+               "smallest and keep tokens while the ones ranked BEFORE them add up to less than p: the token that "
+               "crosses p is kept. Always keep the most likely token.")
+def top_p_by_hand(ns: Namespace) -> None:
+    logits = torch.tensor([0.15, 0.5, 0.05, 0.3]).log()
+    for p, keep in [(0.4, [False, True, False, False]), (0.7, [False, True, False, True]),
+                    (0.9, [True, True, False, True]), (1.0, [True, True, True, True])]:
+        expected = logits.masked_fill(~torch.tensor(keep), float("-inf"))
+        _expect_same_filter(call(ns, "top_p_filter", logits.clone(), p), expected,
+                            f"top_p_filter for probabilities [0.15, 0.5, 0.05, 0.3] and p={p}")
+
+
+@chapter.check("top_p_filter", points=1, hint="Work row by row along the last dimension, and put the keep/remove "
+               "decision back in the original token order (the sort shuffles the tokens).")
+def top_p_matches_transformers(ns: Namespace) -> None:
+    for p, seed in [(0.33, 5), (0.77, 6), (0.95, 7)]:
+        logits = seeded_randn(6, 40, seed=seed) * 2
+        _expect_same_filter(call(ns, "top_p_filter", logits.clone(), p), TopPLogitsWarper(p)(None, logits.clone()),
+                            f"top_p_filter(logits (6, 40), {p})")
+
+
+# --------------------------------------------------------------------------- greedy_decode
+
+def _prefix_scorer(vocab: int = 11):
+    """Next-token logits that depend on the whole prefix: the best token is (sum of i * id_i + 3) mod vocab."""
+    def step(ids: torch.Tensor) -> torch.Tensor:
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != 1:
+            raise CheckFailed(f"step_fn expects ids of shape (1, seq); it was given "
+                              f"{tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__}.")
+        best = (int((ids[0] * torch.arange(1, ids.shape[1] + 1)).sum()) + 3) % vocab
+        logits = torch.linspace(-1, 0, vocab)[None].clone()
+        logits[0, best] = 5.0
+        return logits
+    return step
+
+
+def _reference_greedy(step, ids: torch.Tensor, n: int, eos_id: int | None = None) -> list[int]:
+    out = ids.tolist()
+    for _ in range(n):
+        token = int(step(torch.tensor([out]))[0].argmax())
+        out.append(token)
+        if eos_id is not None and token == eos_id:
+            break
+    return out
+
+
+@chapter.check("greedy_decode", points=1, hint="At each of the n steps call step_fn on the WHOLE sequence so far "
+               "(shape (1, seq)), append the arg max of the logits, and return prompt + new tokens as one 1-D tensor.")
+def greedy_prefix_scorer(ns: Namespace) -> None:
+    step, ids = _prefix_scorer(), torch.tensor([2, 7])
+    got = call(ns, "greedy_decode", step, ids.clone(), 6)
+    got = expect_shape(got, (8,), "greedy_decode(step_fn, [2, 7], 6)")
+    expected = _reference_greedy(step, ids, 6)
+    expect(got.tolist() == expected, f"greedy_decode(step_fn, [2, 7], 6) returned {got.tolist()}, expected {expected}.")
+
+
+@chapter.check("greedy_decode", points=1, hint="Greedy decoding with a real model must give the same tokens as "
+               "generate(..., top_k=1): the next token is the arg max of the LAST position's logits.")
+def greedy_with_gpt(ns: Namespace) -> None:
+    from llmcourse.models.generation import generate
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=30, context_length=24, d_model=16, n_layers=1, n_heads=2, tie_weights=False)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for module in model.modules():  # larger weights: more varied tokens
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.mul_(5)
+
+    def step(ids: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(ids)[:, -1]
+
+    prompt = torch.tensor([3, 1, 4])
+    got = as_list(call(ns, "greedy_decode", step, prompt.clone(), 10), "greedy_decode with a GPT")
+    expected = generate(model, prompt, 10, top_k=1).tolist()
+    expect(got == expected, f"greedy_decode with a small GPT returned {got}, expected {expected}.")
+
+
+@chapter.check("greedy_decode", points=1, hint="With eos_id given, stop right after appending the end-of-text token "
+               "(keep it in the output); without eos_id, always add exactly n tokens.")
+def greedy_stops_at_eos(ns: Namespace) -> None:
+    step, ids = _prefix_scorer(), torch.tensor([2, 7])
+    full = _reference_greedy(step, ids, 6)
+    eos = full[4]  # the third new token
+    expected = _reference_greedy(step, ids, 6, eos_id=eos)
+    got = as_list(call(ns, "greedy_decode", step, ids.clone(), 6, eos), "greedy_decode with eos_id")
+    expect(got == expected, f"greedy_decode(step_fn, [2, 7], 6, eos_id={eos}) returned {got}, expected {expected}.")
+
+
+def as_list(value: Any, what: str) -> list[int]:
+    if not isinstance(value, torch.Tensor) or value.dim() != 1:
+        raise CheckFailed(f"{what} should return a 1-D tensor of token ids, got "
+                          f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}.")
+    return value.tolist()
+
+
+# --------------------------------------------------------------------------- length_penalty
+
+@chapter.check("length_penalty", points=1, hint="GNMT's penalty is ((5 + length) / 6) raised to the power alpha: "
+               "the whole fraction is raised, and length 1 gives exactly 1.")
+def length_penalty_values(ns: Namespace) -> None:
+    for length, alpha in [(1, 0.6), (4, 1.0), (10, 0.6), (25, 2.0), (7, 0.0)]:
+        expected = ((5 + length) / 6) ** alpha
+        got = call(ns, "length_penalty", length, alpha)
+        expect(isinstance(got, (int, float, torch.Tensor)) and math.isclose(float(got), expected, rel_tol=1e-6),
+               f"length_penalty({length}, {alpha}) returned {got!r}, expected {expected:.6g}.")
+
+
+@chapter.check("length_penalty", points=1, hint="Scores are log P / penalty. With alpha > 0 the penalty must grow "
+               "with the length, so that longer beams are divided by more; alpha = 0 means no penalty (1).")
+def length_penalty_ranks_beams(ns: Namespace) -> None:
+    short, long = (-2.0, 2), (-2.6, 6)  # (log-probability, length)
+    def score(beam, a):
+        return beam[0] / float(call(ns, "length_penalty", beam[1], a))
+    expect(score(short, 0.0) > score(long, 0.0), "with alpha = 0 the shorter, more likely beam should win "
+           "(length_penalty should be 1).")
+    expect(score(long, 1.0) > score(short, 1.0), "with alpha = 1 the longer beam (log P = -2.6, 6 tokens) should "
+           "beat the shorter one (log P = -2.0, 2 tokens) once both are divided by their length penalty.")
+
+
+# --------------------------------------------------------------------------- kv_cache_append
+
+def _layer_cache(x: torch.Tensor, seed: int = 0):
+    torch.manual_seed(seed)
+    layer = MultiHeadAttention(16, 4, n_kv_heads=2).eval()
+    with torch.no_grad():
+        return layer, layer(x, is_causal=True, use_cache=True)
+
+
+@chapter.check("kv_cache_append", points=2, hint="Keys and values have shape (batch, heads, seq, head_dim): join "
+               "past and new along the sequence dimension (-2), past first, and return the pair (keys, values).")
+def kv_append_matches_layer(ns: Namespace) -> None:
+    x = seeded_randn(2, 7, 16, seed=8)
+    layer, (_, full) = _layer_cache(x)
+    with torch.no_grad():
+        _, past = layer(x[:, :4], is_causal=True, use_cache=True)
+        _, new = layer(x[:, 4:], use_cache=True)  # the new tokens' own keys and values
+    got = call(ns, "kv_cache_append", past, new)
+    expect(isinstance(got, (tuple, list)) and len(got) == 2, "kv_cache_append should return a pair (keys, values).")
+    expect_close(got[0], full[0], "the appended keys (vs the layer's cache for all 7 tokens)")
+    expect_close(got[1], full[1], "the appended values (vs the layer's cache for all 7 tokens)")
+
+
+@chapter.check("kv_cache_append", points=1, hint="The first step has no cache yet: when past is None, the new keys "
+               "and values ARE the cache. Appending one token at a time must build up the same cache.")
+def kv_append_from_empty(ns: Namespace) -> None:
+    k, v = seeded_randn(1, 2, 5, 8, seed=9), seeded_randn(1, 2, 5, 8, seed=10)
+    cache = None
+    for t in range(5):
+        cache = call(ns, "kv_cache_append", cache, (k[:, :, t:t + 1], v[:, :, t:t + 1]))
+    expect(isinstance(cache, (tuple, list)) and len(cache) == 2, "kv_cache_append should return a pair (keys, values).")
+    expect_close(cache[0], k, "keys after appending 5 tokens one at a time")
+    expect_close(cache[1], v, "values after appending 5 tokens one at a time")
+    q = seeded_randn(1, 2, 1, 8, seed=11)
+    expect_close(scaled_dot_product_attention(q, cache[0], cache[1]), scaled_dot_product_attention(q, k, v),
+                 "attention of a new query over your cache")
+
+
+__all__ = ["chapter"]

@@ -1,0 +1,11 @@
+"""Chapter 07: whole models, and how they generate text.
+
+Modules in reading order:
+
+* ``seq2seq`` - the original encoder-decoder Transformer and a small translation task;
+* ``gpt`` - a decoder-only GPT in one file, weight-compatible with GPT-2;
+* ``llama`` - a LLaMA-style decoder (RMSNorm, RoPE, SwiGLU, GQA), weight-compatible with ``transformers``;
+* ``sampling`` - from logits to the next token: temperature, top-k, top-p;
+* ``generation`` - generating token by token, with and without the KV cache;
+* ``widgets`` - the sampling explorer.
+"""

@@ -1,0 +1,12 @@
+"""Chapter 08: pretraining a GPT.
+
+Modules in reading order:
+
+* ``synthetic`` - a synthetic corpus whose best possible loss is known exactly;
+* ``data`` - windows, batches, epochs and corpora;
+* ``schedules`` - linear warmup, then cosine decay;
+* ``trainer`` - the training loop (``Trainer``, ``TrainConfig``), on top of accelerate;
+* ``checkpoint`` - saving and loading checkpoints safely;
+* ``estimates`` - FLOPs, memory, throughput and MFU;
+* ``plots`` - loss curves, live while training.
+"""

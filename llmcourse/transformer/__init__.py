@@ -1,0 +1,16 @@
+"""Chapters 04-06: the parts of a Transformer.
+
+Modules in reading order:
+
+* ``embeddings`` - from token ids to vectors (chapter 04);
+* ``positions`` - sinusoidal, learned, rotary (RoPE) and ALiBi positions (chapter 04);
+* ``attention`` - scores, scaling, masks, heads, GQA and the KV cache (chapter 05);
+* ``sequence_timing`` - why attention trains in parallel and an RNN cannot (chapter 05);
+* ``attention_plots``, ``attention_widgets`` - pictures and explorers of chapters 04 and 05;
+* ``norms`` - LayerNorm and RMSNorm (chapter 06);
+* ``feedforward`` - position-wise feed-forward networks (chapter 06);
+* ``block`` - the Transformer block: attention and feed-forward on a residual stream (chapter 06);
+* ``moe`` - mixture of experts and its router (chapter 06);
+* ``counting`` - parameters and FLOPs, part by part (chapter 06);
+* ``block_plots``, ``block_widgets`` - chapter 06's pictures and block explorer.
+"""
