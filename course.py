@@ -60,13 +60,27 @@ def ensure_environment(extras: str) -> None:
     stamp.write_text(fingerprint)
 
 
+def lab_command(extra_args: list[str] = (), root: Path = ROOT) -> list[str]:
+    """The JupyterLab command line `course.py lab` runs (the browser test starts the lab with it too).
+
+    The server's root is the course folder, so notebooks/, exercises/ and workspace/ are all in the file browser;
+    it opens on notebooks/. Containers often run as root, which Jupyter refuses unless told it is intended.
+    """
+    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return [str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={root}",
+            "--ContentsManager.preferred_dir=notebooks", *as_root, *extra_args]
+
+
 def lab(extra_args: list[str]) -> int:
     ensure_environment("")
-    # The server's root is the course folder (so exercises/ and workspace/ are reachable);
-    # the file browser opens on notebooks/.
-    # Containers often run as root, which Jupyter refuses unless told it is intended.
-    as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-    return subprocess.call([str(BIN / "jupyter"), "lab", "notebooks", *as_root, *extra_args], cwd=ROOT)
+    process = subprocess.Popen(lab_command(extra_args), cwd=ROOT)
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches Jupyter too (same terminal), which asks to confirm and then shuts down cleanly;
+            # keep waiting for it instead of dying with a traceback.
+            continue
 
 
 def test(extra_args: list[str]) -> int:

@@ -185,7 +185,8 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
                 nb, km=km, timeout=timeout, kernel_name="python3", record_timing=False,
                 resources={"metadata": {"path": str(path.parent.resolve())}},
             )
-            client.execute(stderr=subprocess.DEVNULL)
+            client.execute(stderr=subprocess.DEVNULL, cleanup_kc=True)  # we made the kernel manager: shut it down
+            display_name = km.kernel_spec.display_name
     finally:
         _restore("LLMCOURSE_FAST", env_before)
         _restore("PYTHONHASHSEED", hash_before)
@@ -194,6 +195,8 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
         if cell.cell_type == "code":
             cell.outputs = coalesce_streams(cell.outputs)
     nb.metadata.setdefault("llmcourse", {})["fast"] = was_fast  # how these outputs were made
+    # what JupyterLab writes when it opens the notebook, so that opening it changes nothing
+    nb.metadata["kernelspec"] = {"display_name": display_name, "language": "python", "name": "python3"}
     text = notebook_text(nb)
     if path.read_text(encoding="utf-8") == text:
         return False

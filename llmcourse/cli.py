@@ -1,8 +1,9 @@
-"""The ``llmcourse`` command: doctor, grade, start, build, execute, train and generate.
+"""The ``llmcourse`` command: doctor, grade, start, reset, build, execute, train and generate.
 
     llmcourse doctor                 what a bug report needs: versions, device, kernel, fast mode
     llmcourse grade NOTEBOOK [--json]  grade your exercise notebook (the file is only read)
     llmcourse start NN               copy chapter NN's exercise into workspace/ to work on
+    llmcourse reset NN               put lesson NN back as committed (your run is kept in workspace/)
     llmcourse build [--check]        instructors: regenerate exercises/ from solutions/ and self-check
     llmcourse execute NOTEBOOK...    authors: run notebooks and store their outputs
     llmcourse train [--config F.json] [--set key=value ...] [--out DIR] [--resume]
@@ -16,6 +17,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,8 +161,52 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     dest_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, dest)
-    print(f"Copied {source.name} to {dest}.\nOpen it in JupyterLab, fill in the exercises, then run:\n"
-          f"    llmcourse grade {dest}")
+    where = dest.relative_to(root) if dest.is_relative_to(root) else dest
+    print(f"Copied {source.name} to {dest}.\nIn the course's lab (`python3 course.py lab`) open {where} from the "
+          f"file browser, fill in the exercises, then run:\n    llmcourse grade {dest}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- reset
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Put a lesson back as committed. Running a lesson saves its new outputs into notebooks/ (and git sees a
+    change); the learner's version is first copied to workspace/, so nothing is lost."""
+    root = course_root()
+    number = f"{int(args.chapter):02d}" if args.chapter.isdigit() else args.chapter
+    matches = sorted((root / "notebooks").glob(f"{number}_*.ipynb"))
+    if not matches:
+        print(f"error: no lesson for chapter {args.chapter!r} in {root / 'notebooks'}", file=sys.stderr)
+        return EXIT_USAGE
+    lesson = matches[0]
+    relative = lesson.relative_to(root).as_posix()
+    try:
+        committed = subprocess.run(["git", "show", f"HEAD:{relative}"], cwd=root, capture_output=True, check=True)
+    except FileNotFoundError:
+        print("error: `llmcourse reset` needs git (the course folder is a git clone); install git, or download the "
+              "lesson again.", file=sys.stderr)
+        return EXIT_FAIL
+    except subprocess.CalledProcessError as exc:
+        print(f"error: git cannot find the committed {relative}: {exc.stderr.decode(errors='replace').strip()}",
+              file=sys.stderr)
+        return EXIT_FAIL
+    if lesson.read_bytes() == committed.stdout:
+        print(f"{relative} is already as committed; nothing to do.")
+        return EXIT_OK
+    backup_dir = root / "workspace"
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    backup = backup_dir / f"{lesson.stem}.my-run.ipynb"
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = backup_dir / f"{lesson.stem}.my-run-{n}.ipynb"
+    shutil.copyfile(lesson, backup)
+    from llmcourse.files import atomic_write
+
+    with atomic_write(lesson) as f:
+        f.write(committed.stdout)
+    print(f"Your version of {relative} is saved as {backup.relative_to(root)}; {relative} is back as committed.")
     return EXIT_OK
 
 
@@ -375,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("chapter")
     p.add_argument("--dest", help="folder to copy into (default: workspace/ in the course folder)")
     p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("reset", help="put lesson NN back as committed (your version is kept in workspace/)")
+    p.add_argument("chapter", help="chapter number, e.g. 05")
+    p.set_defaults(func=cmd_reset)
 
     p = sub.add_parser("build", help="instructors: regenerate exercises/ from solutions/ and self-check")
     p.add_argument("--check", action="store_true", help="change nothing; fail if exercises/ is out of date")

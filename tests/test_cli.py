@@ -45,3 +45,48 @@ def test_grade_unknown_chapter_is_a_usage_error(tmp_path, capsys):
     path.write_text("{}")
     assert cli(["grade", str(path)]) == 2
     assert "Cannot tell which chapter" in capsys.readouterr().err
+
+
+def _course_copy(tmp_path):
+    """A small git clone of the course's lessons and exercises, so reset can run without touching this checkout."""
+    root = tmp_path / "course"
+    (root / "solutions").mkdir(parents=True)
+    (root / "exercises").mkdir()
+    (root / "notebooks").mkdir()
+    lesson = root / "notebooks" / "05_attention.ipynb"
+    lesson.write_bytes((ROOT / "notebooks" / "05_attention.ipynb").read_bytes())
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(root)]
+    subprocess.run(git[:-2] + ["init", "-q", str(root)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "course"], check=True)
+    return root, lesson
+
+
+def test_reset_keeps_the_learners_run_and_restores_the_lesson(tmp_path, monkeypatch, capsys):
+    root, lesson = _course_copy(tmp_path)
+    monkeypatch.setenv("LLMCOURSE_ROOT", str(root))
+    committed = lesson.read_bytes()
+    assert cli(["reset", "05"]) == 0 and "already as committed" in capsys.readouterr().out
+    lesson.write_text("my run")
+    assert cli(["reset", "5"]) == 0
+    assert lesson.read_bytes() == committed
+    assert (root / "workspace" / "05_attention.my-run.ipynb").read_text() == "my run"
+    lesson.write_text("my second run")  # a second reset never overwrites the first backup
+    assert cli(["reset", "05"]) == 0
+    assert (root / "workspace" / "05_attention.my-run.ipynb").read_text() == "my run"
+    assert (root / "workspace" / "05_attention.my-run-2.ipynb").read_text() == "my second run"
+    assert "back as committed" in capsys.readouterr().out
+
+
+def test_reset_unknown_lesson(tmp_path, monkeypatch, capsys):
+    root, _ = _course_copy(tmp_path)
+    monkeypatch.setenv("LLMCOURSE_ROOT", str(root))
+    assert cli(["reset", "42"]) == 2
+    assert "no lesson for chapter" in capsys.readouterr().err
+
+
+def test_the_lab_serves_the_course_folder_and_opens_on_the_lessons():
+    sys.path.insert(0, str(ROOT))
+    import course
+    command = course.lab_command([])
+    assert f"--ServerApp.root_dir={ROOT}" in command and "--ContentsManager.preferred_dir=notebooks" in command

@@ -141,3 +141,29 @@ def test_committed_lesson_is_the_full_size_run(path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("llmcourse", {}).get("fast") is False, (
         f"{path.name} was not executed at full size: run `LLMCOURSE_FAST=0 llmcourse execute notebooks/{path.name}`")
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_committed_widgets_and_progress_bars_read_well_without_a_kernel(path):
+    """GitHub, nbviewer and an untrusted lab cannot draw widgets: every explorer's saved output carries a picture
+    (or its text), and a progress bar's saved text says how far it got, not "0%"."""
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            text = data.get("text/plain", "")
+            if WIDGET_VIEW in data:
+                assert "image/png" in data or not text.startswith(("interactive(", "HBox(")), \
+                    f"cell {index + 1}: a widget output with nothing to show without a kernel: {text[:80]!r}"
+            assert not re.search(r"\b0%\|", text), f"cell {index + 1}: a progress bar saved at 0%: {text[:80]!r}"
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS + sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_kernelspec_is_what_jupyterlab_writes(path):
+    """Opening a notebook in the lab must not mark it modified: its kernelspec is the ipykernel one."""
+    spec = nbformat.read(path, as_version=4).metadata["kernelspec"]
+    assert spec == {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}

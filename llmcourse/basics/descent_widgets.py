@@ -29,10 +29,8 @@ def learning_rate_view(lr: float = 0.15, steps: int = 50, surface: str = "bowl")
 def learning_rate_explorer(lr: float = 0.15, steps: int = 50, surface: str = "bowl"):
     """Sliders for the learning rate (log scale) and the number of steps, and a surface menu; returns the widget."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    def show(lr: float, steps: int, surface: str) -> None:
-        display(learning_rate_view(lr, steps, surface))
+    from llmcourse.explorer import explorer
 
     controls = dict(
         lr=widgets.FloatLogSlider(value=lr, base=10, min=-4, max=0, step=0.05, description="learning rate",
@@ -40,7 +38,7 @@ def learning_rate_explorer(lr: float = 0.15, steps: int = 50, surface: str = "bo
         steps=widgets.IntSlider(value=steps, min=1, max=500, step=1, description="steps", continuous_update=False),
         surface=widgets.Dropdown(options=list(SURFACES), value=surface, description="surface"),
     )
-    return widgets.interactive(show, **controls)
+    return explorer(learning_rate_view, **controls)
 
 
 __all__ = ["learning_rate_view", "learning_rate_explorer"]

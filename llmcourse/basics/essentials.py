@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 # --------------------------------------------------------------------------- counting
 

@@ -56,12 +56,13 @@ def neuron_view(w1: float, w2: float, b: float, activation: str = "sigmoid",
 def neuron_explorer(w1: float = 3.0, w2: float = -1.0, b: float = 0.0, activation: str = "sigmoid"):
     """Sliders and a menu that redraw :func:`neuron_view`; returns the ipywidgets container."""
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from llmcourse.explorer import explorer
 
     X, y = leaf_flower_data(100)
 
-    def show(w1: float, w2: float, b: float, activation: str) -> None:
-        display(neuron_view(w1, w2, b, activation, X, y))
+    def show(w1: float, w2: float, b: float, activation: str) -> Figure:
+        return neuron_view(w1, w2, b, activation, X, y)
 
     slider = dict(min=-5.0, max=5.0, step=0.1, continuous_update=False)
     controls = dict(
@@ -71,7 +72,7 @@ def neuron_explorer(w1: float = 3.0, w2: float = -1.0, b: float = 0.0, activatio
         activation=widgets.Dropdown(options=[a for a in EXPLORER_ACTIVATIONS if a in ACTIVATIONS],
                                     value=activation, description="activation"),
     )
-    return widgets.interactive(show, **controls)
+    return explorer(show, **controls)
 
 
 __all__ = ["neuron_view", "neuron_explorer"]

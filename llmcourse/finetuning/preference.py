@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 from llmcourse.finetuning.classify import last_token_states, pad_right
 from llmcourse.models.gpt import GPT

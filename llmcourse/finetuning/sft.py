@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 from llmcourse.models.generation import generate
 from llmcourse.finetuning.instructions import END_OF_ANSWER, format_example, format_prompt

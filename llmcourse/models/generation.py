@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 from llmcourse.models.sampling import check_sampling_params, sample_next
 

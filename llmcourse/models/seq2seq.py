@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 from llmcourse.transformer.attention import MultiHeadAttention
 from llmcourse.transformer.feedforward import FeedForward

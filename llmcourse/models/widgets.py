@@ -50,15 +50,16 @@ def temperature_view(logits: Tensor | None = None, temperature: float = 1.0, top
 def temperature_explorer(logits: Tensor | None = None, words: Sequence[str] | None = None):
     """Sliders for temperature, top-k and top-p over :func:`temperature_view`."""
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from llmcourse.explorer import explorer
 
     n = len(EXAMPLE_LOGITS if logits is None else logits)
 
-    def show(temperature: float, top_k: int, top_p: float) -> None:
-        display(temperature_view(logits, temperature, top_k if top_k < n else None, top_p if top_p < 1 else None,
-                                 words))
+    def show(temperature: float, top_k: int, top_p: float) -> Figure:
+        return temperature_view(logits, temperature, top_k if top_k < n else None, top_p if top_p < 1 else None,
+                                words)
 
-    return widgets.interactive(
+    return explorer(
         show,
         temperature=widgets.FloatLogSlider(value=1.0, base=10, min=-1.3, max=1, step=0.05, description="temperature",
                                            continuous_update=False),

@@ -45,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm.auto import tqdm
+from llmcourse.progress import tqdm
 
 from llmcourse.pretraining.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig

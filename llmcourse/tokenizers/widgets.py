@@ -70,12 +70,11 @@ def merge_stepper(text: str, max_step: int = 30, step: int = 1):
     """A slider over the merges of :func:`merge_step_view`; returns the ipywidgets container."""
     import ipywidgets as widgets
 
+    from llmcourse.explorer import explorer
+
     slider = widgets.IntSlider(value=step, min=0, max=max_step, description="merges", continuous_update=False)
 
-    def show(step: int) -> None:
-        print(merge_step_view(text, step))
-
-    return widgets.interactive(show, step=slider)
+    return explorer(lambda step: merge_step_view(text, step), step=slider)
 
 
 __all__ = ["merge_step_view", "merge_stepper", "show_token"]

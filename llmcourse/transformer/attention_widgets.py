@@ -90,13 +90,11 @@ def positional_encoding_view(kind: str = "sinusoidal", n_positions: int = 50, d_
 def positional_encoding_explorer(kind: str = "sinusoidal", n_positions: int = 50, d_model: int = 128):
     """Menu of methods and sliders for size and position, redrawing :func:`positional_encoding_view`."""
     import ipywidgets as widgets
-    from IPython.display import display
 
-    def show(kind: str, n_positions: int, d_model: int, position: int) -> None:
-        display(positional_encoding_view(kind, n_positions, d_model, position))
+    from llmcourse.explorer import explorer
 
-    return widgets.interactive(
-        show,
+    return explorer(
+        positional_encoding_view,
         kind=widgets.Dropdown(options=list(POSITION_KINDS), value=kind, description="method"),
         n_positions=widgets.IntSlider(value=n_positions, min=8, max=256, step=8, description="positions",
                                       continuous_update=False),
@@ -135,15 +133,16 @@ def attention_view(sentence_tokens: Sequence[str], weights: Tensor, head: int = 
 def attention_explorer(tokens: Sequence[str], weights: Tensor):
     """Menus for the head and the token, redrawing :func:`attention_view`."""
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from llmcourse.explorer import explorer
 
     w = weights[0] if weights.dim() == 4 else weights
     n_heads = 1 if w.dim() == 2 else w.shape[0]
 
-    def show(head: int, token: int) -> None:
-        display(attention_view(tokens, weights, head, token))
+    def show(head: int, token: int) -> Figure:
+        return attention_view(tokens, weights, head, token)
 
-    return widgets.interactive(
+    return explorer(
         show,
         head=widgets.Dropdown(options=list(range(n_heads)), value=0, description="head"),
         token=widgets.Dropdown(options=[(f"{i}: {t}", i) for i, t in enumerate(tokens)], value=0,

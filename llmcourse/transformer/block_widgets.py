@@ -48,18 +48,19 @@ def block_view(d_model: int = 768, n_heads: int = 12, n_layers: int = 12, vocab_
 def block_explorer(d_model: int = 768, n_heads: int = 12, n_layers: int = 12):
     """Sliders and menus redrawing :func:`block_view`; impossible combinations show the error message."""
     import ipywidgets as widgets
-    from IPython.display import display
+
+    from llmcourse.explorer import explorer
 
     def show(d_model, n_heads, n_layers, seq_len, ffn, norm, n_experts, top_k, vocab_size):
         try:
-            display(block_view(d_model, n_heads, n_layers, vocab_size, seq_len, ffn, norm,
-                               n_experts=n_experts, top_k=top_k, bias=norm == "layernorm",
-                               tied_embeddings=norm == "layernorm",
-                               positions="learned" if norm == "layernorm" else "rope"))
+            return block_view(d_model, n_heads, n_layers, vocab_size, seq_len, ffn, norm,
+                              n_experts=n_experts, top_k=top_k, bias=norm == "layernorm",
+                              tied_embeddings=norm == "layernorm",
+                              positions="learned" if norm == "layernorm" else "rope")
         except ValueError as error:
-            print(f"not a valid configuration: {error}")
+            return f"not a valid configuration: {error}"
 
-    return widgets.interactive(
+    return explorer(
         show,
         d_model=widgets.IntSlider(value=d_model, min=64, max=8192, step=64, description="d_model",
                                   continuous_update=False),
