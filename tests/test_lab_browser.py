@@ -123,6 +123,7 @@ def _errors(driver) -> list[str]:
 
 
 def test_a_learner_runs_a_lesson_moves_a_slider_and_checks_an_exercise(lab, browser, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     root, port, env = lab
@@ -133,18 +134,28 @@ def test_a_learner_runs_a_lesson_moves_a_slider_and_checks_an_exercise(lab, brow
         _run_all(browser, port)
         assert _errors(browser) == []
         # the neuron explorer is a live widget: sliders in the page, and moving one redraws its picture
-        sliders = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".widget-slider .noUi-handle"), 30,
-                        "the explorer's sliders")
-        explorer = sliders[0].find_element(By.XPATH, "./ancestor::div[contains(@class, 'widget-interact')]")
+        first_explorer = "(//div[contains(@class, 'widget-interact')][.//div[contains(@class, 'widget-slider')]])[1]"
 
         def picture():
-            images = explorer.find_elements(By.CSS_SELECTOR, ".widget-output img")
-            return images[0].get_attribute("src") if images else None
+            try:  # the output is redrawn while we look: a vanished element counts as "not there yet"
+                images = browser.find_elements(
+                    By.XPATH, first_explorer + "//div[contains(@class, 'widget-output')]//img")
+                return images[0].get_attribute("src") if images else None
+            except StaleElementReferenceException:
+                return None
+
+        def move_slider():
+            try:
+                handle = browser.find_element(By.XPATH, first_explorer + "//div[contains(@class, 'noUi-handle')]")
+                browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", handle)
+                handle.click()
+                for _ in range(10):
+                    handle.send_keys(Keys.ARROW_RIGHT)
+                return True
+            except StaleElementReferenceException:
+                return False
         before = _wait(picture, 30, "the explorer's picture")
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", sliders[0])
-        sliders[0].click()
-        for _ in range(10):
-            sliders[0].send_keys(Keys.ARROW_RIGHT)
+        _wait(move_slider, 30, "a slider to move")
         _wait(lambda: picture() not in (None, before), 30, "the picture to change after moving the slider")
 
         # an exercise in the same lab
