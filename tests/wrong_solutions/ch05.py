@@ -189,7 +189,84 @@ def kv_bytes_in_bits(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
     return 2 * n_layers * n_kv_heads * head_dim * bytes_per_value * 8
 
 
+
+# --------------------------------------------------------------------------- CausalSelfAttention (build the module)
+
+from torch import nn  # noqa: E402
+
+
+class _Attention(nn.Module):
+    """A correct layer whose subclasses each break one thing."""
+    scale, causal, use_dropout, interleave, bias = True, True, True, True, False
+
+    def __init__(self, d_model, n_heads, n_kv_heads=None, dropout=0.0):
+        super().__init__()
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model, bias=self.bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=self.bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=self.bias)
+        self.o_proj = nn.Linear(d_model, d_model, bias=self.bias)
+        self.dropout = nn.Dropout(dropout if self.use_dropout else 0.0)
+
+    def split(self, t, n):
+        batch, seq, _ = t.shape
+        return t.view(batch, seq, n, self.head_dim).transpose(1, 2)
+
+    def forward(self, x):
+        batch, seq, d_model = x.shape
+        q = self.split(self.q_proj(x), self.n_heads)
+        k, v = self.split(self.k_proj(x), self.n_kv_heads), self.split(self.v_proj(x), self.n_kv_heads)
+        n_rep = self.n_heads // self.n_kv_heads
+        if self.interleave:
+            k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        else:
+            k, v = k.repeat(1, n_rep, 1, 1), v.repeat(1, n_rep, 1, 1)
+        scores = q @ k.transpose(-2, -1)
+        if self.scale:
+            scores = scores / math.sqrt(self.head_dim)
+        if self.causal:
+            scores = scores.masked_fill(torch.ones(seq, seq, dtype=torch.bool).triu(1), float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return self.o_proj((weights @ v).transpose(1, 2).reshape(batch, seq, d_model))
+
+
+class AttentionUnscaled(_Attention):
+    """Forgets to divide the scores by sqrt(head_dim)."""
+    scale = False
+
+
+class AttentionWithoutMask(_Attention):
+    """Lets every position look at the future."""
+    causal = False
+
+
+class AttentionWithoutDropout(_Attention):
+    """Accepts dropout= and ignores it."""
+    use_dropout = False
+
+
+class AttentionTilesKeyValueHeads(_Attention):
+    """Repeats the key/value heads as a block (0, 1, 0, 1) instead of in a row (0, 0, 1, 1)."""
+    interleave = False
+
+
+class AttentionWithBiases(_Attention):
+    """Gives the projections biases (the layer to load has none)."""
+    bias = True
+
+
+class AttentionSplitsHeadsWrongly(_Attention):
+    """Reshapes straight to (batch, heads, seq, head_dim), mixing positions into heads."""
+
+    def split(self, t, n):
+        batch, seq, _ = t.shape
+        return t.reshape(batch, n, seq, self.head_dim)
+
+
 WRONG: dict[str, list[Callable]] = {
+    "CausalSelfAttention": [AttentionUnscaled, AttentionWithoutMask, AttentionWithoutDropout,
+                            AttentionTilesKeyValueHeads, AttentionWithBiases, AttentionSplitsHeadsWrongly],
     "attention_scores": [scores_unscaled, scores_divided_by_d_k, scores_scaled_by_sequence_length,
                          scores_keys_against_queries],
     "causal_mask": [mask_without_diagonal, mask_upper_triangle, mask_as_floats, mask_true_means_hidden],

@@ -1,6 +1,7 @@
 """Graded checks of chapter 05, "Attention".
 
-Seven exercises, each checked on seeded random inputs against an independent
+Seven warm-up exercises and one module to build (``CausalSelfAttention``), each checked on seeded random inputs
+against an independent
 reference: PyTorch's ``F.scaled_dot_product_attention`` (with and without masks,
 and with ``enable_gqa``), explicit per-head slicing, and the KV cache a real
 ``llmcourse.transformer.attention.MultiHeadAttention`` layer builds. Each exercise is checked
@@ -271,3 +272,151 @@ def kv_cache_bytes_real_models(ns: Namespace) -> None:
         got = _as_int(call(ns, "kv_cache_bytes", s.n_layers, s.n_kv_heads, s.head_dim), "kv_cache_bytes")
         expect(got == expected, f"kv_cache_bytes for {name} ({s.n_layers} layers, {s.n_kv_heads} kv heads, "
                f"head_dim {s.head_dim}, default bytes) returned {got:,}, expected {expected:,} bytes per token.")
+
+
+# --------------------------------------------------------------------------- CausalSelfAttention (build the module)
+
+_BUILD = "CausalSelfAttention"
+
+
+def _reference_layer(d_model: int, n_heads: int, n_kv_heads: int | None = None, seed: int = 0):
+    """The package's attention layer with seeded random weights: the learner's module loads these."""
+    from llmcourse.transformer.attention import MultiHeadAttention
+
+    layer = MultiHeadAttention(d_model, n_heads, n_kv_heads=n_kv_heads)
+    with torch.no_grad():
+        for i, p in enumerate(layer.parameters()):
+            p.copy_(seeded_randn(*p.shape, seed=seed + i) / math.sqrt(p.shape[-1]))
+    return layer.eval()
+
+
+def _sdpa_reference(layer, x: torch.Tensor) -> torch.Tensor:
+    """Causal self-attention through PyTorch's fused kernel, from the same weights (an independent reference)."""
+    batch, seq, _ = x.shape
+    heads = lambda t, n: t.view(batch, seq, n, layer.head_dim).transpose(1, 2)  # noqa: E731
+    q, k, v = heads(layer.q_proj(x), layer.n_heads), heads(layer.k_proj(x), layer.n_kv_heads), \
+        heads(layer.v_proj(x), layer.n_kv_heads)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=layer.n_kv_heads != layer.n_heads)
+    return layer.o_proj(out.transpose(1, 2).reshape(batch, seq, -1))
+
+
+def _build_module(ns: Namespace, d_model: int, n_heads: int, n_kv_heads: int | None = None,
+                  dropout: float = 0.0, load_from=None):
+    """The learner's module, built with keywords and (optionally) given the reference layer's weights."""
+    from torch import nn
+
+    from llmcourse.transformer.attention import MultiHeadAttention
+
+    kwargs = dict(d_model=d_model, n_heads=n_heads, dropout=dropout)
+    if n_kv_heads is not None:
+        kwargs["n_kv_heads"] = n_kv_heads
+    module = call(ns, _BUILD, **kwargs)
+    if not isinstance(module, nn.Module):
+        raise CheckFailed(f"`{_BUILD}(...)` should build an nn.Module (subclass nn.Module), got {type(module).__name__}.")
+    if isinstance(module, MultiHeadAttention):
+        raise CheckFailed(f"`{_BUILD}` must be written here, not taken from llmcourse's MultiHeadAttention.")
+    if load_from is not None:
+        expected = {name: tuple(t.shape) for name, t in load_from.state_dict().items()}
+        got = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+        if got != expected:
+            raise CheckFailed(f"the module's parameters should be exactly {expected} (names and shapes, no biases), "
+                              f"got {got}")
+        module.load_state_dict(load_from.state_dict())
+    return module
+
+
+def _run_module(module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with the fused kernel switched off; the learner's errors become readable failures."""
+    try:
+        with forbid(_BUILD, _SDPA):
+            return module(x)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_BUILD}.forward` is not written yet: replace `raise NotImplementedError` with your "
+                          f"code.") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:  # the learner's bug, in one line
+        raise CheckFailed(f"`{_BUILD}.forward` raised {type(exc).__name__}: {exc}") from None
+
+
+@chapter.check(_BUILD, points=1, hint="Four bias-free nn.Linear layers named q_proj, k_proj, v_proj and o_proj: q_proj "
+               "and o_proj are d_model x d_model; k_proj and v_proj map d_model to n_kv_heads * head_dim, with "
+               "head_dim = d_model // n_heads and n_kv_heads = n_heads when it is not given.")
+def build_attention_parameters(ns: Namespace) -> None:
+    for n_kv_heads in (None, 2):
+        _build_module(ns, 32, 4, n_kv_heads, load_from=_reference_layer(32, 4, n_kv_heads))
+
+
+@chapter.check(_BUILD, points=2, hint="Project x to queries, keys and values, split each into heads (batch, heads, seq, "
+               "head_dim), take softmax(q k^T / sqrt(head_dim)) with the future hidden, multiply by the values, "
+               "merge the heads back to (batch, seq, d_model) and apply o_proj.")
+def build_attention_matches_reference(ns: Namespace) -> None:
+    reference = _reference_layer(32, 4, seed=10)
+    module = _build_module(ns, 32, 4, load_from=reference).eval()
+    x = seeded_randn(2, 7, 32, seed=11)
+    with torch.no_grad():
+        expect_close(_run_module(module, x), _sdpa_reference(reference, x),
+                     "the output for x of shape (2, 7, 32) with 4 heads", atol=1e-5)
+
+
+@chapter.check(_BUILD, points=1, hint="Causal: position t may look at positions 0..t only. Set the scores of later "
+               "keys to -inf before the softmax, so changing a later token never changes an earlier output.")
+def build_attention_is_causal(ns: Namespace) -> None:
+    module = _build_module(ns, 16, 2, load_from=_reference_layer(16, 2, seed=20)).eval()
+    x = seeded_randn(1, 6, 16, seed=21)
+    changed = x.clone()
+    changed[:, 4:] = seeded_randn(1, 2, 16, seed=22)
+    with torch.no_grad():
+        expect_close(_run_module(module, changed)[:, :4], _run_module(module, x)[:, :4],
+                     "outputs at positions 0-3 after changing tokens 4 and 5 (they must not change)")
+
+
+@chapter.check(_BUILD, points=1, hint="Build everything from differentiable tensor operations (no .item(), no numpy, "
+               "no in-place changes of tensors that need gradients), so that backward reaches x and every weight.")
+def build_attention_gradients(ns: Namespace) -> None:
+    reference = _reference_layer(16, 4, seed=30)
+    module = _build_module(ns, 16, 4, load_from=reference).eval()
+    x = seeded_randn(2, 5, 16, seed=31)
+    weight = seeded_randn(2, 5, 16, seed=32)
+    x_ref, x_mine = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (_sdpa_reference(reference, x_ref) * weight).sum().backward()
+    (_run_module(module, x_mine) * weight).sum().backward()
+    expect_close(x_mine.grad, x_ref.grad, "the gradient with respect to x", atol=1e-5)
+    mine = dict(module.named_parameters())
+    for name, p in reference.named_parameters():
+        if mine[name].grad is None:
+            raise CheckFailed(f"{name} got no gradient: is it used in forward?")
+        expect_close(mine[name].grad, p.grad, f"the gradient of {name}", atol=1e-5)
+
+
+@chapter.check(_BUILD, points=1, hint="Grouped keys and values: with n_kv_heads < n_heads, query head i uses key/value "
+               "head i // (n_heads // n_kv_heads); repeat each key/value head that many times in a row (repeat_kv).")
+def build_attention_grouped_heads(ns: Namespace) -> None:
+    for n_kv_heads, seed in [(2, 40), (1, 50)]:
+        reference = _reference_layer(32, 4, n_kv_heads, seed=seed)
+        module = _build_module(ns, 32, 4, n_kv_heads, load_from=reference).eval()
+        x = seeded_randn(2, 6, 32, seed=seed + 1)
+        with torch.no_grad():
+            expect_close(_run_module(module, x), _sdpa_reference(reference, x),
+                         f"the output with 4 query heads and {n_kv_heads} key/value head(s)", atol=1e-5)
+
+
+@chapter.check(_BUILD, points=1, hint="Apply dropout (nn.Dropout(dropout)) to the attention weights after the softmax: "
+               "it is active in training mode (model.train()) and does nothing in eval mode.")
+def build_attention_dropout(ns: Namespace) -> None:
+    reference = _reference_layer(16, 2, seed=60)
+    module = _build_module(ns, 16, 2, dropout=0.5, load_from=reference)
+    x = seeded_randn(1, 8, 16, seed=61)
+    with torch.no_grad():
+        module.eval()
+        expect_close(_run_module(module, x), _sdpa_reference(reference, x), "the eval-mode output with dropout=0.5")
+        module.train()
+        torch.manual_seed(0)
+        first = _run_module(module, x)
+        torch.manual_seed(1)
+        second = _run_module(module, x)
+    if torch.allclose(first, second) or torch.allclose(first, _sdpa_reference(reference, x)):
+        raise CheckFailed("in training mode with dropout=0.5, two calls gave the same output: dropout is not applied")
+    no_dropout = _build_module(ns, 16, 2, dropout=0.0, load_from=reference).train()
+    with torch.no_grad():
+        expect_close(_run_module(no_dropout, x), _sdpa_reference(reference, x), "the training-mode output with dropout=0")
