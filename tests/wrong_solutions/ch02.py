@@ -327,7 +327,138 @@ def dropout_global_random(x, p, training=True, generator=None):
     return x * (torch.rand(x.shape) >= p) / (1 - p)
 
 
+
+# --------------------------------------------------------------------------- Value (build the engine)
+
+import math  # noqa: E402
+
+
+class _Engine:
+    """A correct engine whose subclasses each break one thing."""
+
+    def __init__(self, data, parents=()):
+        self.data, self.grad, self._parents, self._backward = float(data), 0.0, parents, lambda: None
+
+    def _make(self, data, parents, local):
+        out = type(self)(data, parents)
+
+        def backward():
+            for parent, derivative in zip(parents, local()):
+                self._accumulate(parent, derivative * out.grad)
+        out._backward = backward
+        return out
+
+    @staticmethod
+    def _accumulate(node, amount):
+        node.grad += amount
+
+    def _wrap(self, other):
+        return other if isinstance(other, _Engine) else type(self)(other)
+
+    def __add__(self, other):
+        other = self._wrap(other)
+        return self._make(self.data + other.data, (self, other), lambda: (1.0, 1.0))
+
+    def __mul__(self, other):
+        other = self._wrap(other)
+        return self._make(self.data * other.data, (self, other), lambda: (other.data, self.data))
+
+    def __pow__(self, k):
+        return self._make(self.data ** k, (self,), lambda: (k * self.data ** (k - 1),))
+
+    def exp(self):
+        e = math.exp(self.data)
+        return self._make(e, (self,), lambda: (e,))
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        return self._make(t, (self,), lambda: (1 - t * t,))
+
+    def relu(self):
+        return self._make(max(self.data, 0.0), (self,), lambda: (float(self.data > 0),))
+
+    def backward(self):
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) not in seen:
+                seen.add(id(node))
+                for parent in node._parents:
+                    visit(parent)
+                order.append(node)
+        visit(self)
+        self.grad = 1.0
+        for node in reversed(order):
+            node._backward()
+
+    def __neg__(self):
+        return self * -1
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def __truediv__(self, other):
+        return self * other ** -1
+
+    def __radd__(self, other):
+        return self + other
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __rtruediv__(self, other):
+        return type(self)(other) / self
+
+
+class EngineOverwritesGrads(_Engine):
+    """Sets a parent's grad instead of adding to it: a node used twice keeps only one share."""
+
+    @staticmethod
+    def _accumulate(node, amount):
+        node.grad = amount
+
+
+class EngineWithoutTopologicalOrder(_Engine):
+    """Passes gradient on depth-first, before a shared node has heard from all of its users."""
+
+    def backward(self):
+        self.grad = 1.0
+
+        def send(node):
+            node._backward()
+            for parent in node._parents:
+                send(parent)
+        send(self)
+
+
+class EngineWrongTanhDerivative(_Engine):
+    """Uses 1 - tanh(x) for the derivative of tanh."""
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        return self._make(t, (self,), lambda: (1 - t,))
+
+
+class EngineWrongPowerRule(_Engine):
+    """d(x^k)/dx written as k * x^k."""
+
+    def __pow__(self, k):
+        return self._make(self.data ** k, (self,), lambda: (k * self.data ** k,))
+
+
+class EngineReversedSubtraction(_Engine):
+    """2 - a computed as a - 2."""
+
+    def __rsub__(self, other):
+        return self - other
+
+
 WRONG: dict[str, list[Callable]] = {
+    "Value": [EngineOverwritesGrads, EngineWithoutTopologicalOrder, EngineWrongTanhDerivative, EngineWrongPowerRule,
+              EngineReversedSubtraction],
     "finite_difference_gradient": [fd_one_sided, fd_huge_eps, fd_divides_by_eps, fd_never_restores,
                                    fd_nudges_everything],
     "mul_backward": [mul_overwrites, mul_swapped, mul_forgets_out_grad, mul_returns_instead_of_adding],

@@ -1,7 +1,7 @@
 """Graded checks of chapter 02, "Learning: gradients and backpropagation".
 
-Seven exercises, each checked on seeded inputs against an independent
-reference: ``torch.autograd`` for gradients and sensitivities, ``torch.optim``
+Seven warm-up exercises and one engine to build (``Value``), each checked on seeded inputs against an
+independent reference: ``torch.autograd`` for gradients and sensitivities, ``torch.optim``
 for the optimizer steps, the package's engine (:mod:`llmcourse.basics.autograd`) and
 ``torch.nn.functional.dropout`` for dropout. Each exercise is checked on its
 own: no check needs any other exercise's function.
@@ -506,3 +506,147 @@ def dropout_uses_the_generator(ns: Namespace) -> None:
     expect(not torch.equal(first, other), "generators with different seeds gave the same mask.")
     kept = first != 0
     expect_close(first[kept], x[kept] * 2.0, "the kept entries with p=0.5", atol=1e-6)
+
+
+# --------------------------------------------------------------------------- Value (build the engine)
+
+_ENGINE = "Value"
+
+
+def _engine_class(ns: Namespace) -> type:
+    """The learner's ``Value`` class; the package's engine does not count."""
+    cls = ns.get(_ENGINE)
+    if cls is None:
+        call(ns, _ENGINE)  # reports "is not defined"
+    if not isinstance(cls, type):
+        call(ns, _ENGINE, 1.0)  # a stub reports "not written yet"
+        raise CheckFailed(f"`{_ENGINE}` should be a class (class Value: ...), got {type(cls).__name__}.")
+    if cls is Value or issubclass(cls, Value):
+        raise CheckFailed(f"`{_ENGINE}` is still llmcourse's engine (imported at the top): write your own class "
+                          f"Value in the exercise cell and run it.")
+    return cls
+
+
+def _learner_code(what: str, compute):
+    """Run ``compute()``, which uses the learner's class; their errors become one readable line."""
+    try:
+        return compute()
+    except NotImplementedError:
+        raise CheckFailed(f"`{_ENGINE}` is not written yet ({what} needs it): replace `raise NotImplementedError` "
+                          f"with your code.") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
+
+
+def _number(node: Any, attribute: str, what: str) -> float:
+    value = getattr(node, attribute, None)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise CheckFailed(f"{what}: `.{attribute}` should be a Python number, got {type(value).__name__}")
+    return float(value)
+
+
+# The operations a random graph is built from: (name, arity, what to do with learner's nodes, with torch tensors).
+_OPS = [
+    ("add", 2, lambda a, b: a + b, lambda a, b: a + b),
+    ("mul", 2, lambda a, b: a * b, lambda a, b: a * b),
+    ("sub", 2, lambda a, b: a - b, lambda a, b: a - b),
+    ("neg", 1, lambda a: -a, lambda a: -a),
+    ("tanh", 1, lambda a: a.tanh(), torch.tanh),
+    ("relu", 1, lambda a: a.relu(), torch.relu),
+    ("square", 1, lambda a: a ** 2, lambda a: a ** 2),
+    ("exp of tanh", 1, lambda a: a.tanh().exp(), lambda a: torch.exp(torch.tanh(a))),
+    ("divide by 1 + square", 1, lambda a: a / (1 + a ** 2), lambda a: a / (1 + a ** 2)),
+    ("scale and shift", 1, lambda a: 2.5 * a - 1, lambda a: 2.5 * a - 1),
+]
+
+
+def _random_graph(cls: type, seed: int, n_leaves: int = 3, n_ops: int = 25):
+    """The same random expression built twice, from the learner's Value and from float64 tensors. Later nodes reuse
+    earlier ones, so many nodes feed several others (shared subexpressions)."""
+    rng = torch.Generator().manual_seed(seed)
+    start = (torch.rand(n_leaves, generator=rng, dtype=F64) * 4 - 2).tolist()
+    mine = [cls(v) for v in start]
+    theirs = [torch.tensor(v, dtype=F64, requires_grad=True) for v in start]
+    leaves_mine, leaves_theirs, recipe = list(mine), list(theirs), []
+    for _ in range(n_ops):
+        name, arity, f_mine, f_torch = _OPS[int(torch.randint(len(_OPS), (1,), generator=rng))]
+        picks = [int(torch.randint(len(mine), (1,), generator=rng)) for _ in range(arity)]
+        recipe.append(f"{name}({', '.join(f'n{p}' for p in picks)})")
+        mine.append(f_mine(*[mine[p] for p in picks]))
+        theirs.append(f_torch(*[theirs[p] for p in picks]))
+    root_mine, root_theirs = mine[-1] + mine[-2] * mine[-3], theirs[-1] + theirs[-2] * theirs[-3]
+    return leaves_mine, leaves_theirs, root_mine, root_theirs, "; ".join(recipe)
+
+
+@chapter.check(_ENGINE, points=1, hint="Each operation returns a new Value whose data is the result: a + b, a * b, "
+               "a ** k (k a plain number), a.exp(), a.tanh(), a.relu(). Plain numbers on either side (2 * a, 1 - a, "
+               "a / 3) need __radd__, __rmul__, __rsub__, __truediv__ and __neg__.")
+def value_forward(ns: Namespace) -> None:
+    cls = _engine_class(ns)
+    cases = [
+        ("(Value(2) * 3 + 1 - Value(4)) / 2", lambda: (cls(2.0) * 3 + 1 - cls(4.0)) / 2, 1.5),
+        ("2 - Value(5)", lambda: 2 - cls(5.0), -3.0),
+        ("3 * Value(2) ** 3", lambda: 3 * cls(2.0) ** 3, 24.0),
+        ("-Value(1.5) + 10", lambda: -cls(1.5) + 10, 8.5),
+        ("1 / Value(4)", lambda: 1 / cls(4.0), 0.25),
+        ("Value(0.5).exp()", lambda: cls(0.5).exp(), float(torch.tensor(0.5, dtype=F64).exp())),
+        ("Value(0.7).tanh()", lambda: cls(0.7).tanh(), float(torch.tensor(0.7, dtype=F64).tanh())),
+        ("Value(-2).relu() + Value(3).relu()", lambda: cls(-2.0).relu() + cls(3.0).relu(), 3.0),
+    ]
+    for text, build, expected in cases:
+        node = _learner_code(text, build)
+        got = _number(node, "data", text)
+        if abs(got - expected) > 1e-9:
+            raise CheckFailed(f"{text} should have data {expected:.6g}, got {got:.6g}")
+
+
+def _expect_leaf_grads(leaves_mine, leaves_theirs, root_mine, root_theirs, what: str) -> None:
+    _learner_code(f"backward() on {what}", root_mine.backward)
+    root_theirs.backward()
+    for i, (a, b) in enumerate(zip(leaves_mine, leaves_theirs)):
+        got, expected = _number(a, "grad", f"leaf {i} of {what}"), 0.0 if b.grad is None else float(b.grad)
+        if abs(got - expected) > 1e-6 * max(1.0, abs(expected)):
+            raise CheckFailed(f"{what}: leaf {i} should get gradient {expected:.6g} (torch.autograd), got {got:.6g}")
+
+
+@chapter.check(_ENGINE, points=1, hint="backward() sets the output's grad to 1, then visits the nodes from the output "
+               "back to the leaves, each one passing grad x its local derivative to its parents. Start every grad at 0.")
+def value_backward_simple(ns: Namespace) -> None:
+    cls = _engine_class(ns)
+    a, b, c = (_learner_code("Value(...)", lambda v=v: cls(v)) for v in (2.0, -3.0, 10.0))
+    ta, tb, tc = (torch.tensor(v, dtype=F64, requires_grad=True) for v in (2.0, -3.0, 10.0))
+    root = _learner_code("(a * b + c).tanh() * a", lambda: (a * b + c).tanh() * a)
+    _expect_leaf_grads([a, b, c], [ta, tb, tc], root, (ta * tb + tc).tanh() * ta, "(a * b + c).tanh() * a")
+
+
+@chapter.check(_ENGINE, points=1, hint="A node used twice gets gradient from both uses: add into .grad (+=), never "
+               "overwrite it, and give each node its gradient before passing it on (a topological order).")
+def value_shared_subexpressions(ns: Namespace) -> None:
+    cls = _engine_class(ns)
+    x = _learner_code("Value(0.8)", lambda: cls(0.8))
+    tx = torch.tensor(0.8, dtype=F64, requires_grad=True)
+
+    def build(v):
+        y = v * v + v
+        return y * y + y * v - v
+
+    root = _learner_code("y = x*x + x; y*y + y*x - x", lambda: build(x))
+    _expect_leaf_grads([x], [tx], root, build(tx), "y = x*x + x; y*y + y*x - x")
+
+
+@chapter.check(_ENGINE, points=2, hint="Every node must be finished (all its users have added their share) before it "
+               "passes gradient to its parents: order the nodes topologically (depth-first, a node after its "
+               "parents) and walk that order backwards. Each operation's local derivative must be right too.")
+def value_random_graphs(ns: Namespace) -> None:
+    cls = _engine_class(ns)
+    for seed in range(12):
+        leaves_mine, leaves_theirs, root_mine, root_theirs, recipe = _learner_code(
+            "building a random expression", lambda: _random_graph(cls, seed))
+        got, expected = _number(root_mine, "data", "the expression's value"), float(root_theirs.detach())
+        if abs(got - expected) > 1e-9 * max(1.0, abs(expected)):
+            raise CheckFailed(f"random graph {seed} ({recipe[:200]}...): value should be {expected:.6g}, got {got:.6g}")
+        _expect_leaf_grads(leaves_mine, leaves_theirs, root_mine, root_theirs, f"random graph {seed} ({recipe[:200]}...)")
