@@ -214,7 +214,60 @@ def distill_student_not_scaled(student_logits, teacher_logits, temperature=2.0):
                             reduction="batchmean")
 
 
+
+# --------------------------------------------------------------------------- LoRALinear (build the module)
+
+import math as _math  # noqa: E402
+
+from torch import nn as _nn  # noqa: E402
+
+
+class _LoRA(_nn.Module):
+    """A correct layer whose subclasses each break one thing."""
+    zero_b, freeze, divide_by_r, merge_scaled = True, True, True, True
+
+    def __init__(self, base, r=8, alpha=16.0):
+        super().__init__()
+        self.base = base
+        if self.freeze:
+            self.base.requires_grad_(False)
+        self.scale = alpha / r if self.divide_by_r else alpha
+        self.A = _nn.Parameter(torch.randn(r, base.in_features) / _math.sqrt(base.in_features))
+        start = torch.zeros if self.zero_b else torch.randn
+        self.B = _nn.Parameter(start(base.out_features, r))
+
+    def forward(self, x):
+        return self.base(x) + self.scale * (x @ self.A.T) @ self.B.T
+
+    def merged(self):
+        linear = _nn.Linear(self.base.in_features, self.base.out_features)
+        with torch.no_grad():
+            linear.weight.copy_(self.base.weight + (self.scale if self.merge_scaled else 1.0) * self.B @ self.A)
+            linear.bias.copy_(self.base.bias)
+        return linear
+
+
+class LoRARandomB(_LoRA):
+    """Starts B at random: the new layer no longer equals the base layer."""
+    zero_b = False
+
+
+class LoRANotFrozen(_LoRA):
+    """Leaves the base layer trainable."""
+    freeze = False
+
+
+class LoRAScaledByAlpha(_LoRA):
+    """Scales by alpha instead of alpha / r."""
+    divide_by_r = False
+
+
+class LoRAMergeForgetsScale(_LoRA):
+    """Merges B A without the alpha / r factor."""
+    merge_scaled = False
+
 WRONG: dict[str, list[Callable]] = {
+    "LoRALinear": [LoRARandomB, LoRANotFrozen, LoRAScaledByAlpha, LoRAMergeForgetsScale],
     "mask_prompt_labels": [mask_off_by_one, mask_the_answer, mask_in_place, mask_with_zero, mask_unchecked],
     "sft_loss": [sft_loss_no_shift, sft_loss_shift_wrong_way, sft_loss_counts_masked_positions,
                  sft_loss_mean_of_rows, sft_loss_prompt_as_class_zero],

@@ -1,6 +1,6 @@
 """Graded checks of chapter 09, "Fine-tuning and alignment".
 
-Seven exercises on the losses and layers of fine-tuning: masking the prompt's
+Seven exercises on the losses and layers of fine-tuning, and one module to build (``LoRALinear``): masking the prompt's
 labels, the SFT loss, a LoRA layer's forward pass and its merged weight, the
 reward model's pairwise loss, the DPO loss and the distillation loss. Each is
 checked on seeded inputs against an independent reference (``F.cross_entropy``,
@@ -310,3 +310,112 @@ def distill_is_stable(ns: Namespace) -> None:
 
 
 __all__ = ["chapter"]
+
+
+# --------------------------------------------------------------------------- LoRALinear (build the module)
+
+_LORA = "LoRALinear"
+
+
+def _seeded_linear(n_in: int, n_out: int, seed: int, bias: bool = True):
+    from torch import nn
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(seeded_randn(n_out, n_in, seed=seed))
+        if bias:
+            layer.bias.copy_(seeded_randn(n_out, seed=seed + 1))
+    return layer
+
+
+def _lora_module(ns: Namespace, base, r: int, alpha: float):
+    from torch import nn
+
+    from llmcourse.finetuning.lora import LoRALinear as PackageLoRA
+
+    module = call(ns, _LORA, base, r=r, alpha=alpha)
+    if not isinstance(module, nn.Module):
+        raise CheckFailed(f"`{_LORA}(...)` should build an nn.Module, got {type(module).__name__}")
+    if isinstance(module, PackageLoRA):
+        raise CheckFailed(f"`{_LORA}` must be written here, not taken from llmcourse.finetuning.lora.")
+    for name, shape in (("A", (r, base.in_features)), ("B", (base.out_features, r))):
+        value = getattr(module, name, None)
+        if not isinstance(value, nn.Parameter):
+            raise CheckFailed(f"the module needs a trainable nn.Parameter `{name}` of shape {shape}")
+        expect_shape(value, shape, f"`{name}`")
+    return module
+
+
+def _lora_call(module, x: torch.Tensor, what: str) -> torch.Tensor:
+    try:
+        return module(x)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_LORA}.forward` is not written yet: replace `raise NotImplementedError`.") from None
+    except Exception as exc:
+        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
+
+
+@chapter.check(_LORA, points=1, hint="B starts at zero (A can start random), so that at first the layer computes "
+               "exactly what the frozen nn.Linear computed.")
+def lora_module_starts_as_the_base(ns: Namespace) -> None:
+    base = _seeded_linear(6, 5, seed=1)
+    module = _lora_module(ns, base, r=2, alpha=4.0)
+    x = seeded_randn(3, 6, seed=2)
+    with torch.no_grad():
+        expect_close(_lora_call(module, x, "the new layer"), base(x), "the output before any training")
+
+
+@chapter.check(_LORA, points=1, hint="forward(x) = base(x) + (alpha / r) * (x A^T) B^T: the input is squeezed to r "
+               "numbers by A and expanded again by B.")
+def lora_module_forward(ns: Namespace) -> None:
+    base = _seeded_linear(8, 4, seed=3)
+    module = _lora_module(ns, base, r=3, alpha=6.0)
+    A, B = seeded_randn(3, 8, seed=4), seeded_randn(4, 3, seed=5)
+    with torch.no_grad():
+        module.A.copy_(A)
+        module.B.copy_(B)
+        x = seeded_randn(2, 5, 8, seed=6)
+        expect_close(_lora_call(module, x, "the layer"), base(x) + (6.0 / 3) * (x @ A.T) @ B.T,
+                     "the output with given A and B (alpha 6, r 3)")
+
+
+@chapter.check(_LORA, points=1, hint="Freeze the wrapped layer (requires_grad_(False) on its weight and bias); only A "
+               "and B are trained, so only they appear among the parameters that require gradients.")
+def lora_module_trains_only_the_adapter(ns: Namespace) -> None:
+    base = _seeded_linear(5, 5, seed=7)
+    module = _lora_module(ns, base, r=2, alpha=2.0)
+    trainable = sorted(name for name, p in module.named_parameters() if p.requires_grad)
+    expect(trainable == ["A", "B"], f"the trainable parameters should be exactly ['A', 'B'], got {trainable}")
+    with torch.no_grad():
+        module.B.copy_(seeded_randn(5, 2, seed=8))
+    _lora_call(module, seeded_randn(4, 5, seed=9), "the layer").pow(2).sum().backward()
+    expect(base.weight.grad is None, "the frozen weight got a gradient")
+    expect(module.A.grad is not None and module.B.grad is not None, "A and B should both get gradients")
+
+
+@chapter.check(_LORA, points=1, hint="merged() returns a plain nn.Linear with weight W + (alpha / r) B A and the "
+               "base's bias: the same outputs, no extra cost at inference.")
+def lora_module_merges(ns: Namespace) -> None:
+    from torch import nn
+    base = _seeded_linear(6, 3, seed=10)
+    module = _lora_module(ns, base, r=2, alpha=8.0)
+    with torch.no_grad():
+        module.A.copy_(seeded_randn(2, 6, seed=11))
+        module.B.copy_(seeded_randn(3, 2, seed=12))
+    merged = _learner_method(module, "merged")
+    if type(merged) is not nn.Linear:
+        raise CheckFailed(f"merged() should return a plain nn.Linear, got {type(merged).__name__}")
+    x = seeded_randn(4, 6, seed=13)
+    with torch.no_grad():
+        expect_close(merged(x), _lora_call(module, x, "the layer"), "the merged layer's output")
+
+
+def _learner_method(module, name: str):
+    method = getattr(module, name, None)
+    if method is None:
+        raise CheckFailed(f"the module has no method `{name}()`")
+    try:
+        return method()
+    except NotImplementedError:
+        raise CheckFailed(f"`{_LORA}.{name}` is not written yet: replace `raise NotImplementedError`.") from None
+    except Exception as exc:
+        raise CheckFailed(f"`{_LORA}.{name}()` raised {type(exc).__name__}: {exc}") from None
