@@ -185,7 +185,74 @@ def kv_append_keys_twice(past, new):
     return keys, keys
 
 
+
+# --------------------------------------------------------------------------- GPT (build the model)
+
+import math as _math  # noqa: E402
+
+import torch.nn.functional as _F  # noqa: E402
+from torch import nn as _nn  # noqa: E402
+
+
+class _GPT(_nn.Module):
+    """A correct GPT-2 whose subclasses each break one thing."""
+    prenorm, causal, tanh_gelu, scale = True, True, True, True
+
+    def __init__(self, vocab_size, context_length, d_model, n_layers, n_heads):
+        super().__init__()
+        self.n_heads = n_heads
+        self.wte, self.wpe = _nn.Embedding(vocab_size, d_model), _nn.Embedding(context_length, d_model)
+        self.blocks = _nn.ModuleList()
+        for _ in range(n_layers):
+            block = _nn.Module()
+            block.ln_1, block.ln_2 = _nn.LayerNorm(d_model), _nn.LayerNorm(d_model)
+            block.attn, block.mlp = _nn.Module(), _nn.Module()
+            for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                setattr(block.attn, name, _nn.Linear(d_model, d_model))
+            block.mlp.up, block.mlp.down = _nn.Linear(d_model, 4 * d_model), _nn.Linear(4 * d_model, d_model)
+            self.blocks.append(block)
+        self.ln_f = _nn.LayerNorm(d_model)
+        self.lm_head = _nn.Linear(d_model, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def attention(self, a, x):
+        b, t, d = x.shape
+        heads = lambda y: y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(a.q_proj(x)), heads(a.k_proj(x)), heads(a.v_proj(x))
+        scores = q @ k.transpose(-2, -1) / (_math.sqrt(d // self.n_heads) if self.scale else 1.0)
+        if self.causal:
+            scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        return a.o_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+    def forward(self, ids):
+        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1]))
+        for blk in self.blocks:
+            gelu = lambda y: _F.gelu(y, approximate="tanh" if self.tanh_gelu else "none")  # noqa: E731
+            if self.prenorm:
+                x = x + self.attention(blk.attn, blk.ln_1(x))
+                x = x + blk.mlp.down(gelu(blk.mlp.up(blk.ln_2(x))))
+            else:
+                x = blk.ln_1(x + self.attention(blk.attn, x))
+                x = blk.ln_2(x + blk.mlp.down(gelu(blk.mlp.up(x))))
+        return self.lm_head(self.ln_f(x))
+
+
+class GPTPostNorm(_GPT):
+    """Puts the norms after the residual additions (the original Transformer's order, not GPT-2's)."""
+    prenorm = False
+
+
+class GPTWithoutMask(_GPT):
+    """Lets positions see the future."""
+    causal = False
+
+
+class GPTUnscaledScores(_GPT):
+    """Forgets 1/sqrt(head_dim)."""
+    scale = False
+
 WRONG: dict[str, list[Callable]] = {
+    "GPT": [GPTPostNorm, GPTWithoutMask, GPTUnscaledScores],
     "softmax_with_temperature": [temperature_multiplies, temperature_overflows, temperature_over_the_batch,
                                  temperature_unchecked],
     "top_k_filter": [top_k_returns_values, top_k_zeroes, top_k_off_by_one, top_k_crashes_on_large_k],

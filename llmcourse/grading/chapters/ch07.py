@@ -256,3 +256,98 @@ def kv_append_from_empty(ns: Namespace) -> None:
 
 
 __all__ = ["chapter"]
+
+
+# --------------------------------------------------------------------------- GPT (build the model)
+
+_GPT = "GPT"
+_GPT_SHAPE = dict(vocab_size=40, context_length=12, d_model=32, n_layers=2, n_heads=4)
+
+
+def _hf_gpt2(seed: int):
+    """A small GPT-2 from ``transformers`` with seeded random weights and no dropout: the reference."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=_GPT_SHAPE["vocab_size"], n_positions=_GPT_SHAPE["context_length"],
+                        n_embd=_GPT_SHAPE["d_model"], n_layer=_GPT_SHAPE["n_layers"], n_head=_GPT_SHAPE["n_heads"],
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # GPT-2 starts its biases and norms at 0 and 1: make every number count
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _weights_for_learner(hf_model) -> dict:
+    """GPT-2's weights under the parameter names the exercise fixes (the package's GPT, with wpe an nn.Embedding)."""
+    from llmcourse.models.gpt import GPT as PackageGPT
+
+    state = PackageGPT.from_hf(hf_model).state_dict()
+    state["wpe.weight"] = state.pop("wpe.table.weight")
+    return state
+
+
+def _learner_gpt(ns: Namespace, hf_model):
+    from torch import nn
+
+    from llmcourse.models.gpt import GPT as PackageGPT, Block
+
+    model = call(ns, _GPT, **_GPT_SHAPE)
+    if not isinstance(model, nn.Module):
+        raise CheckFailed(f"`{_GPT}(...)` should build an nn.Module, got {type(model).__name__}")
+    if any(isinstance(m, (PackageGPT, Block, MultiHeadAttention)) for m in model.modules()):
+        raise CheckFailed(f"`{_GPT}` must be built here from PyTorch layers, not from llmcourse's GPT, Block or "
+                          f"MultiHeadAttention.")
+    state = _weights_for_learner(hf_model)
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if got != expected:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+        raise CheckFailed(f"the model's parameters must have the exercise's names and shapes: missing {missing[:6]}, "
+                          f"unexpected {extra[:6]}, wrong shape {wrong[:6]}")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def _gpt_logits(model, ids: torch.Tensor) -> torch.Tensor:
+    try:
+        with torch.no_grad():
+            return model(ids)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_GPT}.forward` is not written yet: replace `raise NotImplementedError`.") from None
+    except Exception as exc:
+        raise CheckFailed(f"`{_GPT}.forward` raised {type(exc).__name__}: {exc}") from None
+
+
+@chapter.check(_GPT, points=1, hint="Use exactly the names in the task: wte and wpe (nn.Embedding), blocks (an "
+               "nn.ModuleList of blocks with ln_1, attn.q_proj/k_proj/v_proj/o_proj, ln_2, mlp.up and mlp.down, all "
+               "with biases), ln_f and lm_head (no bias, tied to wte).")
+def gpt_parameters(ns: Namespace) -> None:
+    _learner_gpt(ns, _hf_gpt2(seed=0))
+
+
+@chapter.check(_GPT, points=3, hint="Pre-norm blocks: x = x + attn(ln_1(x)), then x = x + mlp(ln_2(x)); the MLP is "
+               "up -> GELU (tanh approximation) -> down; token plus position embeddings go in, ln_f and lm_head come "
+               "out. Attention is causal, with 1/sqrt(head_dim) scaling.")
+def gpt_matches_gpt2(ns: Namespace) -> None:
+    hf = _hf_gpt2(seed=1)
+    model = _learner_gpt(ns, hf)
+    ids = torch.randint(0, _GPT_SHAPE["vocab_size"], (2, _GPT_SHAPE["context_length"]),
+                        generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = hf(ids).logits
+    expect_close(_gpt_logits(model, ids), expected, "the logits for 2 sequences of 12 tokens (transformers' GPT-2 "
+                 "with the same weights)", atol=1e-4)
+
+
+@chapter.check(_GPT, points=1, hint="Each position's logits may depend on that token and the ones before it only, "
+               "and the model must accept any length up to context_length.")
+def gpt_is_causal_for_any_length(ns: Namespace) -> None:
+    hf = _hf_gpt2(seed=3)
+    model = _learner_gpt(ns, hf)
+    ids = torch.randint(0, _GPT_SHAPE["vocab_size"], (1, 7), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = hf(ids[:, :5]).logits
+    expect_close(_gpt_logits(model, ids)[:, :5], expected, "the logits of the first 5 of 7 tokens", atol=1e-4)
