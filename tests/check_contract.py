@@ -14,7 +14,8 @@ def assert_registers(chapter: Chapter, number: str, exercises, at_least: int = 5
     assert len(chapter.exercises) >= at_least
     for exercise in chapter.exercises:
         checks = [c for c in chapter.checks if c.exercise == exercise]
-        assert 2 <= len(checks) <= 3, exercise
+        # a warm-up function has 2-3 checks; a class the learner builds (CausalSelfAttention, GPT...) up to 6
+        assert 2 <= len(checks) <= (6 if exercise[0].isupper() else 3), exercise
         assert all(c.hint for c in checks)
 
 

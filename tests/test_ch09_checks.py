@@ -7,6 +7,7 @@ import math
 
 import torch
 from check_contract import contract_tests
+from wrong_solutions.ch09 import _LoRA as _Build09  # the correct layer the wrong ones break
 
 from llmcourse.finetuning import distill, lora, preference, sft
 from llmcourse.grading.chapters.ch09 import chapter
@@ -59,6 +60,7 @@ def _distillation_loss(student_logits, teacher_logits, temperature=2.0):
 
 
 CORRECT = {
+    "LoRALinear": _Build09,
     "mask_prompt_labels": _mask_prompt_labels,
     "sft_loss": _sft_loss,
     "lora_forward": _lora_forward,
