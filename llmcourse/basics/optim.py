@@ -184,9 +184,55 @@ class Optimizer:
     def _update(self, param: Tensor, grad: Tensor, state: dict) -> Tensor:
         raise NotImplementedError
 
+    def hyperparameters(self) -> dict:
+        """The settings (lr, betas, ...): everything but the parameters and their state."""
+        return {k: v for k, v in vars(self).items() if k not in ("params", "state")}
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to continue exactly: the settings and each parameter's state (copied)."""
+        copy = lambda v: v.detach().clone() if isinstance(v, Tensor) else v  # noqa: E731
+        return {"hyperparameters": self.hyperparameters(),
+                "state": [{k: copy(v) for k, v in st.items()} for st in self.state]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue from :meth:`state_dict`: same kind of optimizer, same parameters in the same order."""
+        saved = state_dict.get("state") if isinstance(state_dict, dict) else None
+        if not isinstance(saved, list) or len(saved) != len(self.params):
+            have = len(saved) if isinstance(saved, list) else "no"
+            raise ValueError(f"this state is for {have} parameters, but the optimizer has {len(self.params)}: "
+                             f"build the optimizer over the same parameters before loading")
+        for param, st in zip(self.params, saved):
+            for key, value in st.items():
+                if isinstance(value, Tensor) and value.shape != param.shape:
+                    raise ValueError(f"saved {key!r} has shape {tuple(value.shape)}, the parameter "
+                                     f"{tuple(param.shape)}: the parameters are not the ones it was saved for")
+        for key, value in state_dict.get("hyperparameters", {}).items():
+            setattr(self, key, value)
+        self.state = [{k: (v.detach().clone().to(p.device) if isinstance(v, Tensor) else v) for k, v in st.items()}
+                      for p, st in zip(self.params, saved)]
+
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in vars(self).items() if k not in ("params", "state"))
         return f"{type(self).__name__}({hyper})"
+
+
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
+    """Scale all gradients together so that their joint L2 norm is at most ``max_norm`` (chapter 02).
+
+    Returns the norm before clipping, like ``torch.nn.utils.clip_grad_norm_``. Parameters without a
+    gradient are skipped.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = torch.sqrt(sum((g.detach().double() ** 2).sum() for g in grads))
+    factor = max_norm / (float(total) + 1e-6)
+    if factor < 1:
+        for g in grads:
+            g.mul_(factor)
+    return float(total)
 
 
 class SGD(Optimizer):
@@ -306,5 +352,5 @@ OPTIMIZERS: dict[str, type[Optimizer]] = {
 
 __all__ = [
     "sgd_step", "momentum_step", "adagrad_step", "rmsprop_step", "adam_step", "adamw_step",
-    "Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "OPTIMIZERS",
+    "Optimizer", "SGD", "AdaGrad", "RMSProp", "Adam", "AdamW", "OPTIMIZERS", "clip_grad_norm",
 ]
