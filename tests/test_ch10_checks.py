@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from check_contract import contract_tests
+from wrong_solutions.ch10 import _Buckets as _Build10  # the correct program the wrong ones break
 
 from llmcourse.grading.chapters.ch10 import chapter
 from llmcourse.grading.checks import run_checks
@@ -60,6 +61,7 @@ def _dynamic_scale_update(scale, found_inf, good_steps, growth_factor, backoff_f
 
 
 CORRECT = {
+    "GradientBuckets": _Build10,
     "average_gradients": _average_gradients,
     "bubble_fraction": _bubble_fraction,
     "gpipe_order": _gpipe_order,

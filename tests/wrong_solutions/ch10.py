@@ -218,7 +218,69 @@ def scale_grows_on_inf(scale, found_inf, good_steps, growth_factor, backoff_fact
     return scale, good_steps
 
 
+
+# --------------------------------------------------------------------------- GradientBuckets (build the program)
+
+import torch.distributed as _dist  # noqa: E402
+
+
+class _Buckets:
+    """Correct buckets whose subclasses each break one thing."""
+    average, use_async, per_parameter, reset = True, True, False, True
+
+    def __init__(self, model, bucket_size):
+        params = [p for p in model.parameters() if p.requires_grad][::-1]
+        size = 1 if self.per_parameter else bucket_size
+        self.buckets = [params[i:i + size] for i in range(0, len(params), size)]
+        self.bucket_of = {id(p): b for b, bucket in enumerate(self.buckets) for p in bucket}
+        self.ready, self.pending = [0] * len(self.buckets), []
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._grad_ready)
+
+    def _grad_ready(self, param):
+        b = self.bucket_of[id(param)]
+        self.ready[b] += 1
+        if self.ready[b] == len(self.buckets[b]):
+            flat = torch.cat([p.grad.flatten() for p in self.buckets[b]])
+            work = _dist.all_reduce(flat, async_op=True) if self.use_async else _dist.all_reduce(flat)
+            self.pending.append((b, flat, work))
+
+    def wait(self):
+        world = _dist.get_world_size() if self.average else 1
+        for b, flat, work in self.pending:
+            if work is not None:
+                work.wait()
+            offset = 0
+            for p in self.buckets[b]:
+                p.grad.copy_(flat[offset:offset + p.numel()].view_as(p) / world)
+                offset += p.numel()
+        self.pending = []
+        if self.reset:
+            self.ready = [0] * len(self.buckets)
+
+
+class BucketsSumInsteadOfAverage(_Buckets):
+    """Adds the gradients of the processes without dividing by their number."""
+    average = False
+
+
+class BucketsBlockingAllReduce(_Buckets):
+    """Waits for every all-reduce inside the hook: nothing overlaps the backward pass."""
+    use_async = False
+
+
+class BucketsOneCallPerParameter(_Buckets):
+    """Ignores bucket_size and sends every parameter on its own."""
+    per_parameter = True
+
+
+class BucketsNeverReset(_Buckets):
+    """Forgets to reset the counts after a step, so later steps never send their buckets."""
+    reset = False
+
 WRONG: dict[str, list[Callable]] = {
+    "GradientBuckets": [BucketsSumInsteadOfAverage, BucketsBlockingAllReduce, BucketsOneCallPerParameter,
+                        BucketsNeverReset],
     "average_gradients": [average_sums_only, average_divides_by_parameters, average_over_the_wrong_axis,
                           average_in_place],
     "bubble_fraction": [bubble_over_useful_time, bubble_is_utilisation, bubble_off_by_one, bubble_unchecked],

@@ -24,6 +24,7 @@ from llmcourse.grading.checks import (
     expect,
     expect_close,
     expect_raises_value_error,
+    get_function,
     seeded_generator,
     seeded_randn,
 )
@@ -292,3 +293,102 @@ def dynamic_update_matches_grad_scaler(ns: Namespace) -> None:
 
 
 __all__ = ["chapter"]
+
+
+# --------------------------------------------------------------------------- GradientBuckets (build the program)
+
+_BUCKETS = "GradientBuckets"
+_DP_STEPS, _DP_BATCH = 3, 8
+
+
+def _dp_model():
+    from torch import nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def _dp_batch(step: int):
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randn(_DP_BATCH, 6, generator=g), torch.randn(_DP_BATCH, 2, generator=g)
+
+
+def _dp_one_process() -> list[torch.Tensor]:
+    """The reference: plain SGD on the whole batch in one process."""
+    model = _dp_model()
+    for step in range(_DP_STEPS):
+        x, y = _dp_batch(step)
+        F.mse_loss(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+                p.grad = None
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _dp_rank(cls, bucket_size: int):
+    """One rank: its half of every batch, the learner's buckets averaging the gradients, then the same SGD."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    calls = []
+    original = dist.all_reduce
+
+    def counting_all_reduce(tensor, *args, **kwargs):
+        calls.append(bool(kwargs.get("async_op", False)))
+        return original(tensor, *args, **kwargs)
+
+    dist.all_reduce = counting_all_reduce
+    try:
+        model = _dp_model()
+        buckets = cls(model, bucket_size)
+        for step in range(_DP_STEPS):
+            x, y = _dp_batch(step)
+            share = slice(rank * _DP_BATCH // world, (rank + 1) * _DP_BATCH // world)
+            F.mse_loss(model(x[share]), y[share]).backward()
+            buckets.wait()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.1 * p.grad
+                    p.grad = None
+    finally:
+        dist.all_reduce = original
+    return {"params": [p.detach().clone() for p in model.parameters()], "calls": calls}
+
+
+def _dp_run(ns: Namespace, bucket_size: int):
+    from llmcourse.parallel.launch import ParallelError, notebook_launch
+
+    cls = get_function(ns, _BUCKETS)
+    try:
+        return notebook_launch(_dp_rank, 2, args=(cls, bucket_size), timeout_s=30)
+    except ParallelError as exc:
+        message = str(exc)
+        if "NotImplementedError" in message:
+            raise CheckFailed(f"`{_BUCKETS}` is not written yet: replace `raise NotImplementedError` with your "
+                              f"code.") from None
+        raise CheckFailed(f"running `{_BUCKETS}` in 2 processes failed: {message[:600]}") from None
+
+
+@chapter.check(_BUCKETS, points=2, hint="Each parameter's hook (register_post_accumulate_grad_hook) marks its gradient "
+               "ready; when a bucket is complete, flatten its gradients into one tensor and all-reduce it. wait() "
+               "waits for every bucket, divides by the number of processes and copies the averages back into .grad.")
+def buckets_equal_one_process(ns: Namespace) -> None:
+    expected = _dp_one_process()
+    for rank, result in enumerate(_dp_run(ns, bucket_size=2)):
+        for i, (got, want) in enumerate(zip(result["params"], expected)):
+            expect_close(got, want, f"rank {rank}'s parameter {i} after {_DP_STEPS} steps (one process on the "
+                         f"whole batch gives these)", atol=1e-6)
+
+
+@chapter.check(_BUCKETS, points=2, hint="One all_reduce per bucket per step, started with async_op=True as soon as the "
+               "bucket is complete (so communication overlaps the rest of the backward pass): 6 parameters in "
+               "buckets of 4 make 2 calls per step; buckets follow the order gradients arrive (last layer first).")
+def buckets_one_async_call_per_bucket(ns: Namespace) -> None:
+    for bucket_size in (4, 6, 1):
+        results = _dp_run(ns, bucket_size)
+        expected = _DP_STEPS * math.ceil(6 / bucket_size)
+        for rank, result in enumerate(results):
+            calls = result["calls"]
+            expect(len(calls) == expected, f"with buckets of {bucket_size} parameters, rank {rank} should call "
+                   f"dist.all_reduce {expected} times in {_DP_STEPS} steps, called it {len(calls)} times")
+            expect(all(calls), f"rank {rank} called dist.all_reduce without async_op=True")
