@@ -369,7 +369,146 @@ def ranks_with_str_keys(merges):
     return ranks
 
 
+
+# --------------------------------------------------------------------------- RegexTokenizer (build the class)
+
+import json  # noqa: E402
+
+import regex  # noqa: E402
+
+from llmcourse.tokenizers.training import GPT4_PATTERN  # noqa: E402
+
+
+class _Tokenizer:
+    """A correct tokenizer whose subclasses each break one thing."""
+
+    def __init__(self, pattern=GPT4_PATTERN):
+        self.pattern = pattern
+        self.compiled = regex.compile(pattern)
+        self.special_tokens = {}
+        self.load_merges({})
+
+    def load_merges(self, merges):
+        self.merges = dict(merges)
+        self.vocab = {i: bytes([i]) for i in range(256)}
+        for (a, b), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
+            self.vocab[new_id] = self.vocab[a] + self.vocab[b]
+
+    def train(self, text, vocab_size):
+        pieces = [list(piece.encode("utf-8")) for piece in self.compiled.findall(text)]
+        merges = {}
+        for new_id in range(256, vocab_size):
+            counts = {}
+            for ids in pieces:
+                for pair in zip(ids, ids[1:]):
+                    counts[pair] = counts.get(pair, 0) + 1
+            if not counts:
+                break
+            pair = max(counts, key=counts.get)
+            merges[pair] = new_id
+            pieces = [self._merge(ids, pair, new_id) for ids in pieces]
+        self.load_merges(merges)
+        return self
+
+    @staticmethod
+    def _merge(ids, pair, new_id):
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+    def _encode_piece(self, piece):
+        ids = list(piece.encode("utf-8"))
+        while len(ids) > 1:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
+            if pair not in self.merges:
+                break
+            ids = self._merge(ids, pair, self.merges[pair])
+        return ids
+
+    def register_special_tokens(self, special_tokens):
+        self.special_tokens.update(special_tokens)
+
+    def encode(self, text, allowed_special="none"):
+        if allowed_special == "all" and self.special_tokens:
+            parts = regex.split("(" + "|".join(regex.escape(s) for s in self.special_tokens) + ")", text)
+        else:
+            parts = [text]
+        ids = []
+        for part in parts:
+            if allowed_special == "all" and part in self.special_tokens:
+                ids.append(self.special_tokens[part])
+            else:
+                for piece in self.compiled.findall(part):
+                    ids.extend(self._encode_piece(piece))
+        return ids
+
+    def decode(self, ids):
+        inverse = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
+        return b"".join(inverse[i] if i in inverse else self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+    def save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"pattern": self.pattern, "special_tokens": self.special_tokens,
+                       "merges": [[a, b, i] for (a, b), i in self.merges.items()]}, f)
+
+    def load(self, path):
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        self.pattern, self.compiled = saved["pattern"], regex.compile(saved["pattern"])
+        self.special_tokens = dict(saved["special_tokens"])
+        self.load_merges({(a, b): i for a, b, i in saved["merges"]})
+        return self
+
+
+class TokenizerWithoutRegexSplit(_Tokenizer):
+    """Merges across the regex pieces (encodes the whole text as one piece)."""
+
+    def encode(self, text, allowed_special="none"):
+        return self._encode_piece(text)
+
+
+class TokenizerMergesInOnePass(_Tokenizer):
+    """Applies each merge once, in order, over the whole piece: later merges cannot build on earlier ones' results
+    made after them, and the lowest-id rule is ignored."""
+
+    def _encode_piece(self, piece):
+        ids = list(piece.encode("utf-8"))
+        for pair, new_id in sorted(self.merges.items(), key=lambda item: -item[1]):
+            ids = self._merge(ids, pair, new_id)
+        return ids
+
+
+class TokenizerStrictDecode(_Tokenizer):
+    """Decodes strictly: broken UTF-8 raises instead of becoming U+FFFD."""
+
+    def decode(self, ids):
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8")
+
+
+class TokenizerIgnoresSpecialTokens(_Tokenizer):
+    """Registers special tokens but never encodes them as their ids."""
+
+    def encode(self, text, allowed_special="none"):
+        return super().encode(text, allowed_special="none")
+
+
+class TokenizerSavesNoSpecialTokens(_Tokenizer):
+    """Forgets the special tokens when saving."""
+
+    def save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"pattern": self.pattern, "special_tokens": {},
+                       "merges": [[a, b, i] for (a, b), i in self.merges.items()]}, f)
+
 WRONG: dict[str, list[Callable]] = {
+    "RegexTokenizer": [TokenizerWithoutRegexSplit, TokenizerMergesInOnePass, TokenizerStrictDecode,
+                       TokenizerIgnoresSpecialTokens, TokenizerSavesNoSpecialTokens],
     "pair_counts": [pairs_without_overlap, pairs_as_a_set, pairs_off_by_one, pairs_wrap_around],
     "merge": [merge_drops_last, merge_first_only, merge_right_to_left, merge_either_order, merge_in_place],
     "train_merges": [train_first_seen_tie, train_counts_once, train_ids_from_zero, train_no_early_stop,

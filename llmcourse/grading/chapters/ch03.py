@@ -413,3 +413,120 @@ def ranks_encode_like_llmcourse(ns: Namespace) -> None:
         have = encoding.encode_ordinary(text)
         expect(have == want, f"tiktoken with your ranks encodes {text!r} as {_short(have)}; llmcourse gives "
                              f"{_short(want)}.")
+
+
+# --------------------------------------------------------------------------- RegexTokenizer (build the class)
+
+_TOKENIZER = "RegexTokenizer"
+_TRAIN_TEXT = english_prose(6_000)
+_TEXTS = ["Hello world!  It's 2024, isn't it?", "   leading spaces\nand\ttabs\n\n",
+          "naïve café — 東京 🙂 emoji", "def f(x):\n    return x ** 2  # squares"]
+
+
+def _learner_tokenizer(ns: Namespace):
+    cls = ns.get(_TOKENIZER)
+    if cls is RegexTokenizer or (isinstance(cls, type) and issubclass(cls, RegexTokenizer)):
+        raise CheckFailed(f"`{_TOKENIZER}` is still llmcourse's tokenizer: write your own class in the exercise "
+                          f"cell and run it.")
+    return call(ns, _TOKENIZER)
+
+
+def _method(tok, name: str, *args, **kwargs):
+    method = getattr(tok, name, None)
+    if method is None:
+        raise CheckFailed(f"your tokenizer has no method `{name}`")
+    try:
+        return method(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_TOKENIZER}.{name}` is not written yet: replace `raise NotImplementedError`.") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"`{_TOKENIZER}.{name}` raised {type(exc).__name__}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_tokenizer() -> RegexTokenizer:
+    return RegexTokenizer().train(_TRAIN_TEXT, vocab_size=256 + 60)
+
+
+def _with_reference_merges(ns: Namespace):
+    tok = _learner_tokenizer(ns)
+    _method(tok, "load_merges", dict(_reference_tokenizer().merges))
+    return tok
+
+
+@chapter.check(_TOKENIZER, points=1, hint="train(text, vocab_size) splits the text with the regex, counts pairs over all "
+               "pre-tokens, and merges the most frequent pair into a new id (256, 257, ...) vocab_size - 256 times; "
+               "store them in self.merges as {(a, b): new_id} and return self.")
+def tokenizer_trains(ns: Namespace) -> None:
+    tok = _learner_tokenizer(ns)
+    returned = _method(tok, "train", _TRAIN_TEXT, 256 + 40)
+    expect(returned is tok, "train(...) should return the tokenizer itself")
+    merges = getattr(tok, "merges", None)
+    expect(isinstance(merges, dict) and sorted(merges.values()) == list(range(256, 296)),
+           "after train(text, 296), tok.merges should map 40 pairs to the new ids 256..295")
+    ids = _method(tok, "encode", _TRAIN_TEXT)
+    expect(len(ids) < 0.8 * len(_TRAIN_TEXT.encode("utf-8")), f"40 merges should shorten the training text by more "
+           f"than a fifth: {len(_TRAIN_TEXT.encode('utf-8'))} bytes became {len(ids)} tokens")
+    expect(_method(tok, "decode", ids) == _TRAIN_TEXT, "decode(encode(training text)) should give the text back")
+
+
+@chapter.check(_TOKENIZER, points=2, hint="encode: split with the regex, then within each piece repeatedly merge the pair "
+               "with the lowest merge id (the earliest merge) until no pair can be merged; pieces never merge with "
+               "each other.")
+def tokenizer_encodes_like_the_reference(ns: Namespace) -> None:
+    tok = _with_reference_merges(ns)
+    reference = _reference_tokenizer()
+    for text in _TEXTS + [_TRAIN_TEXT[:500]]:
+        expect(_method(tok, "encode", text) == reference.encode_ordinary(text),
+               f"encode({text[:40]!r}) with the given merges differs from the reference tokenizer's ids")
+
+
+@chapter.check(_TOKENIZER, points=1, hint="decode joins the bytes of every id (vocab: 256 single bytes, then each merge "
+               "is the concatenation of its pair's bytes) and decodes UTF-8 with errors='replace'.")
+def tokenizer_round_trips_any_unicode(ns: Namespace) -> None:
+    tok = _with_reference_merges(ns)
+    rng = random.Random(5)
+    blocks = [(0x20, 0x7E), (0xA0, 0x24F), (0x3040, 0x30FF), (0x4E00, 0x4FFF), (0x1F300, 0x1F64F), (0x300, 0x36F)]
+    for _ in range(30):
+        text = "".join(chr(rng.randint(*rng.choice(blocks))) if rng.random() > 0.15 else rng.choice(" \n\t")
+                       for _ in range(rng.randint(1, 40)))
+        expect(_method(tok, "decode", _method(tok, "encode", text)) == text,
+               f"decode(encode(text)) should give the text back for {text!r}")
+    expect(_method(tok, "decode", [0xE6, 0x9D]) == "\ufffd", "decode of half a character should give U+FFFD")
+
+
+@chapter.check(_TOKENIZER, points=1, hint="register_special_tokens({'<|endoftext|>': 316}) adds ids outside the merges; "
+               "encode(text, allowed_special='all') cuts the text at special tokens and gives each its one id; with "
+               "the default allowed_special='none' they are ordinary text. decode turns them back into their text.")
+def tokenizer_special_tokens(ns: Namespace) -> None:
+    tok = _with_reference_merges(ns)
+    _method(tok, "register_special_tokens", {"<|endoftext|>": 316})
+    text = "one<|endoftext|>two <|endoftext|>"
+    ids = _method(tok, "encode", text, allowed_special="all")
+    expect(ids.count(316) == 2, f"encode(..., allowed_special='all') should give id 316 twice, got {ids}")
+    expect(_method(tok, "decode", ids) == text, "decode should turn special ids back into their text")
+    ordinary = _method(tok, "encode", text)
+    expect(316 not in ordinary and ordinary == _reference_tokenizer().encode_ordinary(text),
+           "with the default allowed_special='none', special tokens are encoded as ordinary text")
+
+
+@chapter.check(_TOKENIZER, points=1, hint="save(path) writes the pattern, the merges in order and the special tokens "
+               "(e.g. as JSON); load(path) reads them back into a tokenizer so that it encodes exactly the same.")
+def tokenizer_saves_and_loads(ns: Namespace) -> None:
+    import os
+    import tempfile
+
+    tok = _with_reference_merges(ns)
+    _method(tok, "register_special_tokens", {"<|endoftext|>": 316})
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "tok.json")
+        _method(tok, "save", path)
+        expect(os.path.exists(path), "save(path) should write the file at path")
+        fresh = _learner_tokenizer(ns)
+        _method(fresh, "load", path)
+    for text in _TEXTS + ["a<|endoftext|>b"]:
+        expect(_method(fresh, "encode", text, allowed_special="all") == _method(tok, "encode", text,
+                                                                                 allowed_special="all"),
+               f"after load, encode({text[:30]!r}) should give the same ids as before save")
