@@ -375,17 +375,19 @@ def ranks_with_str_keys(merges):
 import json  # noqa: E402
 
 import regex  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from llmcourse.tokenizers.basic import get_pair_counts, merge  # noqa: E402
 
 from llmcourse.tokenizers.training import GPT4_PATTERN  # noqa: E402
 
 
 class _Tokenizer:
-    """A correct tokenizer whose subclasses each break one thing."""
+    """A correct tokenizer, written on the package's pair counting and merging (not the solution's code); each
+    subclass below breaks one thing."""
 
     def __init__(self, pattern=GPT4_PATTERN):
-        self.pattern = pattern
-        self.compiled = regex.compile(pattern)
-        self.special_tokens = {}
+        self.pattern, self.compiled, self.special_tokens = pattern, regex.compile(pattern), {}
         self.load_merges({})
 
     def load_merges(self, merges):
@@ -395,67 +397,58 @@ class _Tokenizer:
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
 
     def train(self, text, vocab_size):
-        pieces = [list(piece.encode("utf-8")) for piece in self.compiled.findall(text)]
+        chunks = [list(c.encode("utf-8")) for c in self.compiled.findall(text)]
         merges = {}
-        for new_id in range(256, vocab_size):
-            counts = {}
-            for ids in pieces:
-                for pair in zip(ids, ids[1:]):
-                    counts[pair] = counts.get(pair, 0) + 1
+        while 256 + len(merges) < vocab_size:
+            counts = Counter()
+            for chunk in chunks:
+                counts.update(get_pair_counts(chunk))
             if not counts:
                 break
-            pair = max(counts, key=counts.get)
-            merges[pair] = new_id
-            pieces = [self._merge(ids, pair, new_id) for ids in pieces]
+            best, new_id = counts.most_common(1)[0][0], 256 + len(merges)
+            merges[best] = new_id
+            chunks = [merge(chunk, best, new_id) for chunk in chunks]
         self.load_merges(merges)
         return self
 
     @staticmethod
     def _merge(ids, pair, new_id):
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        return out
+        return merge(ids, pair, new_id)
 
     def _encode_piece(self, piece):
         ids = list(piece.encode("utf-8"))
-        while len(ids) > 1:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))
-            if pair not in self.merges:
-                break
-            ids = self._merge(ids, pair, self.merges[pair])
-        return ids
+        while True:
+            ranked = [(self.merges[p], p) for p in get_pair_counts(ids) if p in self.merges]
+            if not ranked:
+                return ids
+            new_id, pair = min(ranked)
+            ids = merge(ids, pair, new_id)
 
     def register_special_tokens(self, special_tokens):
         self.special_tokens.update(special_tokens)
 
     def encode(self, text, allowed_special="none"):
-        if allowed_special == "all" and self.special_tokens:
-            parts = regex.split("(" + "|".join(regex.escape(s) for s in self.special_tokens) + ")", text)
-        else:
-            parts = [text]
-        ids = []
-        for part in parts:
-            if allowed_special == "all" and part in self.special_tokens:
-                ids.append(self.special_tokens[part])
-            else:
-                for piece in self.compiled.findall(part):
-                    ids.extend(self._encode_piece(piece))
+        specials = sorted(self.special_tokens, key=len, reverse=True) if allowed_special == "all" else []
+        ids, rest = [], text
+        while rest:
+            hits = [(rest.find(s), s) for s in specials if s in rest]
+            cut, special = min(hits) if hits else (len(rest), None)
+            for piece in self.compiled.findall(rest[:cut]):
+                ids += self._encode_piece(piece)
+            if special is None:
+                break
+            ids.append(self.special_tokens[special])
+            rest = rest[cut + len(special):]
         return ids
 
     def decode(self, ids):
-        inverse = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
-        return b"".join(inverse[i] if i in inverse else self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+        names = {i: s for s, i in self.special_tokens.items()}
+        return b"".join(names[i].encode() if i in names else self.vocab[i] for i in ids).decode("utf-8", "replace")
 
     def save(self, path):
         with open(path, "w", encoding="utf-8") as f:
             json.dump({"pattern": self.pattern, "special_tokens": self.special_tokens,
-                       "merges": [[a, b, i] for (a, b), i in self.merges.items()]}, f)
+                       "merges": sorted([a, b, i] for (a, b), i in self.merges.items())}, f)
 
     def load(self, path):
         with open(path, encoding="utf-8") as f:
