@@ -47,7 +47,16 @@ class Explorer(widgets.interactive):
             bundle["image/png"] = figure_png(result)
         elif isinstance(result, str):
             bundle["text/plain"] = result
+            bundle["image/png"] = figure_png(text_figure(result))
         return bundle
+
+
+def text_figure(text: str) -> Figure:
+    """A text view drawn as a picture (monospace), for viewers that show pictures rather than plain text."""
+    lines = text.splitlines() or [""]
+    fig = Figure(figsize=(0.1 + 0.075 * max(len(line) for line in lines), 0.2 + 0.18 * len(lines)))
+    fig.text(0.01, 0.99, text, family="monospace", fontsize=9, va="top", ha="left")
+    return fig
 
 
 def explorer(view: Callable[..., Any], **controls: Any) -> Explorer:
@@ -55,4 +64,4 @@ def explorer(view: Callable[..., Any], **controls: Any) -> Explorer:
     return Explorer(view, **controls)
 
 
-__all__ = ["Explorer", "explorer", "figure_png", "show_result"]
+__all__ = ["Explorer", "explorer", "figure_png", "show_result", "text_figure"]

@@ -1,8 +1,8 @@
 """Progress bars for every chapter: tqdm's, plus a saved notebook output that says how far the run got.
 
 In a notebook tqdm draws a live widget, and a saved notebook keeps only the text it had when it appeared
-("0%| | 0/600"). Here the bar's output is updated when the bar closes, so the saved text reads
-"training: 600/600 done". Outside notebooks this is tqdm's own text bar.
+("0%| | 0/600"). Here the bar is replaced when it closes by one line, "training: 600/600 done", which is what
+the saved notebook shows everywhere. Outside notebooks this is tqdm's own text bar.
 """
 from __future__ import annotations
 
@@ -17,15 +17,14 @@ except ImportError:  # no ipywidgets: text bars only
 
 
 class _FinalState:
-    """The bar's widget view with a text that says where the run ended."""
+    """What a finished bar leaves behind: a line of text that says where the run ended (no widget, so it reads
+    the same in a live lab, on GitHub and in an untrusted notebook)."""
 
     def __init__(self, widget: Any, text: str):
         self.widget, self.text = widget, text
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict:
-        bundle = dict(self.widget._repr_mimebundle_(**kwargs))
-        bundle["text/plain"] = self.text
-        return bundle
+        return {"text/plain": self.text}
 
 
 if _notebook_tqdm is not None and issubclass(_auto_tqdm, _notebook_tqdm):
