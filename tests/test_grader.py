@@ -186,3 +186,29 @@ def test_as_number_accepts_numbers_and_one_element_tensors_only():
     for bad in (True, torch.zeros(2), "1.0", None):
         with pytest.raises(CheckFailed, match="x should be a single number"):
             as_number(bad, "x")
+
+
+def test_a_time_budget_sets_the_checks_limit_and_must_come_first():
+    from llmcourse.grading.checks import DEFAULT_CHECK_TIMEOUT, Chapter
+    from toy_chapter import budget_chapter
+
+    limits = {c.exercise: c.timeout for c in budget_chapter.checks}
+    assert limits == {"slow_add": 8.0, "quick": DEFAULT_CHECK_TIMEOUT}
+    chapter = Chapter("97", "late budget")
+    chapter.check("f", hint="h")(lambda ns: None)
+    with pytest.raises(ValueError, match="before its checks"):
+        chapter.time_budget("f", seconds=30)
+    with pytest.raises(ValueError, match="positive"):
+        chapter.time_budget("g", seconds=0)
+
+
+def test_the_cell_of_an_exercise_with_a_time_budget_may_run_longer(tmp_path):
+    slow = "import time\ndef slow_add(a, b):\n    return a + b\ntime.sleep(4)"
+    quick = "def quick(x):\n    return x\ntime.sleep(4)"
+    path = write_notebook(tmp_path / "nb.ipynb", slow, "grader.check('slow_add')", quick, "grader.check('quick')")
+    report = grade_notebook(path, chapter="toy_chapter:budget_chapter", cell_timeout=2)
+    checks = by_name(report)
+    assert checks["slow_add_matches"].passed  # its cell had the exercise's 8 s
+    assert not checks["quick_matches"].passed  # its cell had the default 2 s and was skipped
+    assert report.problems == ["Cell 3 ran longer than its time limit (2 s for this cell); it was skipped. "
+                               "Look for an endless loop or a crash in it."]

@@ -14,6 +14,15 @@ A check receives the learner's namespace (a dict of the names their notebook
 defined) and raises :class:`CheckFailed` with a learner-friendly message when
 something is wrong. :func:`run_checks` turns every outcome — a wrong value, an
 exception, a missing function, an endless loop — into a :class:`CheckResult`.
+
+An exercise that needs more time than a quick function (a training run, two
+processes) declares its budget before its checks::
+
+    chapter.time_budget("TrainingLoop", seconds=90)
+
+Each of its checks may then run that long, and so may the notebook cell that
+defines it (the cell just above its ``grader.check(...)`` call); every other
+check keeps the default limit, so a runaway cell elsewhere still stops early.
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ import torch
 
 CheckFunction = Callable[[Mapping[str, Any]], None]
 
-DEFAULT_CHECK_TIMEOUT = 10.0  # seconds one check may run
+DEFAULT_CHECK_TIMEOUT = 10.0  # seconds one check may run, unless its exercise declares a time budget
 RESULT_PREFIX = "@@llmcourse-check "  # how report_checks marks its output lines
 
 
@@ -76,12 +85,29 @@ class Chapter:
     number: str
     title: str
     checks: list[Check] = field(default_factory=list)
+    budgets: dict[str, float] = field(default_factory=dict)
 
-    def check(self, exercise: str, points: int = 1, hint: str = "", timeout: float = DEFAULT_CHECK_TIMEOUT,
+    def time_budget(self, exercise: str, seconds: float) -> None:
+        """Give ``exercise`` ``seconds`` per check and for the notebook cell that defines it.
+
+        Declare it before the exercise's checks: they take it as their time limit.
+        """
+        if seconds <= 0:
+            raise ValueError(f"a time budget must be positive, got {seconds}")
+        if any(c.exercise == exercise for c in self.checks):
+            raise ValueError(f"declare the time budget of {exercise!r} before its checks")
+        self.budgets[exercise] = float(seconds)
+
+    def check(self, exercise: str, points: int = 1, hint: str = "", timeout: float | None = None,
               name: str | None = None) -> Callable[[CheckFunction], CheckFunction]:
-        """Decorator: register ``func`` as a check of ``exercise`` worth ``points``."""
+        """Decorator: register ``func`` as a check of ``exercise`` worth ``points``.
+
+        ``timeout`` defaults to the exercise's time budget, else :data:`DEFAULT_CHECK_TIMEOUT`.
+        """
         if points <= 0:
             raise ValueError("a check must be worth at least one point")
+        if timeout is None:
+            timeout = self.budgets.get(exercise, DEFAULT_CHECK_TIMEOUT)
 
         def register(func: CheckFunction) -> CheckFunction:
             check_name = name or func.__name__

@@ -2,7 +2,9 @@
 
 :func:`grade_notebook` never writes to the learner's file. It reads it once,
 copies it into a temporary folder and runs the copy in a fresh Jupyter kernel
-(a separate process), one code cell at a time, with a time limit per cell.
+(a separate process), one code cell at a time, with a time limit per cell (longer
+for the cell that defines an exercise with a time budget, see
+:meth:`~llmcourse.grading.checks.Chapter.time_budget`).
 Then it runs the chapter's checks inside that kernel, one at a time, each with
 its own time limit, and collects the results as they are printed.
 
@@ -35,6 +37,7 @@ from llmcourse.grading.checks import RESULT_PREFIX, Chapter, CheckResult, load_c
 DEFAULT_CELL_TIMEOUT = 60
 MAX_RESTARTS = 8
 _CHECK_CALL = re.compile(r"^\s*grader\.check(_all)?\(.*\)\s*;?\s*$")
+_CHECKED_EXERCISE = re.compile(r"^\s*grader\.check\(\s*['\"]([^'\"]+)['\"]")
 
 
 class GradingError(Exception):
@@ -178,6 +181,23 @@ def _grading_source(chapter: str, skip: list[str]) -> str:
     )
 
 
+def cell_timeouts(nb: nbformat.NotebookNode, chapter: Chapter, cell_timeout: float) -> dict[int, float]:
+    """Each code cell's time limit: ``cell_timeout``, or the time budget of the exercise whose
+    ``grader.check("name")`` call follows it, when that is longer."""
+    limits: dict[int, float] = {}
+    previous: int | None = None
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        limits[i] = float(cell_timeout)
+        match = _CHECKED_EXERCISE.match(cell.source)
+        if match and previous is not None and not _CHECK_CALL.match(nb.cells[previous].source):
+            budget = chapter.budgets.get(match.group(1), 0.0)
+            limits[previous] = max(limits[previous], budget)
+        previous = i
+    return limits
+
+
 def _cell_error(cell: nbformat.NotebookNode) -> str | None:
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
@@ -193,6 +213,7 @@ def _run_in_kernel(
         if c.cell_type == "code" and c.source.strip() and not all(
             _CHECK_CALL.match(line) or not line.strip() for line in c.source.splitlines())
     ]
+    limits = cell_timeouts(nb, chapter, cell_timeout)
     skipped: dict[int, str] = {}  # cells that hung or killed the kernel: left out of every replay
     errors: dict[int, str] = {}  # cells that raised: noted, still run on a replay
     done: dict[str, CheckResult] = {}
@@ -216,6 +237,7 @@ def _run_in_kernel(
                     if index in skipped:
                         continue
                     current = index
+                    client.timeout = int(limits[index])
                     client.execute_cell(cell, index)
                     error = _cell_error(cell)
                     if error:
@@ -234,7 +256,7 @@ def _run_in_kernel(
             what = "ran longer than its time limit" if isinstance(exc, CellTimeoutError) else "made the kernel die"
             if current is not None:
                 skipped[current] = (
-                    f"Cell {current + 1} {what} ({int(cell_timeout)} s per cell); it was skipped. "
+                    f"Cell {current + 1} {what} ({int(limits[current])} s for this cell); it was skipped. "
                     "Look for an endless loop or a crash in it."
                 )
             restarts += 1
