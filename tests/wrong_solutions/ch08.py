@@ -237,7 +237,167 @@ def perplexity_in_bits(mean_losses, n_tokens):
     return 2 ** (sum(loss * n for loss, n in zip(losses, counts)) / sum(counts))
 
 
+# --------------------------------------------------------------------------- TrainingLoop (build the program)
+
+
+class _Loop:
+    """A correct training loop (the checks must pass it); the wrong ones below each change one part."""
+
+    betas = (0.9, 0.95)
+
+    def __init__(self, model, max_lr, warmup_steps, total_steps, min_lr=0.0, weight_decay=0.1, max_grad_norm=1.0):
+        self.model, self.max_grad_norm = model, max_grad_norm
+        self.plan = (max_lr, warmup_steps, total_steps, min_lr)
+        self.optimizer = torch.optim.AdamW(self.groups(weight_decay), lr=max_lr, betas=self.betas)
+        self.step_count = 0
+
+    def groups(self, weight_decay):
+        params = list(self.model.parameters())
+        return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+    def rate(self, step):
+        max_lr, warmup, total, min_lr = self.plan
+        if step < warmup:
+            return max_lr * step / warmup
+        if step >= total:
+            return min_lr
+        return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) / 2
+
+    def loss(self, x, y):
+        logits = self.model(x)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    def clip(self):
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+
+    def train_step(self, micro_batches):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.rate(self.step_count)
+        self.optimizer.zero_grad()
+        losses = []
+        for x, y in micro_batches:
+            loss = self.loss(x, y)
+            (loss / len(micro_batches)).backward()
+            losses.append(loss.item())
+        self.clip()
+        self.optimizer.step()
+        self.step_count += 1
+        return sum(losses) / len(losses)
+
+    def state(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step_count}
+
+    def save(self, path):
+        import os
+        temporary = f"{path}.partial"
+        torch.save(self.state(), temporary)
+        os.replace(temporary, path)
+
+    def load(self, path):
+        state = torch.load(path, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = state.get("step", 0)
+
+
+class LoopDecaysEverything(_Loop):
+    """One parameter group: biases and LayerNorm weights decay towards zero as well."""
+
+    def groups(self, weight_decay):
+        return [{"params": list(self.model.parameters()), "weight_decay": weight_decay}]
+
+
+class LoopWithAdamDefaults(_Loop):
+    """Keeps AdamW's default betas (0.9, 0.999) instead of the (0.9, 0.95) asked for."""
+
+    betas = (0.9, 0.999)
+
+
+class LoopRateOneStepAhead(_Loop):
+    """Counts the step before setting the rate: the first step already uses step 1's rate."""
+
+    def rate(self, step):
+        return super().rate(step + 1)
+
+
+class LoopConstantRate(_Loop):
+    """Never sets the learning rate: every step uses max_lr, no warmup and no decay."""
+
+    def rate(self, step):
+        return self.plan[0]
+
+
+class LoopClipsEachParameter(_Loop):
+    """Clips every parameter's gradient on its own instead of their norm together."""
+
+    def clip(self):
+        for p in self.model.parameters():
+            if p.grad is not None:
+                torch.nn.utils.clip_grad_norm_([p], self.max_grad_norm)
+
+
+class LoopNeverClips(_Loop):
+    """Forgets to clip."""
+
+    def clip(self):
+        pass
+
+
+class LoopStepsEachMicroBatch(_Loop):
+    """Takes an optimizer step after every micro-batch: accumulation without the accumulating."""
+
+    def train_step(self, micro_batches):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.rate(self.step_count)
+        losses = []
+        for x, y in micro_batches:
+            self.optimizer.zero_grad()
+            loss = self.loss(x, y)
+            loss.backward()
+            self.clip()
+            self.optimizer.step()
+            losses.append(loss.item())
+        self.step_count += 1
+        return sum(losses) / len(losses)
+
+
+class LoopNeverZeroes(_Loop):
+    """Never zeroes the gradients: each step adds to the sum of all earlier ones."""
+
+    def train_step(self, micro_batches):
+        self.optimizer.zero_grad = lambda *args, **kwargs: None
+        return super().train_step(micro_batches)
+
+
+class LoopReturnsLastLoss(_Loop):
+    """Returns the last micro-batch's loss instead of their mean."""
+
+    def train_step(self, micro_batches):
+        super().train_step(micro_batches)
+        with torch.no_grad():
+            return self.loss(*micro_batches[-1]).item()
+
+
+class LoopSavesOnlyTheModel(_Loop):
+    """Saves the model and the step but not the optimizer: Adam's moments restart from zero."""
+
+    def state(self):
+        return {"model": self.model.state_dict(), "step": self.step_count}
+
+
+class LoopForgetsTheStep(_Loop):
+    """Saves model and optimizer but not step_count: the resumed run restarts its warmup."""
+
+    def state(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+
 WRONG: dict[str, list[Callable]] = {
+    "TrainingLoop": [LoopDecaysEverything, LoopWithAdamDefaults, LoopRateOneStepAhead, LoopConstantRate,
+                     LoopClipsEachParameter, LoopNeverClips, LoopStepsEachMicroBatch, LoopNeverZeroes,
+                     LoopReturnsLastLoss, LoopSavesOnlyTheModel, LoopForgetsTheStep],
     "make_windows": [windows_not_shifted, windows_overlapping, windows_count_off_by_one, windows_unchecked],
     "next_token_loss": [loss_not_shifted, loss_shifted_backwards, loss_summed, loss_log_of_softmax],
     "warmup_cosine_lr": [lr_warmup_off_by_one, lr_ignores_min_lr, lr_cosine_from_step_zero, lr_not_clamped],

@@ -6,6 +6,12 @@ against an independent reference: ``Tensor.unfold`` for the windows,
 for the schedule, ``torch.nn.utils.clip_grad_norm_`` for clipping, one big
 batch's gradients for gradient accumulation, and the cross-entropy of all tokens
 at once for perplexity. No check needs another exercise's function.
+
+Then the program they add up to, ``TrainingLoop`` (built by the learner): its
+steps are compared with the same training written differently (one forward pass
+over all micro-batches, torch's AdamW and clipping), it must bring a small GPT
+within 0.05 nats of the best possible loss on a Markov chain in 500 steps, and
+stopping, saving and resuming must give the same losses as never stopping.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
 from llmcourse.grading.checks import (
     Chapter,
+    CheckFailed,
     as_number,
     call,
     expect,
@@ -338,6 +345,210 @@ def perplexity_weights_batches_by_tokens(ns: Namespace) -> None:
         got = _perplexity(ns, *args, f"perplexity(batch losses, {sizes}) given {form}")
         expect(math.isclose(got, want, rel_tol=1e-5), f"perplexity of batches of {sizes} tokens (given as {form}) "
                f"returned {got:.6g}; the perplexity of all {sum(sizes)} tokens together is {want:.6g}.")
+
+
+# --------------------------------------------------------------------------- TrainingLoop (build the program)
+
+_LOOP = "TrainingLoop"
+_BETAS = (0.9, 0.95)
+chapter.time_budget(_LOOP, seconds=60)  # one check trains a small GPT for 500 steps
+
+
+def _tiny_gpt(seed: int, vocab_size: int = 7, context_length: int = 6, d_model: int = 16):
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return GPT(GPTConfig(vocab_size=vocab_size, context_length=context_length, d_model=d_model, n_layers=1,
+                             n_heads=2))
+
+
+def _loop_batches(seed: int, k: int, batch: int = 3, vocab_size: int = 7, context_length: int = 6):
+    generator = seeded_generator(seed)
+    ids = torch.randint(0, vocab_size, (k, batch, context_length + 1), generator=generator)
+    return [(row[:, :-1], row[:, 1:]) for row in ids]
+
+
+def _make_loop(ns: Namespace, model, **settings):
+    from llmcourse.pretraining.trainer import Trainer
+
+    loop = call(ns, _LOOP, model, **settings)
+    if isinstance(loop, Trainer):
+        raise CheckFailed(f"`{_LOOP}` must be written here, not taken from llmcourse's Trainer.")
+    for attribute in ("optimizer", "step_count"):
+        if not hasattr(loop, attribute):
+            raise CheckFailed(f"a `{_LOOP}` needs an attribute `{attribute}` (see the task)")
+    return loop
+
+
+def _method(loop, name: str, *args):
+    method = getattr(loop, name, None)
+    if method is None:
+        raise CheckFailed(f"the `{_LOOP}` has no method `{name}()`")
+    try:
+        return method(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_LOOP}.{name}` (or a function it calls) is not written yet: replace "
+                          f"`raise NotImplementedError` with your code.") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"`{_LOOP}.{name}()` raised {type(exc).__name__}: {exc}") from None
+
+
+def _train_steps(loop, steps) -> list[float]:
+    return [as_number(_method(loop, "train_step", batches), "train_step(...)") for batches in steps]
+
+
+_SETTINGS = dict(max_lr=0.01, warmup_steps=2, total_steps=5, min_lr=0.001, weight_decay=0.1, max_grad_norm=0.05)
+
+
+@chapter.check(_LOOP, points=1, hint="Build torch.optim.AdamW with betas (0.9, 0.95) from two parameter groups: every "
+               "parameter with 2 or more dimensions decays by weight_decay, the 1-D ones (biases, norm weights) "
+               "have weight_decay 0. Each parameter belongs to exactly one group.")
+def loop_parameter_groups(ns: Namespace) -> None:
+    model = _tiny_gpt(1)
+    loop = _make_loop(ns, model, **_SETTINGS)
+    optimizer = loop.optimizer
+    expect(isinstance(optimizer, torch.optim.AdamW), f"`optimizer` should be a torch.optim.AdamW, got "
+           f"{type(optimizer).__name__}")
+    seen = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    expect(len(seen) == len(set(seen)), "a parameter appears in more than one group")
+    expect(set(seen) == {id(p) for p in model.parameters()}, "the optimizer should hold every parameter of the "
+           "model, each once (a tied weight counts once)")
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        expect(tuple(group["betas"]) == _BETAS, f"betas should be {_BETAS}, got {tuple(group['betas'])}")
+        wants = {p.dim() >= 2 for p in group["params"]}
+        expect(len(wants) <= 1, "a group mixes matrices with 1-D parameters (biases, norm weights)")
+        if wants == {True}:
+            expect(group["weight_decay"] == 0.1, f"the matrices' group should have weight_decay 0.1 (the "
+                   f"weight_decay given), got {group['weight_decay']}")
+        elif wants == {False}:
+            shown = ", ".join(sorted(names[id(p)] for p in group["params"])[:3])
+            expect(group["weight_decay"] == 0.0, f"biases and norm weights ({shown}, ...) should not decay, but "
+                   f"their group has weight_decay {group['weight_decay']}")
+
+
+@chapter.check(_LOOP, points=1, hint="Before each optimizer step set every group's 'lr' to warmup_cosine_lr(step_count, "
+               "max_lr, warmup_steps, total_steps, min_lr), then count the step: the first step uses step 0's rate.")
+def loop_learning_rates(ns: Namespace) -> None:
+    from llmcourse.pretraining.schedules import warmup_cosine_lr
+
+    loop = _make_loop(ns, _tiny_gpt(2), **_SETTINGS)
+    expect(loop.step_count == 0, f"a new loop's step_count should be 0, got {loop.step_count}")
+    for step, batches in enumerate([_loop_batches(10 + s, 1) for s in range(7)]):
+        _method(loop, "train_step", batches)
+        want = warmup_cosine_lr(step, 0.01, 2, 5, 0.001)
+        got = [group["lr"] for group in loop.optimizer.param_groups]
+        expect(all(math.isclose(float(lr), want, rel_tol=1e-9, abs_tol=1e-12) for lr in got),
+               f"step {step} (warmup 2, total 5) should use the rate {want:.6g}, but the groups' 'lr' after it is "
+               f"{[round(float(lr), 6) for lr in got]}")
+    expect(loop.step_count == 7, f"after 7 steps step_count should be 7, got {loop.step_count}")
+
+
+def _reference_training(model, steps, max_lr, warmup_steps, total_steps, min_lr, weight_decay, max_grad_norm):
+    """The same training, written differently: one forward pass over all micro-batches at once."""
+    from llmcourse.pretraining.schedules import warmup_cosine_lr
+
+    matrices = [p for p in model.parameters() if p.dim() >= 2]
+    vectors = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": weight_decay},
+                                   {"params": vectors, "weight_decay": 0.0}], lr=max_lr, betas=_BETAS)
+    losses = []
+    for step, batches in enumerate(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine_lr(step, max_lr, warmup_steps, total_steps, min_lr)
+        x = torch.cat([x for x, _ in batches])
+        y = torch.cat([y for _, y in batches])
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@chapter.check(_LOOP, points=2, hint="One train_step: zero the gradients, then for each micro-batch forward, "
+               "cross-entropy over every position, divide by the number of micro-batches, backward; clip the "
+               "norm of all gradients together; one optimizer step. Return the mean of the micro-batch losses.")
+def loop_step_matches_the_reference(ns: Namespace) -> None:
+    steps = [_loop_batches(20 + s, 3) for s in range(5)]
+    model = _tiny_gpt(3)
+    reference = _tiny_gpt(3)
+    loop = _make_loop(ns, model, **_SETTINGS)
+    got = _train_steps(loop, steps)
+    want = _reference_training(reference, steps, **_SETTINGS)
+    for step, (g, w) in enumerate(zip(got, want)):
+        expect(math.isclose(g, w, rel_tol=1e-4, abs_tol=1e-5), f"step {step} returned the loss {g:.6f}; the mean "
+               f"loss of its 3 micro-batches is {w:.6f}")
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        expect_close(p.detach(), q.detach(), f"after 5 steps (3 micro-batches each, max_grad_norm 0.05), `{name}`",
+                     atol=1e-5, rtol=1e-4)
+
+
+@chapter.check(_LOOP, points=1, hint="If the loss stays high, look at the learning rate each step uses and at the "
+               "gradient: is it zeroed before each step, and clipped as a whole (not per parameter)?")
+def loop_learns_the_markov_chain(ns: Namespace) -> None:
+    from llmcourse.models.gpt import GPT, GPTConfig
+    from llmcourse.pretraining.synthetic import MarkovSource
+
+    source, T, steps = MarkovSource(vocab_size=8, order=2, seed=0), 16, 500
+    train, val = source.sample(20_000, seed=1), source.sample(4_000, seed=2)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=8, context_length=T, d_model=32, n_layers=1, n_heads=2))
+    loop = _make_loop(ns, model, max_lr=0.01, warmup_steps=20, total_steps=steps, min_lr=0.0, weight_decay=0.1,
+                      max_grad_norm=1.0)
+    generator = seeded_generator(0)
+
+    def batch():
+        starts = torch.randint(0, len(train) - T - 1, (16,), generator=generator)
+        rows = torch.stack([train[s:s + T + 1] for s in starts])
+        return rows[:, :-1], rows[:, 1:]
+
+    for _ in range(steps):
+        _method(loop, "train_step", [batch(), batch()])
+    windows = val[:len(val) // (T + 1) * (T + 1)].view(-1, T + 1)
+    with torch.no_grad():
+        logits = model(windows[:, :-1])
+        loss = float(F.cross_entropy(logits.reshape(-1, 8), windows[:, 1:].reshape(-1)))
+    best = source.optimal_loss(T)
+    expect(loss < best + 0.05, f"after {steps} steps the validation loss is {loss:.3f} nats; the best possible loss "
+           f"at context {T} is {best:.3f} and a correct loop gets within 0.05 of it (from log 8 = 2.079 at the start)")
+
+
+@chapter.check(_LOOP, points=1, hint="save(path) must write everything the next step depends on: the model's and the "
+               "optimizer's state_dict and step_count (torch.save to a temporary file, then os.replace). load(path) "
+               "restores all three.")
+def loop_resumes_exactly(ns: Namespace) -> None:
+    import tempfile
+    from pathlib import Path
+
+    steps = [_loop_batches(40 + s, 2) for s in range(6)]
+    straight = _make_loop(ns, _tiny_gpt(4), **_SETTINGS)
+    want = _train_steps(straight, steps)
+    first_model = _tiny_gpt(4)
+    first = _make_loop(ns, first_model, **_SETTINGS)
+    got = _train_steps(first, steps[:3])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "loop.pt"
+        _method(first, "save", path)
+        expect(path.is_file(), f"save({path.name!r}) wrote no file at that path")
+        leftovers = sorted(p.name for p in Path(folder).iterdir() if p != path)
+        expect(not leftovers, f"save left other files behind: {leftovers}")
+        resumed_model = _tiny_gpt(5)  # different weights: load must bring back the saved ones
+        resumed = _make_loop(ns, resumed_model, **_SETTINGS)
+        _method(resumed, "load", path)
+    expect(resumed.step_count == 3, f"after load, step_count should be 3 (the saved run's), got {resumed.step_count}")
+    got += _train_steps(resumed, steps[3:])
+    for step, (g, w) in enumerate(zip(got, want)):
+        expect(math.isclose(g, w, rel_tol=1e-5, abs_tol=1e-6), f"stopped after 3 steps and resumed, step {step} "
+               f"gives the loss {g:.6f}; a run that never stopped gives {w:.6f}")
+    for (name, p), q in zip(resumed_model.named_parameters(), straight.model.parameters()):
+        expect_close(p.detach(), q.detach(), f"after resuming and 3 more steps, `{name}`", atol=1e-6, rtol=1e-5)
 
 
 __all__ = ["chapter"]
