@@ -190,9 +190,28 @@ def evaluate_accuracy(model, loader):
     return correct / total
 
 
+def first_step_size(optimizer, grad_scale, lr=0.01, n=10_000):
+    # written differently from the solution: the gradient is set by hand and the weights start at one
+    param = nn.Parameter(torch.ones(n))
+    param.grad = grad_scale * torch.randn(n, generator=torch.Generator().manual_seed(1))
+    opt = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[optimizer]([param], lr=lr, weight_decay=0.0)
+    start = param.detach().clone()
+    opt.step()
+    return float(torch.mean(torch.abs(param.detach() - start)))
+
+
+def linear_mse_grads(x, weight, bias, y):
+    # entry by entry: d/dw[j, k] of mean((pred - y)**2) is the mean over examples and outputs of 2 (pred - y) dpred/dw
+    residual = F.linear(x, weight, bias) - y
+    scale = 2.0 / residual.numel()
+    grad_weight = scale * torch.einsum("nj,nk->jk", residual, x)
+    grad_bias = scale * residual.sum(dim=0)
+    return grad_weight, grad_bias
+
+
 CORRECT = {f.__name__: f for f in
            [gradients, count_trainable_parameters, swap_modules, prepare_batch, make_loader, train_step,
-            evaluate_accuracy]}
+            evaluate_accuracy, first_step_size, linear_mse_grads]}
 
 
 def _stub(*args, **kwargs):
@@ -248,3 +267,23 @@ def test_plot_history_draws_the_given_numbers():
     left, right = fig.axes
     assert list(left.lines[0].get_ydata()) == losses and list(right.lines[0].get_ydata()) == lrs
     assert len(plot_history(losses).axes) == 1
+
+
+def test_linear_mse_grads_check_refuses_autograd():
+    def with_autograd(x, weight, bias, y):
+        w, b = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+        F.mse_loss(F.linear(x, w, b), y).backward()
+        return w.grad, b.grad
+
+    results = run_checks(chapter, {"linear_mse_grads": with_autograd}, "linear_mse_grads")
+    assert results and not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    x = torch.ones(2, requires_grad=True)
+    (x * 3).sum().backward()  # autograd works again afterwards
+    assert x.grad.tolist() == [3.0, 3.0]
+
+
+def test_first_step_size_check_needs_a_real_measurement():
+    for lazy in (lambda optimizer, grad_scale, lr=0.01, n=10_000: lr,
+                 lambda optimizer, grad_scale, lr=0.01, n=10_000: lr * grad_scale):
+        assert not all(r.passed for r in run_checks(chapter, {"first_step_size": lazy}, "first_step_size"))

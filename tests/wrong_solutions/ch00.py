@@ -207,6 +207,77 @@ def accuracy_as_tensor(model, loader):
     return correct / total
 
 
+# --------------------------------------------------------------------------- the experiment: the first optimizer step
+
+
+def _one_step(optimizer, grad_scale, lr, n, loss="sum"):
+    """One optimizer step on n zeros with gradient grad_scale * noise; returns the parameter before and after."""
+    param = torch.zeros(n, requires_grad=True)
+    noise = grad_scale * torch.randn(n, generator=torch.Generator().manual_seed(0))
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.AdamW)([param], lr=lr)
+    opt.zero_grad()
+    ((param * noise).sum() if loss == "sum" else (param * noise).mean()).backward()
+    before = param.detach().clone()
+    opt.step()
+    return before, param.detach().clone()
+
+
+def step_size_without_step(optimizer, grad_scale, lr=0.01, n=10_000):
+    """Computes the gradient but never calls optimizer.step(), so the weights do not move."""
+    param = torch.zeros(n, requires_grad=True)
+    noise = grad_scale * torch.randn(n, generator=torch.Generator().manual_seed(0))
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.AdamW)([param], lr=lr)
+    opt.zero_grad()
+    before = param.detach().clone()
+    (param * noise).sum().backward()
+    return (param.detach() - before).abs().mean().item()
+
+
+def step_size_signed_mean(optimizer, grad_scale, lr=0.01, n=10_000):
+    """Averages the signed changes, which cancel out, instead of their sizes."""
+    before, after = _one_step(optimizer, grad_scale, lr, n)
+    return (after - before).mean().item()
+
+
+def step_size_as_lr_times_gradient(optimizer, grad_scale, lr=0.01, n=10_000):
+    """Assumes every optimizer moves a weight by lr times its gradient, so AdamW looks like SGD."""
+    noise = grad_scale * torch.randn(n, generator=torch.Generator().manual_seed(0))
+    return (lr * noise).abs().mean().item()
+
+
+def step_size_from_a_mean_loss(optimizer, grad_scale, lr=0.01, n=10_000):
+    """Gets the gradient from (param * noise).mean(), which makes every gradient n times smaller."""
+    before, after = _one_step(optimizer, grad_scale, lr, n, loss="mean")
+    return (after - before).abs().mean().item()
+
+
+# --------------------------------------------------------------------------- the derivation: a linear layer's gradients
+
+
+def mse_grads_batch_mean_only(x, weight, bias, y):
+    """Divides by the batch size only, although the loss averages over every output too."""
+    err = x @ weight.T + bias - y
+    return 2 * err.T @ x / x.shape[0], 2 * err.sum(dim=0) / x.shape[0]
+
+
+def mse_grads_without_the_two(x, weight, bias, y):
+    """Forgets the factor 2 that the derivative of a square brings."""
+    err = x @ weight.T + bias - y
+    return err.T @ x / err.numel(), err.sum(dim=0) / err.numel()
+
+
+def mse_grads_transposed(x, weight, bias, y):
+    """Multiplies in the wrong order: the weight gradient comes out (in, out), the transpose of weight's shape."""
+    err = x @ weight.T + bias - y
+    return 2 * x.T @ err / err.numel(), 2 * err.sum(dim=0) / err.numel()
+
+
+def mse_grads_sign_flipped(x, weight, bias, y):
+    """Differentiates (y - prediction) squared but forgets the minus sign of the inner derivative."""
+    err = y - (x @ weight.T + bias)
+    return 2 * err.T @ x / err.numel(), 2 * err.sum(dim=0) / err.numel()
+
+
 WRONG: dict[str, list[Callable]] = {
     "gradients": [gradients_on_the_callers_tensors, gradients_keeping_the_graph, gradients_by_hand_of_a_product],
     "count_trainable_parameters": [count_tensors, count_frozen_too, count_state_dict],
@@ -215,4 +286,8 @@ WRONG: dict[str, list[Callable]] = {
     "make_loader": [loader_without_generator, loader_seeding_globally, loader_not_shuffled],
     "train_step": [step_without_zero_grad, step_returning_tensor, step_without_train_mode, step_before_backward],
     "evaluate_accuracy": [accuracy_mean_of_batches, accuracy_in_train_mode, accuracy_with_grad, accuracy_as_tensor],
+    "first_step_size": [step_size_without_step, step_size_signed_mean, step_size_as_lr_times_gradient,
+                        step_size_from_a_mean_loss],
+    "linear_mse_grads": [mse_grads_batch_mean_only, mse_grads_without_the_two, mse_grads_transposed,
+                         mse_grads_sign_flipped],
 }

@@ -1,12 +1,21 @@
 """Graded checks of chapter 00, "Setup and PyTorch essentials".
 
+Nine exercises: ``gradients``, ``count_trainable_parameters``, ``swap_modules``,
+``prepare_batch``, ``make_loader``, ``train_step`` and ``evaluate_accuracy``; an open
+experiment, ``first_step_size`` (how far one SGD or AdamW step moves the weights, for
+gradients of very different sizes); and a derivation, ``linear_mse_grads`` (the
+gradients of a linear layer's mean squared error, worked out on paper).
+
 Each check builds small seeded inputs, runs the learner's function and compares
 the result with an independent reference: a hand-derived formula, a hand count,
-or the same computation done with PyTorch's own tools.
+the same computation done with PyTorch's own tools (autograd, switched off while
+the learner's derivation runs), or, for the experiment, the bound the theory gives.
 """
 from __future__ import annotations
 
 import copy
+import math
+from typing import Any, Mapping
 
 import torch
 # The first optimizer a program creates imports torch._dynamo, which takes seconds:
@@ -16,7 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from llmcourse.grading.checks import Chapter, call, expect, expect_close
+from llmcourse.grading.checks import (
+    Chapter,
+    as_number,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    forbid,
+    seeded_generator,
+)
 
 chapter = Chapter("00", "Setup and PyTorch essentials")
 
@@ -301,3 +319,110 @@ def evaluates_in_eval_mode_without_grad(ns):
     expect(len(model.seen) == 2, f"with 2 batches the model should run twice, it ran {len(model.seen)} time(s).")
     expect(all(not training for training, _ in model.seen), "the model ran in training mode.")
     expect(all(not grad for _, grad in model.seen), "autograd was recording during evaluation.")
+
+
+# --------------------------------------------------------------------------- an experiment: the first optimizer step
+
+
+def _step_sizes(ns: Mapping[str, Any], optimizer: str, settings: list[tuple[float, float]]) -> list[float]:
+    """The learner's first_step_size for each (grad_scale, lr), as numbers."""
+    return [as_number(call(ns, "first_step_size", optimizer, scale, lr), f'first_step_size("{optimizer}", {scale:g}, '
+                      f'{lr:g})') for scale, lr in settings]
+
+
+@chapter.check("first_step_size", points=1,
+               hint="Measure how far the weights moved: keep a copy of the parameter before optimizer.step() and "
+                    "return the mean absolute difference after it. AdamW's first step divides each gradient by its "
+                    "own size, so the answer should hardly depend on grad_scale.")
+def adamw_first_step_is_the_learning_rate(ns: Mapping[str, Any]) -> None:
+    settings = [(1e-3, 0.01), (1.0, 0.01), (1e3, 0.01), (1.0, 0.1), (1e3, 0.001)]
+    for (scale, lr), got in zip(settings, _step_sizes(ns, "adamw", settings)):
+        # Adam's first step is lr * g / (|g| + eps): lr for every weight whose gradient is far above eps
+        expect(0.99 * lr <= got <= 1.001 * lr,
+               f'first_step_size("adamw", {scale:g}, {lr:g}) is {got:.4g}; AdamW\'s first step moves each weight by '
+               f"about the learning rate, so about {lr:g} was expected.")
+
+
+@chapter.check("first_step_size", points=1,
+               hint="Plain SGD moves each weight by lr times its gradient, so the mean change grows with grad_scale. "
+                    "Give every entry its own random gradient (grad_scale times standard normal noise), use all n "
+                    "entries, and take exactly one step.")
+def sgd_first_step_follows_the_gradient(ns: Mapping[str, Any]) -> None:
+    settings = [(1e-3, 0.01), (1.0, 0.01), (1e3, 0.01), (1.0, 0.1)]
+    mean_abs_normal = math.sqrt(2 / math.pi)  # E|z| for a standard normal z; 10,000 draws land within 1%
+    for (scale, lr), got in zip(settings, _step_sizes(ns, "sgd", settings)):
+        expected = lr * scale * mean_abs_normal
+        expect(0.95 * expected <= got <= 1.05 * expected,
+               f'first_step_size("sgd", {scale:g}, {lr:g}) is {got:.4g}; SGD moves each weight by lr times its '
+               f"gradient, so about {expected:.4g} (lr x grad_scale x 0.80, the mean size of a normal draw) was "
+               f"expected.")
+
+
+# --------------------------------------------------------------------------- a derivation: gradients of a linear layer
+
+# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
+             (torch.func, "jacrev", "torch.func.jacrev")]
+
+
+def _linear_problem(n: int, n_in: int, n_out: int, seed: int,
+                    dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
+    g = seeded_generator(seed)
+    x, weight = torch.randn(n, n_in, generator=g, dtype=dtype), torch.randn(n_out, n_in, generator=g, dtype=dtype)
+    bias, y = torch.randn(n_out, generator=g, dtype=dtype), torch.randn(n, n_out, generator=g, dtype=dtype)
+    return x, weight, bias, y
+
+
+def _linear_mse_autograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                         y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    w, b = weight.detach().clone().requires_grad_(True), bias.detach().clone().requires_grad_(True)
+    grad_w, grad_b = torch.autograd.grad(F.mse_loss(F.linear(x, w, b), y), [w, b])
+    return grad_w, grad_b
+
+
+def _learner_grads(ns: Mapping[str, Any], problem: tuple[torch.Tensor, ...]) -> tuple[Any, Any]:
+    """The learner's (grad_weight, grad_bias), computed with autograd switched off."""
+    with forbid("linear_mse_grads", _AUTOGRAD):
+        got = call(ns, "linear_mse_grads", *(t.clone() for t in problem))
+    expect(isinstance(got, (tuple, list)) and len(got) == 2,
+           f"linear_mse_grads should return a pair (grad_weight, grad_bias), got {type(got).__name__}.")
+    return got[0], got[1]
+
+
+@chapter.check("linear_mse_grads", points=1,
+               hint="Work it out for one weight first: which outputs does weight[j, k] change, and by how much per "
+                    "unit? The loss is a mean over every entry of the output (batch times outputs), and the "
+                    "derivative of a square brings a factor 2. The gradient has the weight's shape (out, in).")
+def linear_mse_weight_gradient(ns: Mapping[str, Any]) -> None:
+    problem = _linear_problem(6, 4, 3, seed=70)
+    want_w, _ = _linear_mse_autograd(*problem)
+    got_w, _ = _learner_grads(ns, problem)
+    expect_close(got_w, want_w, "grad_weight for x (6, 4), weight (3, 4), y (6, 3)", atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("linear_mse_grads", points=1,
+               hint="The bias is added to every row of the output, so its gradient collects a contribution from "
+                    "every example; it has the bias's shape (out,).")
+def linear_mse_bias_gradient(ns: Mapping[str, Any]) -> None:
+    problem = _linear_problem(6, 4, 3, seed=71)
+    _, want_b = _linear_mse_autograd(*problem)
+    _, got_b = _learner_grads(ns, problem)
+    expect_close(got_b, want_b, "grad_bias for x (6, 4), weight (3, 4), y (6, 3)", atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("linear_mse_grads", points=1,
+               hint="Write it with matrix products for any sizes: one example or many, one output or several, "
+                    "float32 or float64. Divide by the number of entries the mean runs over, not just the batch.")
+def linear_mse_grads_any_size(ns: Mapping[str, Any]) -> None:
+    for n, n_in, n_out, seed, dtype in [(1, 3, 1, 72, torch.float64), (10, 2, 5, 73, torch.float64),
+                                        (32, 8, 4, 74, torch.float32)]:
+        problem = _linear_problem(n, n_in, n_out, seed=seed, dtype=dtype)
+        want_w, want_b = _linear_mse_autograd(*problem)
+        what = f"x ({n}, {n_in}), weight ({n_out}, {n_in}) in {str(dtype).removeprefix('torch.')}"
+        got_w, got_b = _learner_grads(ns, problem)
+        tolerance = dict(atol=1e-10, rtol=1e-8) if dtype == torch.float64 else dict(atol=1e-6, rtol=1e-5)
+        expect_close(got_w, want_w, f"grad_weight for {what}", **tolerance)
+        expect_close(got_b, want_b, f"grad_bias for {what}", **tolerance)
