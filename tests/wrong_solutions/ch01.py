@@ -214,6 +214,85 @@ def ce_wrong_indexing(logits, targets):
     return -log_probs[:, targets].mean()
 
 
+# --------------------------------------------------------------------------- the experiment: where naive softmax breaks
+
+
+def _naive_softmax_is_finite(c, dtype):
+    z = torch.tensor([float(c), 0.0], dtype=dtype)
+    e = torch.exp(z)
+    return bool(torch.isfinite(e / e.sum()).all())
+
+
+def breaks_at_in_float64_always(dtype):
+    """Forgets the dtype: builds the logits in float64 whatever it is asked, so every answer is float64's."""
+    c = 0
+    while _naive_softmax_is_finite(c, torch.float64):
+        c += 1
+    return c
+
+
+def breaks_at_last_working_value(dtype):
+    """Returns the last c that still works instead of the first one that breaks."""
+    c = 0
+    while _naive_softmax_is_finite(c + 1, dtype):
+        c += 1
+    return c
+
+
+def breaks_at_coarse_steps(dtype):
+    """Searches in steps of ten, so it only finds the breaking point to within ten."""
+    for c in range(0, 2000, 10):
+        if not _naive_softmax_is_finite(c, dtype):
+            return c
+    return None
+
+
+def breaks_at_with_the_max_shift(dtype):
+    """Uses the stable softmax (shifted by the maximum), which never breaks, and gives up at the end of its search."""
+    for c in range(2000):
+        z = torch.tensor([float(c), 0.0], dtype=dtype)
+        e = torch.exp(z - z.max())
+        if not torch.isfinite(e / e.sum()).all():
+            return c
+    return None
+
+
+# --------------------------------------------------------------------------- the derivation: the gradient of cross-entropy
+
+
+def _probabilities(logits):
+    e = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def ce_grad_sum_not_mean(logits, targets):
+    """The gradient of the summed loss: forgets to divide by the batch size."""
+    grad = _probabilities(logits)
+    grad[torch.arange(len(targets)), targets] -= 1
+    return grad
+
+
+def ce_grad_sign_flipped(logits, targets):
+    """Subtracts the other way round: one-hot minus softmax, the direction that increases the loss."""
+    grad = -_probabilities(logits)
+    grad[torch.arange(len(targets)), targets] += 1
+    return grad / len(targets)
+
+
+def ce_grad_naive_softmax(logits, targets):
+    """Takes softmax without subtracting the maximum, so large logits give inf / inf = nan."""
+    grad = torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True)
+    grad[torch.arange(len(targets)), targets] -= 1
+    return grad / len(targets)
+
+
+def ce_grad_indexes_whole_columns(logits, targets):
+    """Writes grad[:, targets] -= 1, which subtracts 1 in every row at every target's column."""
+    grad = _probabilities(logits)
+    grad[:, targets] -= 1
+    return grad / len(targets)
+
+
 WRONG: dict[str, list[Callable]] = {
     "neuron": [neuron_without_bias, neuron_bias_after_activation, neuron_without_activation,
                neuron_sums_the_whole_batch],
@@ -227,4 +306,8 @@ WRONG: dict[str, list[Callable]] = {
                        softmax_ignores_dim_in_sum],
     "cross_entropy_from_logits": [ce_log_of_naive_softmax, ce_logits_as_probabilities, ce_sum_not_mean,
                                   ce_relu_on_logits, ce_ignores_targets, ce_wrong_indexing],
+    "naive_softmax_breaks_at": [breaks_at_in_float64_always, breaks_at_last_working_value, breaks_at_coarse_steps,
+                                breaks_at_with_the_max_shift],
+    "cross_entropy_grad": [ce_grad_sum_not_mean, ce_grad_sign_flipped, ce_grad_naive_softmax,
+                           ce_grad_indexes_whole_columns],
 }

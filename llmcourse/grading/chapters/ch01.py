@@ -1,15 +1,22 @@
 """Graded checks of chapter 01, "Neural networks are numbers".
 
-Seven exercises, each checked against PyTorch's own implementation on seeded
-random inputs plus the edge cases that catch the usual mistakes (huge scores,
-batches, other dimensions, transposed weights). Each exercise is checked on its
-own: no check needs any other exercise's function.
+Nine exercises. Seven pieces of the forward pass (``neuron``, ``dense_layer``,
+``mlp_forward``, ``relu``, ``gelu``, ``stable_softmax``, ``cross_entropy_from_logits``),
+each checked against PyTorch's own implementation on seeded random inputs plus the
+edge cases that catch the usual mistakes (huge scores, batches, other dimensions,
+transposed weights). Then an open experiment, ``naive_softmax_breaks_at`` (the first
+logit at which softmax without the max-shift overflows, checked against the limit
+each dtype's largest number sets), and a derivation, ``cross_entropy_grad`` (the
+gradient of the mean cross-entropy with respect to the logits, checked against
+``torch.autograd`` while autograd is switched off for the learner's code). Each
+exercise is checked on its own: no check needs any other exercise's function.
 
 Where an exercise asks you to write something PyTorch already has, the check
 runs your function with that built-in switched off, so calling it fails the check.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
@@ -18,6 +25,7 @@ import torch.nn.functional as F
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -265,3 +273,88 @@ def cross_entropy_is_a_mean(ns: Namespace) -> None:
         got = _as_float(call(ns, "cross_entropy_from_logits", confident, torch.tensor([0, 1])))
     expect(0 <= got < 1e-6, f"confident, correct logits should give a loss near 0, got {got:.6g}.")
 
+
+
+# --------------------------------------------------------------------------- an experiment: where naive softmax breaks
+
+def _first_overflow(dtype: torch.dtype) -> int:
+    """The first whole number c with exp(c) above the dtype's largest finite number (theory: floor(ln max) + 1)."""
+    return math.floor(math.log(torch.finfo(dtype).max)) + 1
+
+
+def _breaks_at(ns: Namespace, dtype: torch.dtype) -> float:
+    return as_number(call(ns, "naive_softmax_breaks_at", dtype), f"naive_softmax_breaks_at({dtype})")
+
+
+def _expect_breaks_at(ns: Namespace, dtype: torch.dtype) -> None:
+    name = str(dtype).removeprefix("torch.")
+    got, want, largest = _breaks_at(ns, dtype), _first_overflow(dtype), torch.finfo(dtype).max
+    expect(got == want, f"naive_softmax_breaks_at(torch.{name}) returned {got:g}, but the largest {name} number is "
+                        f"{largest:.4g}, whose natural log is {math.log(largest):.2f}: exp(c) overflows to inf for "
+                        f"the first whole c above that, and not before.")
+
+
+@chapter.check("naive_softmax_breaks_at", points=1, hint="Build the logits [c, 0] in the dtype you are given, "
+               "compute exp(z) / exp(z).sum() without subtracting the maximum, and return the first whole c "
+               "(0, 1, 2, ...) whose result contains nan or inf (torch.isfinite tells you).")
+def naive_softmax_breaks_in_single_and_double(ns: Namespace) -> None:
+    for dtype in (torch.float32, torch.float64):
+        _expect_breaks_at(ns, dtype)
+
+
+@chapter.check("naive_softmax_breaks_at", points=1, hint="Half-precision numbers end much sooner (the largest "
+               "float16 is 65504). Keep every step in the given dtype: a Python float or a float32 tensor on the "
+               "way would move the breaking point.")
+def naive_softmax_breaks_in_half_precision(ns: Namespace) -> None:
+    for dtype in (torch.float16, torch.bfloat16):
+        _expect_breaks_at(ns, dtype)
+
+
+# --------------------------------------------------------------------------- a derivation: the gradient of cross-entropy
+
+# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
+             (torch.func, "jacrev", "torch.func.jacrev")]
+
+
+def _cross_entropy_grad_reference(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    z = logits.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(z, targets), z)
+    return grad
+
+
+def _expect_cross_entropy_grad(ns: Namespace, logits: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+    want = _cross_entropy_grad_reference(logits, targets)
+    with forbid("cross_entropy_grad", _AUTOGRAD):
+        got = call(ns, "cross_entropy_grad", logits.clone(), targets.clone())
+    expect_close(got, want, f"cross_entropy_grad {what}", atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("cross_entropy_grad", points=1, hint="Differentiate -log softmax(z)[t] with respect to one logit "
+               "z_i on paper: treat i == t and i != t separately, and write log softmax as z_t - log sum_j exp(z_j). "
+               "The loss is a mean over the batch, and the gradient has the logits' shape.")
+def cross_entropy_grad_matches_autograd(ns: Namespace) -> None:
+    logits = seeded_randn(8, 5, seed=80, dtype=torch.float64) * 2
+    targets = torch.randint(0, 5, (8,), generator=seeded_generator(81))
+    _expect_cross_entropy_grad(ns, logits, targets, "on 8 examples, 5 classes")
+
+
+@chapter.check("cross_entropy_grad", points=1, hint="Your formula needs softmax probabilities: compute them stably "
+               "(subtract each row's maximum before exp), or logits like 1000 give inf and nan.")
+def cross_entropy_grad_large_logits(ns: Namespace) -> None:
+    logits = torch.tensor([[1000.0, 0.0, -1000.0], [-5.0, -3.0, -8.0], [200.0, 210.0, 190.0], [0.0, 0.0, 0.0]],
+                          dtype=torch.float64)
+    _expect_cross_entropy_grad(ns, logits, torch.tensor([1, 2, 1, 0]), "on large and negative logits")
+
+
+@chapter.check("cross_entropy_grad", points=1, hint="Only the target class of each row is treated differently, one "
+               "entry per row (index with the row numbers and the targets together), and the whole gradient "
+               "shrinks as the batch grows.")
+def cross_entropy_grad_any_batch(ns: Namespace) -> None:
+    for n, c, seed in [(1, 4, 82), (32, 3, 83), (6, 2, 84)]:
+        logits = seeded_randn(n, c, seed=seed, dtype=torch.float64)
+        targets = torch.randint(0, c, (n,), generator=seeded_generator(seed + 100))
+        _expect_cross_entropy_grad(ns, logits, targets, f"on {n} example{'s' if n > 1 else ''}, {c} classes")
