@@ -73,6 +73,27 @@ def _inverted_dropout(x, p, training=True, generator=None):
     return torch.where(keep, x / (1 - p), torch.zeros_like(x))
 
 
+def _vanishing_gradient_ratio(activation, weight_std, depth=20, width=64, seed=0):
+    # written differently from the solution: nn.Linear layers without bias in float64, gradients by autograd.grad
+    g = torch.Generator().manual_seed(seed)
+    layers = [torch.nn.Linear(width, width, bias=False).double() for _ in range(depth)]
+    with torch.no_grad():
+        for layer in layers:  # nn.Linear stores W transposed: weight = W.T
+            layer.weight.copy_((weight_std * torch.randn(width, width, generator=g, dtype=torch.float64)).T)
+    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu}[activation]
+    h = torch.randn(64, width, generator=g, dtype=torch.float64)
+    for i, layer in enumerate(layers):
+        h = layer(h) if i == depth - 1 else act(layer(h))
+    first, last = torch.autograd.grad(h.pow(2).mean(), [layers[0].weight, layers[-1].weight])
+    return (torch.linalg.vector_norm(first) / torch.linalg.vector_norm(last)).item()
+
+
+def _momentum_distance(lr, momentum, steps):
+    # top speed times the number of steps, minus what the warm-up loses: lr * momentum * (1 - momentum**steps) / (1 - momentum)**2
+    top_speed = lr / (1 - momentum)
+    return top_speed * steps - top_speed * momentum * (1 - momentum**steps) / (1 - momentum)
+
+
 CORRECT = {
     "Value": _Build02,
     "finite_difference_gradient": _finite_difference_gradient,
@@ -82,6 +103,8 @@ CORRECT = {
     "momentum_step": _momentum_step,
     "adam_step": _adam_step,
     "inverted_dropout": _inverted_dropout,
+    "vanishing_gradient_ratio": _vanishing_gradient_ratio,
+    "momentum_distance": _momentum_distance,
 }
 
 
@@ -135,3 +158,26 @@ def test_autograd_is_refused_inside_finite_differences():
     (x * 2).sum().backward()  # backward works again afterwards
     assert x.grad.tolist() == [2.0, 2.0]
 
+
+
+def test_momentum_distance_refuses_torch_sgd():
+    def by_sgd(lr, momentum, steps):
+        param = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum)
+        for _ in range(min(steps, 100)):
+            optimizer.zero_grad()
+            param.sum().backward()
+            optimizer.step()
+        return -param.item()
+
+    results = run_checks(chapter, {"momentum_distance": by_sgd}, "momentum_distance")
+    assert results and not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    assert torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # back afterwards
+
+
+def test_vanishing_gradient_ratio_check_needs_a_measurement():
+    for lazy in (lambda activation, weight_std, depth=20, width=64, seed=0: 1.0,
+                 lambda activation, weight_std, depth=20, width=64, seed=0: 0.25 ** (depth - 1)):
+        results = run_checks(chapter, {"vanishing_gradient_ratio": lazy}, "vanishing_gradient_ratio")
+        assert not all(r.passed for r in results)

@@ -456,6 +456,70 @@ class EngineReversedSubtraction(_Engine):
         return self - other
 
 
+# --------------------------------------------------------------------------- the experiment: vanishing gradients
+
+
+def _deep_net_grads(activation, weight_std, depth, width, seed, hidden_activation=True):
+    """Weight gradients (first to last) and weights of the experiment's network, for the wrong versions below."""
+    g = torch.Generator().manual_seed(seed)
+    weights = [(weight_std * torch.randn(width, width, generator=g)).requires_grad_(True) for _ in range(depth)]
+    h = torch.randn(64, width, generator=g)
+    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[activation]
+    for i, W in enumerate(weights):
+        h = h @ W
+        if hidden_activation and i < depth - 1:
+            h = act(h)
+    (h**2).mean().backward()
+    return [W.grad for W in weights], weights
+
+
+def ratio_without_activation(activation, weight_std, depth=20, width=64, seed=0):
+    """Forgets to apply the activation, so the network is a stack of linear layers."""
+    grads, _ = _deep_net_grads(activation, weight_std, depth, width, seed, hidden_activation=False)
+    return float(grads[0].norm() / grads[-1].norm())
+
+
+def ratio_upside_down(activation, weight_std, depth=20, width=64, seed=0):
+    """Divides the last layer's gradient by the first one's."""
+    grads, _ = _deep_net_grads(activation, weight_std, depth, width, seed)
+    return float(grads[-1].norm() / grads[0].norm())
+
+
+def ratio_first_layer_only(activation, weight_std, depth=20, width=64, seed=0):
+    """Returns the size of the first layer's gradient instead of comparing it with the last layer's."""
+    grads, _ = _deep_net_grads(activation, weight_std, depth, width, seed)
+    return float(grads[0].norm())
+
+
+def ratio_of_the_weights(activation, weight_std, depth=20, width=64, seed=0):
+    """Compares the sizes of the weights themselves, not of their gradients."""
+    _, weights = _deep_net_grads(activation, weight_std, depth, width, seed)
+    return float(weights[0].detach().norm() / weights[-1].detach().norm())
+
+
+# --------------------------------------------------------------------------- the derivation: how far momentum carries
+
+
+def distance_at_top_speed(lr, momentum, steps):
+    """Assumes every step already has the top speed lr / (1 - momentum), forgetting the warm-up."""
+    return lr * steps / (1 - momentum)
+
+
+def distance_with_a_moving_average(lr, momentum, steps):
+    """Sums a buffer kept as a moving average, momentum * buf + (1 - momentum) * g, which is not PyTorch's rule."""
+    return lr * (steps - momentum * (1 - momentum**steps) / (1 - momentum))
+
+
+def distance_of_the_last_step(lr, momentum, steps):
+    """Returns the size of the last step, lr times the buffer, instead of the sum of all the steps."""
+    return lr * (1 - momentum**steps) / (1 - momentum)
+
+
+def distance_one_step_late(lr, momentum, steps):
+    """Uses the buffer from before each update (0 on the first step), so every step is one step behind."""
+    return lr / (1 - momentum) * (steps - (1 - momentum**steps) / (1 - momentum))
+
+
 WRONG: dict[str, list[Callable]] = {
     "Value": [EngineOverwritesGrads, EngineWithoutTopologicalOrder, EngineWrongTanhDerivative, EngineWrongPowerRule,
               EngineReversedSubtraction],
@@ -472,4 +536,8 @@ WRONG: dict[str, list[Callable]] = {
                   adam_betas_swapped],
     "inverted_dropout": [dropout_without_scaling, dropout_multiplies_by_keep, dropout_also_at_inference,
                          dropout_keeps_with_probability_p, dropout_classic_convention, dropout_global_random],
+    "vanishing_gradient_ratio": [ratio_without_activation, ratio_upside_down, ratio_first_layer_only,
+                                 ratio_of_the_weights],
+    "momentum_distance": [distance_at_top_speed, distance_with_a_moving_average, distance_of_the_last_step,
+                          distance_one_step_late],
 }

@@ -3,11 +3,17 @@
 Seven warm-up exercises and one engine to build (``Value``), each checked on seeded inputs against an
 independent reference: ``torch.autograd`` for gradients and sensitivities, ``torch.optim``
 for the optimizer steps, the package's engine (:mod:`llmcourse.basics.autograd`) and
-``torch.nn.functional.dropout`` for dropout. Each exercise is checked on its
-own: no check needs any other exercise's function.
+``torch.nn.functional.dropout`` for dropout. Then an open experiment,
+``vanishing_gradient_ratio`` (how much smaller the first layer's gradient is than the
+last one's in a deep network), checked against the bounds the slope argument gives, and a
+derivation, ``momentum_distance`` (how far SGD with momentum carries a parameter whose
+gradient is always 1), checked against ``torch.optim.SGD`` run step by step and, for
+runs of up to 10^15 steps, against the same recurrence applied by repeated squaring.
+Each exercise is checked on its own: no check needs any other exercise's function.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import torch
@@ -18,6 +24,7 @@ from llmcourse.basics.autograd import RULES, Value, backpropagate, topological_o
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     as_tensor,
     call,
     expect,
@@ -650,3 +657,105 @@ def value_random_graphs(ns: Namespace) -> None:
         if abs(got - expected) > 1e-9 * max(1.0, abs(expected)):
             raise CheckFailed(f"random graph {seed} ({recipe[:200]}...): value should be {expected:.6g}, got {got:.6g}")
         _expect_leaf_grads(leaves_mine, leaves_theirs, root_mine, root_theirs, f"random graph {seed} ({recipe[:200]}...)")
+
+
+# --------------------------------------------------------------------------- an experiment: vanishing gradients
+
+_HE_STD = math.sqrt(2 / 64)  # Kaiming (He) initialisation for ReLU layers of width 64
+_LINEAR_STD = 1 / math.sqrt(3 * 64)  # the spread of nn.Linear's default initialisation for 64 inputs
+
+
+def _ratio(ns: Namespace, activation: str, weight_std: float, **kwargs: Any) -> float:
+    shown = ", ".join([f'"{activation}"', f"{weight_std:.3g}"] + [f"{k}={v}" for k, v in kwargs.items()])
+    return as_number(call(ns, "vanishing_gradient_ratio", activation, weight_std, **kwargs),
+                     f"vanishing_gradient_ratio({shown})")
+
+
+@chapter.check("vanishing_gradient_ratio", points=1, hint="Divide the norm of the first layer's weight gradient by "
+               "the norm of the last layer's (after one backward pass), and put the sigmoid after every layer but "
+               "the last. Each sigmoid layer multiplies the gradient by a slope of at most 0.25 on its way back.")
+def sigmoid_gradients_vanish(ns: Namespace) -> None:
+    ratios = {depth: _ratio(ns, "sigmoid", _LINEAR_STD, depth=depth) for depth in (2, 5, 10, 20)}
+    expect(ratios[2] > 1e-3, f"with 2 sigmoid layers the ratio is {ratios[2]:.3g}; one sigmoid in between can only "
+                             f"shrink the gradient by a modest factor (more than 1e-3 is expected).")
+    expect(ratios[20] < 1e-8, f"with 20 sigmoid layers the ratio is {ratios[20]:.3g}; 19 slopes of at most 0.25 on "
+                              f"the way back should make it tiny (below 1e-8).")
+    expect(ratios[2] > ratios[5] > ratios[10] > ratios[20],
+           "the ratio should shrink with every layer added: got "
+           + ", ".join(f"{ratios[d]:.3g} at depth {d}" for d in ratios) + ".")
+
+
+@chapter.check("vanishing_gradient_ratio", points=1, hint="ReLU's slope is exactly 1 where it is active and tanh's "
+               "is close to 1 near 0, so with sensible weights the first layer's gradient stays about as large as "
+               "the last one's. Use the weight_std you are given, the activation you are asked for, and z = h @ W.")
+def relu_and_tanh_gradients_keep_their_size(ns: Namespace) -> None:
+    for activation, std, kwargs in [("relu", _HE_STD, {}), ("relu", _HE_STD, {"seed": 1}),
+                                    ("relu", math.sqrt(2 / 32), {"width": 32}), ("tanh", 1 / 8, {})]:
+        got = _ratio(ns, activation, std, **kwargs)
+        where = ", ".join([activation, f"weight_std {std:.3g}"] + [f"{k} {v}" for k, v in kwargs.items()])
+        expect(0.05 <= got <= 20, f"with 20 layers ({where}) the ratio is {got:.3g}; it should stay within a "
+                                  f"factor of 20 of 1.")
+
+
+@chapter.check("vanishing_gradient_ratio", points=1, hint="Return a ratio of two gradient norms, not one norm: with "
+               "a single layer the first layer is the last, so the ratio is exactly 1.")
+def one_layer_gives_a_ratio_of_one(ns: Namespace) -> None:
+    for activation in ("sigmoid", "relu"):
+        got = _ratio(ns, activation, _LINEAR_STD, depth=1)
+        expect(abs(got - 1) < 1e-6, f'vanishing_gradient_ratio("{activation}", ..., depth=1) is {got:.6g}; with one '
+                                    f"layer the first and the last layer are the same, so it should be 1.")
+
+
+# --------------------------------------------------------------------------- a derivation: how far momentum carries
+
+_SGD = [(torch.optim, "SGD", "torch.optim.SGD")]
+
+
+def _distance_by_sgd(lr: float, momentum: float, steps: int) -> float:
+    """Brute force: run torch.optim.SGD on a parameter whose gradient is always 1."""
+    param = torch.zeros(1, dtype=F64, requires_grad=True)
+    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        param.sum().backward()  # the gradient of the parameter itself is 1
+        optimizer.step()
+    return -float(param.detach())
+
+
+def _distance_by_matrix_power(lr: float, momentum: float, steps: int) -> float:
+    """The same recurrence as one affine map on (param, buffer, 1), applied `steps` times by repeated squaring."""
+    one_step = torch.tensor([[1.0, -lr * momentum, -lr], [0.0, momentum, 1.0], [0.0, 0.0, 1.0]], dtype=F64)
+    state = torch.linalg.matrix_power(one_step, steps) @ torch.tensor([0.0, 0.0, 1.0], dtype=F64)
+    return -float(state[0])
+
+
+def _expect_distance(ns: Namespace, lr: float, momentum: float, steps: int, want: float) -> None:
+    with forbid("momentum_distance", _SGD):
+        got = as_number(call(ns, "momentum_distance", lr, momentum, steps),
+                        f"momentum_distance({lr:g}, {momentum:g}, {steps:g})")
+    expect(abs(got - want) <= 1e-9 * abs(want),
+           f"momentum_distance({lr:g}, {momentum:g}, {steps:g}) is {got:.10g}, but the parameter moves "
+           f"{want:.10g}.")
+
+
+@chapter.check("momentum_distance", points=1, hint="Write the buffer after k steps first (a geometric series in the "
+               "momentum), then add up the steps lr x buffer for k = 1 ... steps. The first step moves the "
+               "parameter by exactly lr.")
+def momentum_distance_matches_sgd(ns: Namespace) -> None:
+    for lr, momentum, steps in [(0.1, 0.9, 1), (0.1, 0.9, 2), (0.1, 0.9, 10), (0.05, 0.5, 7), (0.01, 0.99, 50)]:
+        _expect_distance(ns, lr, momentum, steps, _distance_by_sgd(lr, momentum, steps))
+
+
+@chapter.check("momentum_distance", points=1, hint="A loop over 10^12 steps would run for days: sum both geometric "
+               "series on paper, so that your function takes the same time for any number of steps.")
+def momentum_distance_long_runs(ns: Namespace) -> None:
+    for lr, momentum, steps in [(1e-3, 0.9, 10**12), (0.1, 0.99, 10**9), (0.01, 0.5, 10**15)]:
+        _expect_distance(ns, lr, momentum, steps, _distance_by_matrix_power(lr, momentum, steps))
+
+
+@chapter.check("momentum_distance", points=1, hint="The formula must hold for momentum = 0 too (plain gradient "
+               "descent), and close to 1, where the first steps are still far from their top speed.")
+def momentum_distance_without_momentum_and_near_one(ns: Namespace) -> None:
+    for lr, momentum, steps in [(0.2, 0.0, 1), (0.2, 0.0, 5), (0.2, 0.0, 10**9), (0.01, 0.999, 3),
+                                (0.01, 0.999, 1000)]:
+        _expect_distance(ns, lr, momentum, steps, _distance_by_matrix_power(lr, momentum, steps))
