@@ -58,6 +58,21 @@ def _kv_cache_append(past, new):
     return tuple(torch.cat([old, fresh], dim=2) for old, fresh in zip(past, new))
 
 
+def _sampling_tail_share(vocab_size, k, n_samples, seed):
+    # written differently from the solution: inverse-transform sampling on the cumulative distribution
+    generator = torch.Generator().manual_seed(seed)
+    cdf = torch.cumsum(torch.tensor([1.0 / (i + 1) for i in range(vocab_size)], dtype=torch.float64), 0)
+    draws = torch.searchsorted(cdf / cdf[-1], torch.rand(n_samples, generator=generator, dtype=torch.float64))
+    return float(torch.count_nonzero(draws.clamp(max=vocab_size - 1) >= k)) / n_samples
+
+
+def _temperature_gradient(logits, temperature):
+    # d/dT of z_i / T - logsumexp(z / T) is -z_i / T^2 + sum_j p_j z_j / T^2; times p_i
+    log_p = torch.log_softmax(logits / temperature, dim=-1)
+    d_log_p = (-logits + (log_p.exp() * logits).sum(-1, keepdim=True)) / temperature**2
+    return log_p.exp() * d_log_p
+
+
 CORRECT = {
     "GPT": _Build07,
     "softmax_with_temperature": _softmax_with_temperature,
@@ -66,6 +81,8 @@ CORRECT = {
     "greedy_decode": _greedy_decode,
     "length_penalty": _length_penalty,
     "kv_cache_append": _kv_cache_append,
+    "sampling_tail_share": _sampling_tail_share,
+    "temperature_gradient": _temperature_gradient,
 }
 
 PACKAGE = {
@@ -103,3 +120,37 @@ def test_greedy_check_gpt_gives_varied_tokens():
     run_checks(chapter, {"greedy_decode": spy}, "greedy_decode")
     gpt_output = [o for o in outputs if o[:3].tolist() == [3, 1, 4]]
     assert gpt_output and len(set(gpt_output[0][3:].tolist())) >= 4
+
+
+def test_the_tail_check_uses_the_exact_harmonic_sums():
+    from llmcourse.grading.chapters.ch07 import _zipf_tail
+
+    assert abs(_zipf_tail(2, 1) - 1 / 3) < 1e-15
+    assert abs(_zipf_tail(50_000, 10) - 0.743) < 1e-3  # the lesson's point: most draws come from the tail
+    assert _zipf_tail(7, 7) == 0.0
+
+
+def test_temperature_gradient_refuses_autograd():
+    import torch.nn.functional as F
+
+    def by_autograd(logits, temperature):
+        t = torch.tensor(float(temperature), dtype=logits.dtype, requires_grad=True)
+        p = F.softmax(logits / t, dim=-1)
+        return torch.stack([torch.autograd.grad(q, t, retain_graph=True)[0] for q in p.flatten()]).view_as(p)
+
+    def by_jacobian(logits, temperature):
+        return torch.autograd.functional.jacobian(lambda t: torch.softmax(logits / t, -1),
+                                                  torch.tensor(float(temperature), dtype=logits.dtype))
+
+    def by_backward(logits, temperature):
+        t = torch.tensor(float(temperature), dtype=logits.dtype, requires_grad=True)
+        torch.softmax(logits / t, dim=-1).sum().backward()
+        return torch.zeros_like(logits) + t.grad
+
+    for builtin in (by_autograd, by_jacobian, by_backward):
+        results = run_checks(chapter, {"temperature_gradient": builtin}, "temperature_gradient")
+        failed = [r for r in results if not r.passed]
+        assert failed and all("asks you to write" in r.message for r in failed), builtin.__name__
+    leaf = torch.ones(2, requires_grad=True)  # autograd works again afterwards
+    (leaf * 3).sum().backward()
+    assert leaf.grad.tolist() == [3.0, 3.0]

@@ -251,6 +251,76 @@ class GPTUnscaledScores(_GPT):
     """Forgets 1/sqrt(head_dim)."""
     scale = False
 
+
+# --------------------------------------------------------------------------- the experiment: sampling_tail_share
+
+
+def _zipf_draws(vocab_size, n_samples, seed, replacement=True, power=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.arange(1, vocab_size + 1, dtype=torch.float64) ** -power
+    return torch.multinomial(weights / weights.sum(), n_samples, replacement=replacement, generator=generator)
+
+
+def tail_share_without_replacement(vocab_size, k, n_samples, seed):
+    """Leaves torch.multinomial's default replacement=False: every token can be drawn once only."""
+    return (_zipf_draws(vocab_size, n_samples, seed, replacement=False) >= k).double().mean().item()
+
+
+def tail_share_inside_the_top_k(vocab_size, k, n_samples, seed):
+    """Counts the draws inside the top k instead of outside it."""
+    return (_zipf_draws(vocab_size, n_samples, seed) < k).double().mean().item()
+
+
+def tail_share_of_a_uniform_vocabulary(vocab_size, k, n_samples, seed):
+    """Forgets the 1 / rank weights and samples every token equally often."""
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, vocab_size, (n_samples,), generator=generator)
+    return (draws >= k).double().mean().item()
+
+
+def tail_share_off_by_one(vocab_size, k, n_samples, seed):
+    """Counts ranks from 1 and keeps "rank > k" on ids, so the k-th token (id k) is counted as inside the top k."""
+    return (_zipf_draws(vocab_size, n_samples, seed) > k).double().mean().item()
+
+
+# --------------------------------------------------------------------------- the derivation: temperature_gradient
+
+
+def _p_and_mean(logits, temperature):
+    p = torch.softmax(logits / temperature, dim=-1)
+    return p, (p * logits).sum(dim=-1, keepdim=True)
+
+
+def temperature_gradient_one_power_of_t(logits, temperature):
+    """Stops the chain rule early: divides by T once instead of by T squared."""
+    p, mean = _p_and_mean(logits, temperature)
+    return p * (mean - logits) / temperature
+
+
+def temperature_gradient_sign_flipped(logits, temperature):
+    """Differentiates z / T as if it were + z / T^2: the likeliest tokens gain as T rises."""
+    p, mean = _p_and_mean(logits, temperature)
+    return p * (logits - mean) / temperature**2
+
+
+def temperature_gradient_plain_mean(logits, temperature):
+    """Takes the plain average of the logits where the p-weighted average belongs."""
+    p = torch.softmax(logits / temperature, dim=-1)
+    return p * (logits.mean(dim=-1, keepdim=True) - logits) / temperature**2
+
+
+def temperature_gradient_naive_softmax(logits, temperature):
+    """Takes softmax with exp straight away, so logits near 1000 give inf / inf = nan."""
+    e = torch.exp(logits / temperature)
+    p = e / e.sum(dim=-1, keepdim=True)
+    return p * ((p * logits).sum(dim=-1, keepdim=True) - logits) / temperature**2
+
+
+def temperature_gradient_one_mean_for_all_rows(logits, temperature):
+    """Averages the logits over the whole tensor instead of row by row."""
+    p = torch.softmax(logits / temperature, dim=-1)
+    return p * ((p * logits).sum() / p.sum() - logits) / temperature**2
+
 WRONG: dict[str, list[Callable]] = {
     "GPT": [GPTPostNorm, GPTWithoutMask, GPTUnscaledScores],
     "softmax_with_temperature": [temperature_multiplies, temperature_overflows, temperature_over_the_batch,
@@ -260,4 +330,9 @@ WRONG: dict[str, list[Callable]] = {
     "greedy_decode": [greedy_last_token_only, greedy_new_tokens_only, greedy_ignores_eos, greedy_drops_eos],
     "length_penalty": [penalty_without_exponent, penalty_length_to_alpha, penalty_exponent_on_numerator],
     "kv_cache_append": [kv_append_on_head_dim, kv_append_new_first, kv_append_no_empty_cache, kv_append_keys_twice],
+    "sampling_tail_share": [tail_share_without_replacement, tail_share_inside_the_top_k,
+                            tail_share_of_a_uniform_vocabulary, tail_share_off_by_one],
+    "temperature_gradient": [temperature_gradient_one_power_of_t, temperature_gradient_sign_flipped,
+                             temperature_gradient_plain_mean, temperature_gradient_naive_softmax,
+                             temperature_gradient_one_mean_for_all_rows],
 }

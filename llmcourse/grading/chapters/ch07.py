@@ -4,8 +4,18 @@ Six exercises on the output layer and decoding, each checked on seeded inputs
 against an independent reference: ``torch.softmax``, transformers'
 ``TopKLogitsWarper`` / ``TopPLogitsWarper``, hand-computed examples, GNMT's
 formula, ``llmcourse.models.generation.generate`` on a small GPT, and the keys and
-values a real ``MultiHeadAttention`` layer caches. No check needs another
-exercise's function.
+values a real ``MultiHeadAttention`` layer caches. Then a whole ``GPT`` to build,
+checked against transformers' GPT-2 with the same weights.
+
+Last, an open experiment and a derivation. ``sampling_tail_share`` draws tokens
+from a distribution with p ~ 1/rank and measures how many fall outside the k
+likeliest; it is checked against the exact tail probability (harmonic sums written
+out, within five standard deviations of a sampled share) and the lesson's claim
+that plain sampling mostly draws from the long tail of a large vocabulary.
+``temperature_gradient`` is the derivative of softmax(z / T) with respect to T,
+checked against ``torch.autograd.functional.jacobian`` while every autograd entry
+point is switched off for the learner's code. No check needs another exercise's
+function.
 """
 from __future__ import annotations
 
@@ -19,11 +29,13 @@ from llmcourse.transformer.attention import MultiHeadAttention, scaled_dot_produ
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
     expect_raises_value_error,
     expect_shape,
+    forbid,
     seeded_randn,
 )
 
@@ -351,3 +363,99 @@ def gpt_is_causal_for_any_length(ns: Namespace) -> None:
     with torch.no_grad():
         expected = hf(ids[:, :5]).logits
     expect_close(_gpt_logits(model, ids)[:, :5], expected, "the logits of the first 5 of 7 tokens", atol=1e-4)
+
+
+# --------------------------------------------------------------------------- an experiment: how much plain sampling draws from the tail
+
+def _zipf_tail(vocab_size: int, k: int) -> float:
+    """The probability that a draw from p_i ~ 1/i (i = 1 .. vocab_size) falls outside the k likeliest tokens."""
+    tail = math.fsum(1.0 / i for i in range(k + 1, vocab_size + 1))
+    return tail / math.fsum(1.0 / i for i in range(1, vocab_size + 1))
+
+
+def _tail_share(ns: Namespace, vocab_size: int, k: int, n_samples: int, seed: int) -> float:
+    what = f"sampling_tail_share({vocab_size}, {k}, {n_samples}, seed={seed})"
+    got = as_number(call(ns, "sampling_tail_share", vocab_size, k, n_samples, seed=seed), what)
+    expect(0.0 <= got <= 1.0, f"{what} returned {got:.6g}; a share of the draws lies between 0 and 1.")
+    return got
+
+
+@chapter.check("sampling_tail_share", points=1, hint="Token i (counting from 0) gets probability proportional to "
+               "1 / (i + 1). Draw n_samples tokens WITH replacement (torch.multinomial(..., replacement=True), with a "
+               "torch.Generator seeded by seed) and return the share of draws whose id is k or more.")
+def tail_share_matches_the_tail_probability(ns: Namespace) -> None:
+    for vocab_size, k, seed in [(10, 1, 0), (10, 3, 1), (1000, 10, 2), (50_000, 100, 3)]:
+        n_samples = 20_000
+        got = _tail_share(ns, vocab_size, k, n_samples, seed)
+        want = _zipf_tail(vocab_size, k)
+        allowed = 5 * math.sqrt(want * (1 - want) / n_samples) + 1e-9  # five standard deviations of a share
+        expect(abs(got - want) <= allowed,
+               f"sampling_tail_share({vocab_size}, {k}, {n_samples}) returned {got:.4f}, but the tokens outside the "
+               f"{k} likeliest have probability {want:.4f} together; {n_samples} draws land within {allowed:.4f} "
+               f"of that.")
+
+
+@chapter.check("sampling_tail_share", points=1, hint="Count the draws OUTSIDE the k likeliest tokens (ids k and "
+               "above), not inside. With k = vocab_size nothing is outside; with a 50,000-token vocabulary most "
+               "draws come from outside the ten likeliest tokens.")
+def tail_share_of_a_large_vocabulary(ns: Namespace) -> None:
+    got = _tail_share(ns, 50_000, 10, 20_000, 4)
+    expect(got > 0.7, f"with 50,000 tokens and p ~ 1/rank, the tokens outside the 10 likeliest hold "
+                      f"{_zipf_tail(50_000, 10):.3f} of the probability, but only {got:.4f} of your draws "
+                      f"came from them.")
+    got = _tail_share(ns, 50, 50, 5_000, 5)
+    expect(got == 0.0, f"sampling_tail_share(50, 50, ...) returned {got:.4f}: with k equal to the vocabulary "
+                       f"size no token is outside the top k.")
+
+
+# --------------------------------------------------------------------------- a derivation: how probabilities move with the temperature
+
+# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+             (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "jvp", "torch.func.jvp"),
+             (torch.func, "vjp", "torch.func.vjp"), (torch.func, "jacrev", "torch.func.jacrev"),
+             (torch.func, "jacfwd", "torch.func.jacfwd")]
+
+
+def _temperature_gradient_reference(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    z = logits.detach().to(torch.float64)
+    t = torch.tensor(float(temperature), dtype=torch.float64)
+    return torch.autograd.functional.jacobian(lambda u: torch.softmax(z / u, dim=-1), t)
+
+
+def _expect_temperature_gradient(ns: Namespace, logits: torch.Tensor, temperature: float, what: str) -> None:
+    want = _temperature_gradient_reference(logits, temperature)
+    with forbid("temperature_gradient", _AUTOGRAD):
+        got = call(ns, "temperature_gradient", logits.clone(), temperature)
+    expect_close(got, want, f"temperature_gradient {what}", atol=1e-9, rtol=1e-6)
+
+
+@chapter.check("temperature_gradient", points=1, hint="Write p_i = exp(z_i / T) / sum_j exp(z_j / T), take the log, "
+               "differentiate with respect to T (the chain rule gives a -1/T^2), and multiply back by p_i. The sum "
+               "over j turns into a p-weighted average of the logits.")
+def temperature_gradient_matches_autograd(ns: Namespace) -> None:
+    logits = seeded_randn(4, 6, seed=90, dtype=torch.float64) * 2
+    for t in (0.5, 1.0, 3.0):
+        _expect_temperature_gradient(ns, logits, t, f"for logits (4, 6) at T = {t}")
+
+
+@chapter.check("temperature_gradient", points=1, hint="Your formula needs the probabilities: take them stably "
+               "(torch.softmax, or subtract each row's maximum before exp), or logits near 1000 give inf and nan.")
+def temperature_gradient_large_logits(ns: Namespace) -> None:
+    _expect_temperature_gradient(ns, torch.tensor([1000.0, 999.0, 990.0], dtype=torch.float64), 0.5,
+                                 "for the logits [1000, 999, 990] at T = 0.5")
+    _expect_temperature_gradient(ns, torch.tensor([[-3.0, 4.0], [2.0, 2.0]], dtype=torch.float64), 2.0,
+                                 "for the logits [[-3, 4], [2, 2]] at T = 2")
+
+
+@chapter.check("temperature_gradient", points=1, hint="Every row of the last dimension is its own distribution: take "
+               "the weighted average of the logits per row (keepdim=True), for any number of leading dimensions.")
+def temperature_gradient_any_shape(ns: Namespace) -> None:
+    logits = seeded_randn(2, 3, 5, seed=91, dtype=torch.float64) * 3
+    for t in (0.2, 7.0):
+        _expect_temperature_gradient(ns, logits, t, f"for logits (2, 3, 5) at T = {t}")
