@@ -11,6 +11,7 @@ from wrong_solutions.ch09 import _LoRA as _Build09  # the correct layer the wron
 
 from llmcourse.finetuning import distill, lora, preference, sft
 from llmcourse.grading.chapters.ch09 import chapter
+from llmcourse.grading.checks import run_checks
 
 # --------------------------------------------------------------------------- correct solutions, written here
 
@@ -59,6 +60,28 @@ def _distillation_loss(student_logits, teacher_logits, temperature=2.0):
     return temperature ** 2 * per_row.mean()
 
 
+def _lora_fit_error(delta_w, r, steps=500):
+    # written differently from the solution: SGD with momentum on the summed squared error, and a factored A
+    torch.manual_seed(1)
+    n_out, n_in = delta_w.shape
+    a = torch.nn.Parameter(torch.randn(r, n_in) * 0.1)
+    b = torch.nn.Parameter(torch.zeros(n_out, r))
+    optimizer = torch.optim.SGD([a, b], lr=0.002, momentum=0.9)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.sum((torch.mm(b, a) - delta_w) ** 2).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return math.sqrt(float(((torch.mm(b, a) - delta_w) ** 2).sum()) / float((delta_w ** 2).sum()))
+
+
+def _dpo_grad(pc, pr, rc, rr, beta):
+    # d/dz of softplus(-z) is -(1 - sigmoid(z)); z moves by +beta with pc and by -beta with pr
+    z = beta * ((pc - pr) - (rc - rr))
+    weight = (1 - torch.sigmoid(z)) * beta / z.numel()
+    return -weight, weight
+
+
 CORRECT = {
     "LoRALinear": _Build09,
     "mask_prompt_labels": _mask_prompt_labels,
@@ -68,6 +91,8 @@ CORRECT = {
     "pairwise_reward_loss": _pairwise_reward_loss,
     "dpo_loss": _dpo_loss,
     "distillation_loss": _distillation_loss,
+    "lora_fit_error": _lora_fit_error,
+    "dpo_grad": _dpo_grad,
 }
 
 PACKAGE = {
@@ -95,3 +120,30 @@ def test_stability_checks_really_overflow_the_naive_formulas():
     assert math.isinf(float(-torch.log(torch.sigmoid(torch.tensor(-3995.0)))))
     assert float(torch.softmax(torch.tensor([0.0, 200.0, -200.0]), -1)[0]) == 0.0
 
+
+
+def test_the_lora_fit_targets_have_the_ranks_the_checks_say():
+    from llmcourse.grading.chapters.ch09 import _low_rank_change, _rank_r_best_error
+
+    assert int(torch.linalg.matrix_rank(_low_rank_change(100))) == 2
+    assert _rank_r_best_error(_low_rank_change(100), 2) < 1e-6
+    assert 0.5 < _rank_r_best_error(torch.randn(12, 10, generator=torch.Generator().manual_seed(0)), 1) < 1
+
+
+def test_dpo_grad_refuses_autograd():
+    import torch.nn.functional as F
+
+    def by_autograd(pc, pr, rc, rr, beta):
+        pc, pr = pc.clone().requires_grad_(True), pr.clone().requires_grad_(True)
+        loss = -F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
+        return torch.autograd.grad(loss, (pc, pr))
+
+    def by_backward(pc, pr, rc, rr, beta):
+        pc, pr = pc.clone().requires_grad_(True), pr.clone().requires_grad_(True)
+        (-F.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()).backward()
+        return pc.grad, pr.grad
+
+    for builtin in (by_autograd, by_backward):
+        results = run_checks(chapter, {"dpo_grad": builtin}, "dpo_grad")
+        failed = [r for r in results if not r.passed]
+        assert failed and all("asks you to write" in r.message for r in failed), builtin.__name__

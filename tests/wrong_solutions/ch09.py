@@ -266,6 +266,87 @@ class LoRAMergeForgetsScale(_LoRA):
     """Merges B A without the alpha / r factor."""
     merge_scaled = False
 
+
+# --------------------------------------------------------------------------- the experiment: lora_fit_error
+
+
+def _fit(delta_w, r, steps, init_a=True, train_a=True, zero_grad=True):
+    n_out, n_in = delta_w.shape
+    generator = torch.Generator().manual_seed(0)
+    A = torch.randn(r, n_in, generator=generator) / n_in ** 0.5 if init_a else torch.zeros(r, n_in)
+    A.requires_grad_(train_a)
+    B = torch.zeros(n_out, r, requires_grad=True)
+    optimizer = torch.optim.Adam([A, B] if train_a else [B], lr=0.02)
+    for _ in range(steps):
+        if zero_grad:
+            optimizer.zero_grad()
+        (B @ A - delta_w).pow(2).mean().backward()
+        optimizer.step()
+    return (B @ A - delta_w).detach()
+
+
+def lora_fit_both_zero(delta_w, r, steps=500):
+    """Starts A at zero as well as B: neither ever gets a gradient, and nothing is learned."""
+    return (torch.linalg.norm(_fit(delta_w, r, steps, init_a=False)) / torch.linalg.norm(delta_w)).item()
+
+
+def lora_fit_freezes_a(delta_w, r, steps=500):
+    """Trains only B and leaves the random A frozen, so B A is stuck in A's random row space."""
+    return (torch.linalg.norm(_fit(delta_w, r, steps, train_a=False)) / torch.linalg.norm(delta_w)).item()
+
+
+def lora_fit_absolute_error(delta_w, r, steps=500):
+    """Returns ||B A - delta_w|| without dividing by ||delta_w||."""
+    return torch.linalg.norm(_fit(delta_w, r, steps)).item()
+
+
+def lora_fit_returns_the_loss(delta_w, r, steps=500):
+    """Returns the mean squared error it trained on instead of the relative Frobenius error."""
+    return _fit(delta_w, r, steps).pow(2).mean().item()
+
+
+def lora_fit_never_zeroes_gradients(delta_w, r, steps=500):
+    """Forgets optimizer.zero_grad(): every step follows the sum of all the gradients so far."""
+    return (torch.linalg.norm(_fit(delta_w, r, steps, zero_grad=False)) / torch.linalg.norm(delta_w)).item()
+
+
+# --------------------------------------------------------------------------- the derivation: dpo_grad
+
+
+def _dpo_margin(pc, pr, rc, rr, beta):
+    return beta * (pc - rc) - beta * (pr - rr)
+
+
+def dpo_grad_sign_flipped(pc, pr, rc, rr, beta):
+    """Gives the direction that lowers the chosen answer and raises the rejected one (the ascent direction)."""
+    push = beta * torch.sigmoid(-_dpo_margin(pc, pr, rc, rr, beta)) / len(pc)
+    return push, -push
+
+
+def dpo_grad_sigmoid_of_the_margin(pc, pr, rc, rr, beta):
+    """Uses sigmoid(z) where sigmoid(-z) belongs: pushes hardest on the pairs that are already right."""
+    push = beta * torch.sigmoid(_dpo_margin(pc, pr, rc, rr, beta)) / len(pc)
+    return -push, push
+
+
+def dpo_grad_of_the_sum(pc, pr, rc, rr, beta):
+    """Forgets that the loss is a mean over the pairs."""
+    push = beta * torch.sigmoid(-_dpo_margin(pc, pr, rc, rr, beta))
+    return -push, push
+
+
+def dpo_grad_without_beta(pc, pr, rc, rr, beta):
+    """Drops the chain rule's factor beta (keeps it only inside the margin)."""
+    push = torch.sigmoid(-_dpo_margin(pc, pr, rc, rr, beta)) / len(pc)
+    return -push, push
+
+
+def dpo_grad_naive_sigmoid(pc, pr, rc, rr, beta):
+    """Writes sigmoid(-z) as exp(-z) / (1 + exp(-z)): inf / inf = nan for margins of -4000."""
+    e = torch.exp(-_dpo_margin(pc, pr, rc, rr, beta))
+    push = beta * (e / (1 + e)) / len(pc)
+    return -push, push
+
 WRONG: dict[str, list[Callable]] = {
     "LoRALinear": [LoRARandomB, LoRANotFrozen, LoRAScaledByAlpha, LoRAMergeForgetsScale],
     "mask_prompt_labels": [mask_off_by_one, mask_the_answer, mask_in_place, mask_with_zero, mask_unchecked],
@@ -278,4 +359,8 @@ WRONG: dict[str, list[Callable]] = {
     "dpo_loss": [dpo_without_reference, dpo_log_of_sigmoid, dpo_swapped, dpo_beta_outside],
     "distillation_loss": [distill_without_t_squared, distill_kl_swapped, distill_log_of_softmax,
                           distill_mean_over_entries, distill_student_not_scaled],
+    "lora_fit_error": [lora_fit_both_zero, lora_fit_freezes_a, lora_fit_absolute_error, lora_fit_returns_the_loss,
+                       lora_fit_never_zeroes_gradients],
+    "dpo_grad": [dpo_grad_sign_flipped, dpo_grad_sigmoid_of_the_margin, dpo_grad_of_the_sum, dpo_grad_without_beta,
+                 dpo_grad_naive_sigmoid],
 }

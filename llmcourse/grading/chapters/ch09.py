@@ -5,7 +5,17 @@ labels, the SFT loss, a LoRA layer's forward pass and its merged weight, the
 reward model's pairwise loss, the DPO loss and the distillation loss. Each is
 checked on seeded inputs against an independent reference (``F.cross_entropy``,
 ``F.linear`` with the merged matrix, ``F.softplus``, ``F.kl_div``, the papers'
-formulas written out, hand-computed examples). No check needs another
+formulas written out, hand-computed examples).
+
+Then an open experiment and a derivation. ``lora_fit_error`` trains a rank-r
+product B A to match a given weight change and reports the relative error left;
+it is checked against the best error any rank-r matrix can reach (the
+Eckart-Young theorem, from ``torch.linalg.svdvals``): zero for a change of rank
+<= r, and neither below nor far above the optimum for a full-rank one.
+``dpo_grad`` is the gradient of the DPO loss with respect to the policy's
+log-probabilities of the chosen and the rejected answers, checked against
+``torch.autograd`` while every autograd entry point is switched off for the
+learner's code. No check needs another
 exercise's function.
 """
 from __future__ import annotations
@@ -26,6 +36,7 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_raises_value_error,
     expect_shape,
+    forbid,
     seeded_randn,
 )
 
@@ -419,3 +430,120 @@ def _learner_method(module, name: str):
         raise CheckFailed(f"`{_LORA}.{name}` is not written yet: replace `raise NotImplementedError`.") from None
     except Exception as exc:
         raise CheckFailed(f"`{_LORA}.{name}()` raised {type(exc).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- an experiment: what a rank-r adapter can learn
+
+def _rank_r_best_error(delta_w: torch.Tensor, r: int) -> float:
+    """Eckart-Young: the smallest ||M - delta_w||_F / ||delta_w||_F over matrices M of rank <= r (from the SVD)."""
+    s = torch.linalg.svdvals(delta_w.double())
+    return float(s[r:].pow(2).sum().sqrt() / s.pow(2).sum().sqrt())
+
+
+def _fit_error(ns: Namespace, delta_w: torch.Tensor, r: int, what: str) -> float:
+    got = as_number(call(ns, "lora_fit_error", delta_w.clone(), r, steps=500), what)
+    expect(math.isfinite(got) and got >= 0, f"{what} returned {got}; a relative error is a number >= 0.")
+    return got
+
+
+def _low_rank_change(seed: int, d_out: int = 12, d_in: int = 10, rank: int = 2) -> torch.Tensor:
+    return 3 * seeded_randn(d_out, rank, seed=seed) @ seeded_randn(rank, d_in, seed=seed + 1)
+
+
+@chapter.check("lora_fit_error", points=1, hint="Start as a LoRA layer does: A small and random, B all zeros (if "
+               "both start at zero, neither ever gets a gradient). Train BOTH with torch.optim.Adam (lr 0.02), "
+               "zero the gradients every step, and return ||B A - delta_w|| / ||delta_w|| (Frobenius norms).")
+def lora_fit_learns_a_low_rank_change(ns: Namespace) -> None:
+    delta_w = _low_rank_change(100)
+    for r in (2, 3):
+        what = f"lora_fit_error(a rank-2 change (12, 10), r={r})"
+        got = _fit_error(ns, delta_w, r, what)
+        expect(got < 0.02, f"{what} returned {got:.4f}: an adapter of rank {r} can express a change of rank 2 "
+                           f"exactly, so 500 steps of training should bring the relative error below 0.02.")
+
+
+@chapter.check("lora_fit_error", points=1, hint="Return the RELATIVE error, ||B A - delta_w|| / ||delta_w|| (Frobenius "
+               "norms, not squared, not a mean), measured after training. A full-rank change cannot be matched by "
+               "rank r: the best possible error comes from the singular values the adapter cannot reach.")
+def lora_fit_gets_the_best_rank_r_error(ns: Namespace) -> None:
+    delta_w = 3 * seeded_randn(12, 10, seed=101)
+    for r in (1, 4):
+        what = f"lora_fit_error(a full-rank change (12, 10), r={r})"
+        got, best = _fit_error(ns, delta_w, r, what), _rank_r_best_error(delta_w, r)
+        expect(got >= best - 1e-3, f"{what} returned {got:.4f}, but no matrix of rank {r} comes closer than "
+                                   f"{best:.4f} (from the singular values of delta_w): is it the relative error "
+                                   f"of B A after training?")
+        expect(got <= best + 0.02, f"{what} returned {got:.4f}; the best rank-{r} matrix has the relative error "
+                                   f"{best:.4f}, and 500 steps of Adam get within 0.02 of it.")
+
+
+# --------------------------------------------------------------------------- a derivation: the gradient of the DPO loss
+
+# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+             (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "jvp", "torch.func.jvp"),
+             (torch.func, "vjp", "torch.func.vjp"), (torch.func, "jacrev", "torch.func.jacrev"),
+             (torch.func, "jacfwd", "torch.func.jacfwd")]
+
+
+def _dpo_grad_reference(pc, pr, rc, rr, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    chosen = pc.detach().double().requires_grad_(True)
+    rejected = pr.detach().double().requires_grad_(True)
+    # Rafailov et al. 2023, eq. 7, averaged over the pairs
+    margin = beta * (chosen - rc.double()) - beta * (rejected - rr.double())
+    return torch.autograd.grad(-F.logsigmoid(margin).mean(), (chosen, rejected))
+
+
+def _dpo_grads(ns: Namespace, logps: list[torch.Tensor], beta: float, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    with forbid("dpo_grad", _AUTOGRAD):
+        got = call(ns, "dpo_grad", *[t.clone() for t in logps], beta)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise CheckFailed(f"{what} should return two tensors: (grad_policy_chosen, grad_policy_rejected).")
+    return got[0], got[1]
+
+
+def _expect_dpo_grad(ns: Namespace, logps: list[torch.Tensor], beta: float, what: str) -> None:
+    want_chosen, want_rejected = _dpo_grad_reference(*logps, beta)
+    got_chosen, got_rejected = _dpo_grads(ns, logps, beta, f"dpo_grad {what}")
+    expect_close(got_chosen, want_chosen, f"dpo_grad {what}: the gradient for the chosen answers", atol=1e-10,
+                 rtol=1e-7)
+    expect_close(got_rejected, want_rejected, f"dpo_grad {what}: the gradient for the rejected answers", atol=1e-10,
+                 rtol=1e-7)
+
+
+@chapter.check("dpo_grad", points=1, hint="Call the margin z = beta * (chosen gain - rejected gain). The derivative "
+               "of -log sigmoid(z) with respect to z is -sigmoid(-z) (or -(1 - sigmoid(z))); then the chain rule "
+               "through z, and the mean over the pairs divides by n_pairs.")
+def dpo_grad_matches_autograd(ns: Namespace) -> None:
+    for beta, seed in [(0.1, 120), (0.5, 124)]:
+        logps = [t.double() for t in _logps(seed)]
+        _expect_dpo_grad(ns, logps, beta, f"on 6 pairs with beta={beta}")
+
+
+@chapter.check("dpo_grad", points=1, hint="The loss depends only on the DIFFERENCE of the two gains, so the chosen and "
+               "the rejected log-probability get pushes of the same size and opposite sign. At the start (policy = "
+               "reference) the margin is 0 and sigmoid(0) = 1/2.")
+def dpo_grad_at_the_start(ns: Namespace) -> None:
+    pc, pr, _, _ = [t.double() for t in _logps(128, n=4)]
+    beta = 0.2
+    got_chosen, got_rejected = _dpo_grads(ns, [pc, pr, pc.clone(), pr.clone()], beta,
+                                          "dpo_grad with policy = reference")
+    push = beta * 0.5 / 4
+    expect_close(got_chosen, torch.full((4,), -push, dtype=torch.float64),
+                 "dpo_grad with policy = reference (beta 0.2, 4 pairs): the gradient for the chosen answers")
+    expect_close(got_rejected, torch.full((4,), push, dtype=torch.float64),
+                 "dpo_grad with policy = reference (beta 0.2, 4 pairs): the gradient for the rejected answers")
+
+
+@chapter.check("dpo_grad", points=1, hint="Log-probabilities of whole answers can differ by thousands: compute the "
+               "sigmoid with torch.sigmoid, not as exp(...) / (1 + exp(...)), whose exp overflows to inf.")
+def dpo_grad_is_stable(ns: Namespace) -> None:
+    logps = [torch.tensor([-5.0, -4000.0, -30.0], dtype=torch.float64),
+             torch.tensor([-4000.0, -5.0, -20.0], dtype=torch.float64),
+             torch.full((3,), -10.0, dtype=torch.float64), torch.full((3,), -10.0, dtype=torch.float64)]
+    _expect_dpo_grad(ns, logps, 1.0, "with log-probability gaps near 4000 (beta=1)")
