@@ -60,6 +60,22 @@ def _dynamic_scale_update(scale, found_inf, good_steps, growth_factor, backoff_f
     return scale * growth_factor, 0
 
 
+def _fp16_accumulation_error(values):
+    # written differently from the solution: an fp16 accumulator updated in place, plain Python for the exact sum
+    total = torch.tensor(0.0, dtype=torch.float16)
+    for value in values.tolist():
+        total.add_(torch.tensor(value, dtype=torch.float16))
+    exact = sum(float(v) for v in values.double())
+    return abs(total.item() - exact) / exact
+
+
+def _column_parallel_input_grads(grad_output, weight, world_size):
+    # y_r = x W_r^T + b_r, so dL/dx through y_r is dL/dy_r W_r; written with einsum over blocks
+    blocks_w = weight.reshape(world_size, -1, weight.shape[1])
+    blocks_g = grad_output.reshape(*grad_output.shape[:-1], world_size, -1)
+    return list(torch.einsum("...rs,rsi->r...i", blocks_g, blocks_w))
+
+
 CORRECT = {
     "GradientBuckets": _Build10,
     "average_gradients": _average_gradients,
@@ -68,6 +84,8 @@ CORRECT = {
     "column_parallel_forward": _column_parallel_forward,
     "zero_memory_per_device": _zero_memory_per_device,
     "dynamic_scale_update": _dynamic_scale_update,
+    "fp16_accumulation_error": _fp16_accumulation_error,
+    "column_parallel_input_grads": _column_parallel_input_grads,
 }
 
 PACKAGE = {
@@ -103,3 +121,24 @@ def test_full_product_is_caught_but_a_loop_of_shards_is_not():
     failed = [r.name for r in run_checks(chapter, wrong, "column_parallel_forward") if not r.passed]
     assert failed == ["column_parallel_computes_shards"]
 
+
+
+def test_the_fp16_reference_is_the_lessons_counter():
+    from llmcourse.grading.chapters.ch10 import _fp16_running_sum_error
+
+    assert abs(_fp16_running_sum_error(torch.ones(3000)) - (3000 - 2048) / 3000) < 1e-12  # stuck at 2048
+    assert _fp16_running_sum_error(torch.ones(100)) == 0.0
+
+
+def test_column_parallel_input_grads_refuse_autograd():
+    import torch.nn.functional as F
+
+    def by_autograd(grad_output, weight, world_size):
+        size = weight.shape[0] // world_size
+        x = torch.zeros(*grad_output.shape[:-1], weight.shape[1], dtype=weight.dtype, requires_grad=True)
+        return [torch.autograd.grad(F.linear(x, weight[r * size:(r + 1) * size]), x,
+                                    grad_output[..., r * size:(r + 1) * size])[0] for r in range(world_size)]
+
+    results = run_checks(chapter, {"column_parallel_input_grads": by_autograd}, "column_parallel_input_grads")
+    failed = [r for r in results if not r.passed]
+    assert failed and all("asks you to write" in r.message for r in failed)

@@ -278,6 +278,68 @@ class BucketsNeverReset(_Buckets):
     """Forgets to reset the counts after a step, so later steps never send their buckets."""
     reset = False
 
+
+# --------------------------------------------------------------------------- the experiment: fp16_accumulation_error
+
+
+def _relative_error(total, values):
+    exact = values.double().sum()
+    return ((torch.as_tensor(total).double() - exact).abs() / exact).item()
+
+
+def fp16_error_with_torch_sum(values):
+    """Uses values.half().sum(), which PyTorch accumulates in fp32 internally: no stalling shows."""
+    return _relative_error(values.half().sum(), values)
+
+
+def fp16_error_float32_total(values):
+    """Starts the total as a float32 zero, so every addition of an fp16 value is done (and kept) in fp32."""
+    total = torch.zeros(())
+    for value in values.half():
+        total += value
+    return _relative_error(total, values)
+
+
+def fp16_error_rounds_only_at_the_end(values):
+    """Adds in float32 and rounds only the finished total to fp16."""
+    return _relative_error(values.sum().half(), values)
+
+
+def fp16_error_absolute(values):
+    """Returns |total - exact| without dividing by the exact sum."""
+    total = torch.zeros((), dtype=torch.float16)
+    for value in values.half():
+        total = total + value
+    return (total.double() - values.double().sum()).abs().item()
+
+
+# --------------------------------------------------------------------------- the derivation: column_parallel_input_grads
+
+
+def input_grads_whole_gradient_everywhere(grad_output, weight, world_size):
+    """Gives every device the whole dL/dx, as if each already held every output's gradient."""
+    return [grad_output @ weight for _ in range(world_size)]
+
+
+def input_grads_averaged(grad_output, weight, world_size):
+    """Divides each part by world_size, as if the all-reduce averaged (as in data parallelism) instead of summing."""
+    size = weight.shape[0] // world_size
+    return [grad_output[..., r * size:(r + 1) * size] @ weight[r * size:(r + 1) * size] / world_size
+            for r in range(world_size)]
+
+
+def input_grads_strided_rows(grad_output, weight, world_size):
+    """Deals the rows of weight out round-robin (rows r, r + world_size, ...) but slices grad_output in blocks."""
+    size = weight.shape[0] // world_size
+    return [grad_output[..., r * size:(r + 1) * size] @ weight[r::world_size] for r in range(world_size)]
+
+
+def input_grads_split_by_input_features(grad_output, weight, world_size):
+    """Splits weight by its columns (the input features), as a row-parallel layer would, so each part is a slice."""
+    size = weight.shape[1] // world_size
+    return [grad_output @ weight[:, r * size:(r + 1) * size] for r in range(world_size)]
+
+
 WRONG: dict[str, list[Callable]] = {
     "GradientBuckets": [BucketsSumInsteadOfAverage, BucketsBlockingAllReduce, BucketsOneCallPerParameter,
                         BucketsNeverReset],
@@ -291,4 +353,8 @@ WRONG: dict[str, list[Callable]] = {
                                zero_in_gigabytes, zero_unchecked],
     "dynamic_scale_update": [scale_keeps_count_on_inf, scale_grows_one_step_early,
                              scale_count_not_reset_after_growth, scale_grows_on_inf],
+    "fp16_accumulation_error": [fp16_error_with_torch_sum, fp16_error_float32_total, fp16_error_rounds_only_at_the_end,
+                                fp16_error_absolute],
+    "column_parallel_input_grads": [input_grads_whole_gradient_everywhere, input_grads_averaged,
+                                    input_grads_strided_rows, input_grads_split_by_input_features],
 }

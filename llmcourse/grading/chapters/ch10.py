@@ -4,7 +4,17 @@ Six exercises, each checked on fixed inputs against an independent reference:
 ``torch.stack(...).mean``, hand-computed values, the pipeline simulator in
 ``llmcourse.parallel.schedule``, ``torch.nn.functional.linear``, the ZeRO paper's
 worked example, and PyTorch's own loss-scale kernel ``torch._amp_update_scale_``
-(what ``torch.amp.GradScaler.update`` runs). No check needs another exercise's function.
+(what ``torch.amp.GradScaler.update`` runs). Then a program to build,
+``GradientBuckets``, run in two real processes.
+
+Last, an open experiment and a derivation. ``fp16_accumulation_error`` keeps a
+running sum in fp16 and reports its relative error; it is checked against the
+same sum written with NumPy's float16 scalars and against the bound that the gap
+between fp16 numbers sets (a total past 2048 no longer grows by numbers below 1).
+``column_parallel_input_grads`` is each device's part of dL/dx in a
+column-parallel linear layer, checked device by device and summed (the backward
+all-reduce) against ``torch.autograd`` while every autograd entry point is
+switched off for the learner's code. No check needs another exercise's function.
 """
 from __future__ import annotations
 
@@ -24,6 +34,8 @@ from llmcourse.grading.checks import (
     expect,
     expect_close,
     expect_raises_value_error,
+    expect_shape,
+    forbid,
     get_function,
     seeded_generator,
     seeded_randn,
@@ -392,3 +404,122 @@ def buckets_one_async_call_per_bucket(ns: Namespace) -> None:
             expect(len(calls) == expected, f"with buckets of {bucket_size} parameters, rank {rank} should call "
                    f"dist.all_reduce {expected} times in {_DP_STEPS} steps, called it {len(calls)} times")
             expect(all(calls), f"rank {rank} called dist.all_reduce without async_op=True")
+
+
+# --------------------------------------------------------------------------- an experiment: a running sum kept in fp16
+
+def _fp16_running_sum_error(values: torch.Tensor) -> float:
+    """The same measurement written with NumPy's float16 scalars: every addition rounds to float16."""
+    import numpy as np
+
+    total = np.float16(0.0)
+    for value in values.numpy().astype(np.float16):
+        total = np.float16(total + value)
+    exact = math.fsum(values.double().tolist())
+    return abs(float(total) - exact) / abs(exact)
+
+
+def _accumulation_error(ns: Namespace, values: torch.Tensor, what: str) -> float:
+    got = as_number(call(ns, "fp16_accumulation_error", values.clone()), what)
+    expect(math.isfinite(got) and got >= 0, f"{what} returned {got}; a relative error is a number >= 0.")
+    return got
+
+
+@chapter.check("fp16_accumulation_error", points=1, hint="Keep the running total itself in fp16: start from "
+               "torch.zeros((), dtype=torch.float16), add the fp16 values one at a time in a loop, and only at the "
+               "end compare it (as a float) with the exact sum: |total - exact| / exact.")
+def fp16_sum_matches_a_float16_reference(ns: Namespace) -> None:
+    generator = seeded_generator(130)
+    cases = [(torch.ones(3000), "3000 ones"), (torch.rand(6000, generator=generator), "6000 numbers from [0, 1)"),
+             (torch.rand(3000, generator=generator) * 0.01, "3000 numbers from [0, 0.01)")]
+    for values, what in cases:
+        got = _accumulation_error(ns, values, f"fp16_accumulation_error({what})")
+        want = _fp16_running_sum_error(values)
+        expect(abs(got - want) <= 2e-4 + 1e-3 * want,
+               f"fp16_accumulation_error({what}) returned {got:.5f}; a running total kept in fp16 (every addition "
+               f"rounded to fp16) is off by {want:.5f} of the exact sum.")
+
+
+@chapter.check("fp16_accumulation_error", points=1, hint="values.half().sum() and a float32 total do not show the "
+               "effect: PyTorch adds fp16 numbers in fp32 internally. Past 2048 the gap between fp16 numbers is 2, "
+               "so adding anything below 1 changes nothing: a long sum stalls.")
+def fp16_sum_stalls(ns: Namespace) -> None:
+    values = torch.rand(20_000, generator=seeded_generator(131))
+    got = _accumulation_error(ns, values, "fp16_accumulation_error(20000 numbers from [0, 1))")
+    exact = float(values.double().sum())
+    expect(got > 0.75, f"fp16_accumulation_error(20000 numbers from [0, 1)) returned {got:.4f}, but a running fp16 "
+                       f"total cannot pass 2048 by adding numbers below 1, so it misses at least "
+                       f"{1 - 2048 / exact:.3f} of the exact sum {exact:.0f}.")
+    few = torch.rand(100, generator=seeded_generator(132))
+    got = _accumulation_error(ns, few, "fp16_accumulation_error(100 numbers from [0, 1))")
+    expect(got < 0.01, f"fp16_accumulation_error(100 numbers from [0, 1)) returned {got:.4f}; a short sum near 50 "
+                       f"stays within 1 % in fp16.")
+
+
+# --------------------------------------------------------------------------- a derivation: the backward pass of a column-parallel layer
+
+# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+             (torch.Tensor, "backward", ".backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "jvp", "torch.func.jvp"),
+             (torch.func, "vjp", "torch.func.vjp"), (torch.func, "jacrev", "torch.func.jacrev"),
+             (torch.func, "jacfwd", "torch.func.jacfwd")]
+
+
+def _input_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, grad_output: torch.Tensor):
+    """dL/dx by autograd, for a loss whose gradient with respect to F.linear(x, weight, bias) is grad_output."""
+    leaf = x.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.linear(leaf, weight, bias), leaf, grad_output)
+    return grad
+
+
+def _partial_grads(ns: Namespace, grad_output: torch.Tensor, weight: torch.Tensor, world_size: int,
+                   what: str) -> list[torch.Tensor]:
+    with forbid("column_parallel_input_grads", _AUTOGRAD):
+        got = call(ns, "column_parallel_input_grads", grad_output.clone(), weight.clone(), world_size)
+    if isinstance(got, torch.Tensor):
+        got = list(got)
+    expect(isinstance(got, (list, tuple)) and len(got) == world_size,
+           f"{what} should return a list of {world_size} tensors, one per device, got "
+           f"{len(got) if isinstance(got, (list, tuple)) else type(got).__name__}.")
+    return list(got)
+
+
+@chapter.check("column_parallel_input_grads", points=2, hint="Device r computed y_r = x W_r^T + b_r. Differentiate "
+               "that with respect to x on paper: the gradient flowing back through y_r needs only dL/dy_r (its slice "
+               "of grad_output) and W_r (its rows of weight); neither x nor the bias appears.")
+def column_parallel_grads_per_device(ns: Namespace) -> None:
+    x, weight, bias = (seeded_randn(2, 3, 6, seed=140, dtype=torch.float64), seeded_randn(8, 6, seed=141,
+                       dtype=torch.float64), seeded_randn(8, seed=142, dtype=torch.float64))
+    grad_output = seeded_randn(2, 3, 8, seed=143, dtype=torch.float64)
+    for world_size in (2, 4):
+        what = f"column_parallel_input_grads(grad_output (2, 3, 8), weight (8, 6), world_size={world_size})"
+        got = _partial_grads(ns, grad_output, weight, world_size, what)
+        size = 8 // world_size
+        for rank, partial in enumerate(got):
+            rows = slice(rank * size, (rank + 1) * size)
+            want = _input_grad(x, weight[rows], bias[rows], grad_output[..., rows])
+            expect_close(partial, want, f"{what}: device {rank}'s part (the gradient through its {size} outputs "
+                                        f"only)", atol=1e-10, rtol=1e-8)
+
+
+@chapter.check("column_parallel_input_grads", points=1, hint="Every output feature depends on every input feature, "
+               "so each device's part is only a piece of dL/dx: the whole gradient is what the all-reduce makes of "
+               "the pieces. With world_size = 1 the one piece is the whole gradient.")
+def column_parallel_grads_add_up(ns: Namespace) -> None:
+    x, weight = seeded_randn(5, 4, seed=144, dtype=torch.float64), seeded_randn(9, 4, seed=145, dtype=torch.float64)
+    bias, grad_output = seeded_randn(9, seed=146, dtype=torch.float64), seeded_randn(5, 9, seed=147,
+                                                                                     dtype=torch.float64)
+    want = _input_grad(x, weight, bias, grad_output)
+    for world_size in (1, 3):
+        what = f"column_parallel_input_grads(grad_output (5, 9), weight (9, 4), world_size={world_size})"
+        got = _partial_grads(ns, grad_output, weight, world_size, what)
+        for partial in got:
+            expect_shape(partial, (5, 4), f"{what}: each device's part")
+        expect_close(torch.stack([torch.as_tensor(p) for p in got]).sum(0), want,
+                     f"{what}, added up over the devices (what the all-reduce computes), against dL/dx of the "
+                     f"whole layer", atol=1e-10, rtol=1e-8)
