@@ -12,6 +12,7 @@ import regex
 from llmcourse.grading.chapters.ch03 import chapter
 from llmcourse.grading.checks import run_checks
 from llmcourse.tokenizers.basic import BasicTokenizer
+from llmcourse.tokenizers.training import train_bpe
 from llmcourse.tokenizers.widgets import merge_step_view, merge_stepper, show_token
 
 GPT4 = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
@@ -88,9 +89,26 @@ def to_mergeable_ranks(merges):
     return {token: i for i, token in vocab.items()}
 
 
+def bytes_per_token(train_text, test_text, num_merges):
+    # the package's fast trainer on the whole text as one piece, then the merges replayed in order
+    merges = train_bpe({train_text.encode("utf-8"): 1}, num_merges)
+    ids = list(test_text.encode("utf-8"))
+    for step, pair in enumerate(merges):
+        ids = merge(ids, list(pair), 256 + step)
+    return len(test_text.encode("utf-8")) / len(ids)
+
+
+def run_token_count(n, k):
+    # after k merges: n // 2**k copies of the 2**k-byte token, plus one token per 1-bit of the remainder
+    copies, rest = divmod(n, 1 << k)
+    return copies + sum(rest >> bit & 1 for bit in range(k))
+
+
 CORRECT = {f.__name__: f for f in (pair_counts, merge, train_merges, encode_with_merges, decode_ids, regex_split,
                                    to_mergeable_ranks)}
 CORRECT["RegexTokenizer"] = _Build03  # the class to build: a correct one written apart from the solution
+CORRECT["bytes_per_token"] = bytes_per_token
+CORRECT["run_token_count"] = run_token_count
 
 
 def _stub(*args, **kwargs):

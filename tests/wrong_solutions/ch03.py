@@ -499,6 +499,81 @@ class TokenizerSavesNoSpecialTokens(_Tokenizer):
             json.dump({"pattern": self.pattern, "special_tokens": {},
                        "merges": [[a, b, i] for (a, b), i in self.merges.items()]}, f)
 
+# --------------------------------------------------------------------------- bytes_per_token
+
+
+def _bpe_ids(train_text, text, num_merges):
+    """Byte-level BPE trained on train_text, then text encoded by replaying the merges in order."""
+    def replace(ids, pair, new_id):
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(new_id)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        return out
+
+    ids, merges = list(train_text.encode("utf-8")), []
+    for step in range(num_merges):
+        counts = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        ids = replace(ids, pair, 256 + step)
+        merges.append(pair)
+    ids = list(text.encode("utf-8"))
+    for step, pair in enumerate(merges):
+        ids = replace(ids, pair, 256 + step)
+    return ids
+
+
+def bpt_measured_on_the_training_text(train_text, test_text, num_merges):
+    """Measures the ratio on the training text, not on the held-out text it was given."""
+    return len(train_text.encode("utf-8")) / len(_bpe_ids(train_text, train_text, num_merges))
+
+
+def bpt_characters_per_token(train_text, test_text, num_merges):
+    """Divides the number of characters, not bytes, by the number of tokens."""
+    return len(test_text) / len(_bpe_ids(train_text, test_text, num_merges))
+
+
+def bpt_tokens_per_byte(train_text, test_text, num_merges):
+    """Returns the inverse ratio: tokens per byte."""
+    return len(_bpe_ids(train_text, test_text, num_merges)) / len(test_text.encode("utf-8"))
+
+
+def bpt_one_merge_too_few(train_text, test_text, num_merges):
+    """Trains num_merges - 1 merges (vocab_size = 255 + num_merges), an off-by-one in the vocabulary size."""
+    return len(test_text.encode("utf-8")) / len(_bpe_ids(train_text, test_text, max(num_merges - 1, 0)))
+
+
+# --------------------------------------------------------------------------- run_token_count
+
+
+def run_count_ceil(n, k):
+    """Guesses that each merge halves the run, rounding up: ceil(n / 2**k)."""
+    return -(-n // 2 ** k)
+
+
+def run_count_without_leftovers(n, k):
+    """Counts only the copies of the longest token, n // 2**k, and forgets the shorter tokens left over."""
+    return n // 2 ** k
+
+
+def run_count_one_token_per_merge(n, k):
+    """Assumes every merge saves exactly one token: n - k."""
+    return n - k
+
+
+def run_count_in_floats(n, k):
+    """The right formula, but computed with float division, which cannot hold a huge n exactly."""
+    return int(n / 2 ** k) + bin(int(n - int(n / 2 ** k) * 2 ** k)).count("1")
+
+
 WRONG: dict[str, list[Callable]] = {
     "RegexTokenizer": [TokenizerWithoutRegexSplit, TokenizerMergesInOnePass, TokenizerStrictDecode,
                        TokenizerIgnoresSpecialTokens, TokenizerSavesNoSpecialTokens],
@@ -514,4 +589,8 @@ WRONG: dict[str, list[Callable]] = {
                     split_drops_special_tokens],
     "to_mergeable_ranks": [ranks_pair_as_two_bytes, ranks_without_single_bytes, ranks_counted_from_zero,
                            ranks_with_str_keys],
+    "bytes_per_token": [bpt_measured_on_the_training_text, bpt_characters_per_token, bpt_tokens_per_byte,
+                        bpt_one_merge_too_few],
+    "run_token_count": [run_count_ceil, run_count_without_leftovers, run_count_one_token_per_merge,
+                        run_count_in_floats],
 }

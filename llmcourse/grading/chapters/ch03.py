@@ -5,10 +5,21 @@ training, encoding by merge rank, decoding), GPT-4's pre-tokenizer with special
 tokens, and the export of merges to tiktoken's rank format. Each is checked on
 hand-made and seeded inputs against an independent reference: the package's
 tokenizers (:mod:`llmcourse.tokenizers`), Python's own ``bytes.decode`` and
-tiktoken. No check needs any other exercise's function.
+tiktoken. Then the class to build, ``RegexTokenizer``, and two more:
 
-While the learner's code runs for the first five exercises, the package's own
-BPE functions are switched off, so calling them fails the check.
+* ``bytes_per_token``, an experiment: how much text one token holds after a
+  number of merges, measured on held-out text. It is compared with the same
+  measurement done here with plain loops, and with what BPE guarantees (exactly
+  one byte per token without merges; on the training text itself, every merge
+  removes at least one token);
+* ``run_token_count``, a derivation: the number of tokens a run of n equal bytes
+  becomes after k merges, as a formula. It is compared with training by brute
+  force for small runs, and with a run-length simulation of the same training
+  for runs far too long to build.
+
+No check needs any other exercise's function. While the learner's code runs for
+the first five exercises and for ``run_token_count``, the package's own BPE
+functions are switched off, so calling them fails the check.
 """
 from __future__ import annotations
 
@@ -530,3 +541,174 @@ def tokenizer_saves_and_loads(ns: Namespace) -> None:
         expect(_method(fresh, "encode", text, allowed_special="all") == _method(tok, "encode", text,
                                                                                  allowed_special="all"),
                f"after load, encode({text[:30]!r}) should give the same ids as before save")
+
+
+# --------------------------------------------------------------------------- bytes_per_token (an experiment)
+
+_BPT_TRAIN = ("The cat sat on the mat. The cat ate the rat. A naïve cat sat on a café mat, and the rat ran "
+              "to the barn. Then the cat and the rat sat at the gate, and that was that. " * 4
+              + "北京的猫坐在垫子上。猫吃了老鼠。" * 3)
+_BPT_TEST = "The rat sat on the cat's hat at the café. 猫坐在北京的垫子上, and that is that."
+
+
+def _bpe_bytes_per_token(train_text: str, test_text: str, num_merges: int) -> float:
+    """The experiment done here with plain loops: train on bytes, encode by replaying the merges in order."""
+    def replace(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+        out: list[int] = []
+        for token in ids:
+            if out and out[-1] == pair[0] and token == pair[1] and not merged_last[0]:
+                out[-1] = new_id
+                merged_last[0] = True
+            else:
+                out.append(token)
+                merged_last[0] = False
+        return out
+
+    merged_last = [False]
+    ids, merges = list(train_text.encode("utf-8")), []
+    for step in range(num_merges):
+        counts: dict[tuple[int, int], int] = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        top = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == top)
+        merged_last[0] = False
+        ids = replace(ids, pair, 256 + step)
+        merges.append(pair)
+    test_ids = list(test_text.encode("utf-8"))
+    for step, pair in enumerate(merges):
+        merged_last[0] = False
+        test_ids = replace(test_ids, pair, 256 + step)
+    return len(test_text.encode("utf-8")) / len(test_ids)
+
+
+def _merges(k: int) -> str:
+    return f"{k} merge" if k == 1 else f"{k} merges"
+
+
+def _learner_bpt(ns: Namespace, train_text: str, test_text: str, num_merges: int) -> float:
+    got = call(ns, "bytes_per_token", train_text, test_text, num_merges)
+    what = f"bytes_per_token(train, test, {num_merges})"
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        raise CheckFailed(f"{what} should return a number (a float), got {type(got).__name__}.")
+    return float(got)
+
+
+@chapter.check("bytes_per_token", points=1, hint="Train on train_text only (byte-level BPE without a regex split, "
+               "ties to the smallest pair, as BasicTokenizer does, with vocab_size = 256 + num_merges), then encode "
+               "test_text and divide its number of UTF-8 bytes (not characters) by its number of tokens.")
+def bytes_per_token_matches_a_recount(ns: Namespace) -> None:
+    for num_merges in (0, 8, 40):
+        expected = _bpe_bytes_per_token(_BPT_TRAIN, _BPT_TEST, num_merges)
+        got = _learner_bpt(ns, _BPT_TRAIN, _BPT_TEST, num_merges)
+        expect(abs(got - expected) < 1e-9, f"bytes_per_token on a held-out sentence after {_merges(num_merges)} is "
+               f"{got:.6g}, expected {expected:.6g}.")
+
+
+@chapter.check("bytes_per_token", points=1, hint="With no merges every byte is its own token, whatever the text: "
+               "exactly 1.0 bytes per token, also for Chinese (3 bytes a character). On its own training text each "
+               "merge removes at least one token, so the ratio must grow with every merge.")
+def bytes_per_token_follows_the_theory(ns: Namespace) -> None:
+    chinese = "猫坐在垫子上。🙂 naïve"
+    got = _learner_bpt(ns, _BPT_TRAIN, chinese, 0)
+    expect(abs(got - 1.0) < 1e-12, f"with 0 merges every byte is one token, so bytes_per_token should be exactly "
+           f"1.0 (here on {chinese!r}), got {got:.6g}.")
+    text = "low lower lowest newer newest wider widest " * 6
+    n = len(text.encode("utf-8"))
+    previous = 1.0
+    for k in (1, 4, 16, 48):
+        got = _learner_bpt(ns, text, text, k)
+        expect(got >= n / (n - k) - 1e-12, f"measured on its own training text of {n} bytes, {_merges(k)} leave at "
+               f"most {n - k} tokens, so at least {n / (n - k):.4f} bytes per token; you report {got:.4f}.")
+        expect(got > previous, f"on its own training text the ratio must grow with every merge: {got:.4f} after "
+               f"{_merges(k)} is not above {previous:.4f}.")
+        previous = got
+
+
+# --------------------------------------------------------------------------- run_token_count (a derivation)
+
+
+def _brute_force_run(n: int, k: int) -> int:
+    """Train k merges on n equal bytes with a plain list, exactly as BPE does, and count what is left."""
+    ids = [97] * n
+    for step in range(k):
+        counts: dict[tuple[int, int], int] = {}
+        for pair in zip(ids, ids[1:]):
+            counts[pair] = counts.get(pair, 0) + 1
+        top = max(counts.values())
+        pair = min(p for p, c in counts.items() if c == top)
+        out, i = [], 0
+        while i < len(ids):
+            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                out.append(256 + step)
+                i += 2
+            else:
+                out.append(ids[i])
+                i += 1
+        ids = out
+    return len(ids)
+
+
+def _run_length_bpe(n: int, k: int) -> int:
+    """The same training on runs [token, count] instead of single tokens, so that n may be astronomically large."""
+    runs = [[97, n]]
+    for step in range(k):
+        counts: dict[tuple[int, int], int] = {}
+        for token, count in runs:
+            if count > 1:
+                counts[(token, token)] = counts.get((token, token), 0) + count - 1
+        for (a, _), (b, _) in zip(runs, runs[1:]):
+            counts[(a, b)] = counts.get((a, b), 0) + 1
+        top = max(counts.values())
+        a, b = min(p for p, c in counts.items() if c == top)
+        new, out = 256 + step, []
+        for index, (token, count) in enumerate(runs):
+            if a == b == token:
+                out += [[new, count // 2], [token, count % 2]]
+            elif a != b and token == a and index + 1 < len(runs) and runs[index + 1][0] == b:
+                out += [[token, count - 1], [new, 1]]
+                runs[index + 1] = [b, runs[index + 1][1] - 1]
+            else:
+                out.append([token, count])
+        runs = []
+        for token, count in out:  # drop empty runs and join neighbours of the same token
+            if count and runs and runs[-1][0] == token:
+                runs[-1][1] += count
+            elif count:
+                runs.append([token, count])
+    return sum(count for _, count in runs)
+
+
+def _learner_run_count(ns: Namespace, n: int, k: int) -> int:
+    got = _learner(ns, "run_token_count", n, k)
+    if isinstance(got, bool) or not isinstance(got, int):
+        if isinstance(got, float) and got.is_integer() and got < 2 ** 53:
+            return int(got)
+        raise CheckFailed(f"run_token_count({n}, {k}) should return an int (a number of tokens), got "
+                          f"{type(got).__name__} {got!r:.40}.")
+    return got
+
+
+@chapter.check("run_token_count", points=1, hint="Work a few runs by hand (n = 5, 6, 7, 12 with k = 1, 2, 3): "
+               "write down which tokens exist after each merge and how many of each. The longest token doubles at "
+               "every merge; look at what is left over next to the copies of it.")
+def run_token_count_small_runs(ns: Namespace) -> None:
+    for n in range(1, 41):
+        for k in range(n.bit_length()):  # every k with 2**k <= n
+            expected = _brute_force_run(n, k)
+            got = _learner_run_count(ns, n, k)
+            expect(got == expected, f"a run of {n} equal bytes after {_merges(k)} is {expected} tokens, "
+                   f"your formula says {got}.")
+
+
+@chapter.check("run_token_count", points=1, hint="The answer must come from a formula in n and k, in whole-number "
+               "arithmetic: n can be far too large to build the text (2**60 bytes), and a float cannot hold such "
+               "an n exactly. Think of what happens to the binary digits of n.")
+def run_token_count_huge_runs(ns: Namespace) -> None:
+    for n, k in [(2 ** 50, 50), (2 ** 60 + 12_345, 17), (3 ** 40, 1), (10 ** 18 + 7, 33), (2 ** 61 - 1, 59)]:
+        expected = _run_length_bpe(n, k)
+        got = _learner_run_count(ns, n, k)
+        expect(got == expected, f"a run of n = {n} equal bytes after {_merges(k)} is {expected} tokens, your "
+               f"function says {got}.")
