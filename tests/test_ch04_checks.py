@@ -54,6 +54,27 @@ def _alibi_bias(n_heads, seq_len):
     return bias
 
 
+def _alibi_look_back(n_heads, seq_len, head):
+    # the last query's weights over its keys, written with a plain loop over the distances
+    slope = 2 ** (-8 * (head + 1) / n_heads)
+    weights = [math.exp(-slope * d) for d in range(seq_len)]
+    return sum(d * w for d, w in enumerate(weights)) / sum(weights)
+
+
+def _skipgram_grads(center_table, context_table, center_ids, context_ids):
+    # one pair at a time: d(-log p_o)/dz = p - onehot(o), then the chain rule through z = context_table @ u
+    grad_center, grad_context = torch.zeros_like(center_table), torch.zeros_like(context_table)
+    n = len(center_ids)
+    for c, o in zip(center_ids.tolist(), context_ids.tolist()):
+        u = center_table[c]
+        z = context_table @ u
+        p = (z - z.max()).exp() / (z - z.max()).exp().sum()
+        p[o] -= 1
+        grad_center[c] += context_table.T @ p / n
+        grad_context += torch.outer(p, u) / n
+    return grad_center, grad_context
+
+
 CORRECT = {
     "one_hot_embed": _one_hot_embed,
     "cosine_similarity": lambda a, b: (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)),
@@ -61,6 +82,8 @@ CORRECT = {
     "rope_rotate": _rope_rotate,
     "alibi_slopes": _alibi_slopes,
     "alibi_bias": _alibi_bias,
+    "alibi_look_back": _alibi_look_back,
+    "skipgram_grads": _skipgram_grads,
 }
 
 
@@ -86,8 +109,17 @@ def test_package_functions_pass_the_checks():
         "alibi_slopes": P.alibi_slopes,
         "alibi_bias": P.alibi_bias,
     }
-    results = run_checks(chapter, ns)
+    results = [r for exercise in ns for r in run_checks(chapter, ns, exercise)]  # the package has no experiment
     assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+
+
+def _skipgram_by_autograd(center_table, context_table, center_ids, context_ids, how):
+    c, x = center_table.clone().requires_grad_(), context_table.clone().requires_grad_()
+    loss = F.cross_entropy(c[center_ids] @ x.T, context_ids)
+    if how == "grad":
+        return torch.autograd.grad(loss, (c, x))
+    loss.backward()
+    return c.grad, x.grad
 
 
 @pytest.mark.parametrize("exercise, builtin", [
@@ -98,6 +130,8 @@ def test_package_functions_pass_the_checks():
     ("cosine_similarity", lambda a, b: F.cosine_similarity(a, b, dim=-1)),
     ("cosine_similarity", lambda a, b: torch.cosine_similarity(a, b, dim=-1)),
     ("cosine_similarity", lambda a, b: (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1)),
+    ("skipgram_grads", lambda c, x, ci, xi: _skipgram_by_autograd(c, x, ci, xi, "grad")),
+    ("skipgram_grads", lambda c, x, ci, xi: _skipgram_by_autograd(c, x, ci, xi, "backward")),
 ])
 def test_checks_refuse_the_builtin_they_ask_you_to_write(exercise, builtin):
     results = run_checks(chapter, {exercise: builtin}, exercise)
@@ -106,6 +140,9 @@ def test_checks_refuse_the_builtin_they_ask_you_to_write(exercise, builtin):
     w = torch.randn(4, 2)  # the built-ins are back afterwards
     assert torch.equal(F.embedding(torch.tensor([1]), w), w[1:2])
     assert F.cosine_similarity(torch.ones(3), torch.ones(3), dim=0).item() == pytest.approx(1.0)
+    x = torch.ones(2, requires_grad=True)
+    (x * 3).sum().backward()
+    assert torch.equal(x.grad, torch.full((2,), 3.0))
 
 
 def test_checks_are_deterministic_and_quick():

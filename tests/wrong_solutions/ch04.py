@@ -255,6 +255,88 @@ def bias_slopes_start_at_one(n_heads, seq_len):
     return (-slopes[:, None, None] * d).masked_fill(d < 0, float("-inf"))
 
 
+# --------------------------------------------------------------------------- alibi_look_back
+
+
+def _look_back_weights(slope, seq_len, sign=-1.0):
+    distance = torch.arange(seq_len - 1, -1, -1, dtype=torch.float64)  # keys 0 .. i, seen from query i = seq_len - 1
+    return torch.softmax(sign * slope * distance, dim=0), distance
+
+
+def look_back_from_the_first_query(n_heads, seq_len, head):
+    """Uses the first query's row, which sees only itself, instead of the last query's."""
+    return 0.0
+
+
+def look_back_with_a_reward_for_distance(n_heads, seq_len, head):
+    """Adds +slope * distance, so the far past gets the largest weight."""
+    weights, distance = _look_back_weights(2.0 ** (-8.0 * (head + 1) / n_heads), seq_len, sign=1.0)
+    return float((weights * distance).sum())
+
+
+def look_back_without_softmax(n_heads, seq_len, head):
+    """Normalises the bias itself into weights (bias / its sum) instead of taking its softmax."""
+    slope = 2.0 ** (-8.0 * (head + 1) / n_heads)
+    distance = torch.arange(seq_len - 1, -1, -1, dtype=torch.float64)
+    bias = -slope * distance
+    weights = bias / bias.sum() if seq_len > 1 else torch.ones(1, dtype=torch.float64)
+    return float((weights * distance).sum())
+
+
+def look_back_slopes_from_one(n_heads, seq_len, head):
+    """Uses the slope 2^(-8h/n), so head 0 gets slope 1 and every head looks less far back than it should."""
+    weights, distance = _look_back_weights(2.0 ** (-8.0 * head / n_heads), seq_len)
+    return float((weights * distance).sum())
+
+
+def look_back_averaged_over_queries(n_heads, seq_len, head):
+    """Averages the mean distance over every query row instead of taking the last query's."""
+    slope = 2.0 ** (-8.0 * (head + 1) / n_heads)
+    rows = []
+    for i in range(seq_len):
+        weights, distance = _look_back_weights(slope, i + 1)
+        rows.append(float((weights * distance).sum()))
+    return sum(rows) / len(rows)
+
+
+# --------------------------------------------------------------------------- skipgram_grads
+
+
+def _logit_gradient(center_table, context_table, center_ids, context_ids):
+    probs = torch.softmax(center_table[center_ids] @ context_table.T, dim=-1)
+    return probs - F.one_hot(context_ids, context_table.shape[0]).to(probs.dtype)
+
+
+def skipgram_grads_summed_not_averaged(center_table, context_table, center_ids, context_ids):
+    """Sums the gradients of the pairs and forgets to divide by the batch size."""
+    g = _logit_gradient(center_table, context_table, center_ids, context_ids)
+    grad_center = torch.zeros_like(center_table).index_add_(0, center_ids, g @ context_table)
+    return grad_center, g.T @ center_table[center_ids]
+
+
+def skipgram_grads_without_the_softmax(center_table, context_table, center_ids, context_ids):
+    """Takes -onehot(o) as the logits' gradient: forgets the softmax's p, so only the context row is pushed."""
+    g = -F.one_hot(context_ids, context_table.shape[0]).to(center_table.dtype) / len(center_ids)
+    grad_center = torch.zeros_like(center_table).index_add_(0, center_ids, g @ context_table)
+    return grad_center, g.T @ center_table[center_ids]
+
+
+def skipgram_grads_center_rows_overwritten(center_table, context_table, center_ids, context_ids):
+    """Writes each pair's gradient into its center row with assignment, so a repeated center keeps only one."""
+    g = _logit_gradient(center_table, context_table, center_ids, context_ids) / len(center_ids)
+    grad_center = torch.zeros_like(center_table)
+    grad_center[center_ids] = g @ context_table
+    return grad_center, g.T @ center_table[center_ids]
+
+
+def skipgram_grads_in_float32(center_table, context_table, center_ids, context_ids):
+    """Computes everything in float32, losing a float64 table's precision."""
+    center_table, context_table = center_table.float(), context_table.float()
+    g = _logit_gradient(center_table, context_table, center_ids, context_ids) / len(center_ids)
+    grad_center = torch.zeros_like(center_table).index_add_(0, center_ids, g @ context_table)
+    return grad_center, g.T @ center_table[center_ids]
+
+
 WRONG: dict[str, list[Callable]] = {
     "one_hot_embed": [embed_one_hot_sized_by_the_ids, embed_with_transposed_table, embed_float32_one_hot,
                       embed_flattens_the_batch, embed_detached, embed_with_builtin],
@@ -269,4 +351,8 @@ WRONG: dict[str, list[Callable]] = {
                      slopes_fill_with_the_wrong_half],
     "alibi_bias": [bias_positive, bias_without_mask, bias_masks_with_zero, bias_key_minus_query,
                    bias_slopes_reversed, bias_slopes_start_at_one],
+    "alibi_look_back": [look_back_from_the_first_query, look_back_with_a_reward_for_distance,
+                        look_back_without_softmax, look_back_slopes_from_one, look_back_averaged_over_queries],
+    "skipgram_grads": [skipgram_grads_summed_not_averaged, skipgram_grads_without_the_softmax,
+                       skipgram_grads_center_rows_overwritten, skipgram_grads_in_float32],
 }

@@ -3,11 +3,20 @@
 Six exercises, each checked on seeded inputs against an independent reference:
 PyTorch's ``F.embedding`` and ``F.cosine_similarity``, the formulas written out
 here, and the ``llmcourse.transformer.positions`` functions (themselves tested against
-``transformers``' LLaMA and BLOOM code). Each exercise is checked on its own: no
-check needs any other exercise's function.
+``transformers``' LLaMA and BLOOM code). Then two more:
+
+* ``alibi_look_back``, an experiment: how far back an ALiBi head looks when only
+  its bias decides. It is compared with the same mean distance summed in closed
+  form (a truncated geometric series), and with what the slopes imply: about
+  1/slope tokens back, further for smaller slopes, never beyond uniform weights;
+* ``skipgram_grads``, a derivation: the gradients of word2vec's skip-gram loss
+  with respect to both embedding tables, compared with ``torch.autograd``.
+
+Each exercise is checked on its own: no check needs any other exercise's function.
 
 Where an exercise asks you to write something PyTorch already has, the check
 runs your function with that built-in switched off, so calling it fails the check.
+For ``skipgram_grads`` that is autograd itself.
 """
 from __future__ import annotations
 
@@ -15,12 +24,15 @@ import math
 from typing import Any, Mapping
 
 import torch
+import torch.autograd.functional
+import torch.func
 import torch.nn.functional as F
 
 from llmcourse.transformer import positions as P
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -295,3 +307,122 @@ def expect_finite_part_close(got: torch.Tensor, expected: torch.Tensor, what: st
         raise CheckFailed(f"{what} has -inf in the wrong places: exactly the future keys (j > i) should be -inf.")
     expect_close(torch.where(masked, torch.zeros_like(got), got), torch.where(masked, 0.0, expected), what,
                  atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- alibi_look_back (an experiment)
+
+def _geometric_mean_distance(slope: float, seq_len: int) -> float:
+    """Mean of d = 0 .. seq_len - 1 under weights e^(-slope d): the truncated geometric series, summed in closed form."""
+    r = math.exp(-slope)
+    return r / (1.0 - r) - seq_len * r ** seq_len / (1.0 - r ** seq_len)
+
+
+def _look_back(ns: Namespace, n_heads: int, seq_len: int, head: int) -> float:
+    got = call(ns, "alibi_look_back", n_heads, seq_len, head)
+    return as_number(got, f"alibi_look_back({n_heads}, {seq_len}, {head})")
+
+
+@chapter.check("alibi_look_back", points=1, hint="Take the bias row of the LAST query (position seq_len - 1): "
+               "-slope * distance for each key, with the head's slope 2^(-8(h+1)/n_heads). Softmax it into weights, "
+               "then return the sum over keys of weight * distance.")
+def alibi_look_back_matches_the_weights(ns: Namespace) -> None:
+    for n_heads, seq_len, head in [(2, 4, 0), (8, 16, 3), (8, 100, 7), (16, 50, 10), (4, 1000, 1)]:
+        slope = 2.0 ** (-8.0 * (head + 1) / n_heads)
+        expected = _geometric_mean_distance(slope, seq_len)
+        got = _look_back(ns, n_heads, seq_len, head)
+        expect(math.isclose(got, expected, rel_tol=1e-4, abs_tol=1e-5),
+               f"alibi_look_back({n_heads}, {seq_len}, {head}) is {got:.6g}; head {head} (slope {slope:.4g}) puts "
+               f"its weights on keys at a mean distance of {expected:.6g}.")
+
+
+@chapter.check("alibi_look_back", points=1, hint="With a slope m and a long sequence the weights fall by a factor "
+               "e^(-m) per step back, so a head looks about 1/m tokens back: heads with smaller slopes look further. "
+               "A sequence of one token has only distance 0, and no head can look further back than uniform weights "
+               "would, (seq_len - 1) / 2.")
+def alibi_look_back_follows_the_slopes(ns: Namespace) -> None:
+    got = _look_back(ns, 8, 1, 0)
+    expect(abs(got) < 1e-6, f"with a single token the only key is the query itself (distance 0), got {got:.4g}.")
+    distances = [_look_back(ns, 8, 2048, head) for head in range(8)]
+    expect(all(a < b for a, b in zip(distances, distances[1:])), "the mean distance should grow from head 0 (the "
+           f"largest slope) to head 7 (the smallest); got {[round(d, 2) for d in distances]}.")
+    for head in range(5):  # slopes from 1/2 to 1/32: 2048 tokens are many times 1/slope
+        slope = 2.0 ** (-(head + 1))
+        expect(1 / slope - 1 < distances[head] < 1 / slope, f"head {head} of 8 (slope 1/{2 ** (head + 1)}) should "
+               f"look back between {1 / slope - 1:g} and {1 / slope:g} tokens on average, got {distances[head]:.4g}.")
+    for n_heads, seq_len, head in [(8, 10, 7), (2, 30, 1)]:
+        got = _look_back(ns, n_heads, seq_len, head)
+        expect(0 < got < (seq_len - 1) / 2, f"alibi_look_back({n_heads}, {seq_len}, {head}) is {got:.4g}; it must lie "
+               f"between 0 and {(seq_len - 1) / 2:g}, the mean distance of uniform weights.")
+
+
+# --------------------------------------------------------------------------- skipgram_grads (a derivation)
+
+# Everything that would compute the gradients for the learner.
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+             (torch.Tensor, "backward", "tensor.backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
+             (torch.func, "jacrev", "torch.func.jacrev"), (torch.func, "grad_and_value", "torch.func.grad_and_value")]
+
+
+def _skipgram_inputs(vocab: int, dim: int, batch: int, seed: int, dtype: torch.dtype = torch.float32):
+    center = seeded_randn(vocab, dim, seed=seed, dtype=dtype)
+    context = seeded_randn(vocab, dim, seed=seed + 1, dtype=dtype)
+    generator = seeded_generator(seed + 2)
+    center_ids = torch.randint(0, vocab // 2, (batch,), generator=generator)  # half the words are never a center
+    context_ids = torch.randint(0, vocab, (batch,), generator=generator)
+    return center, context, center_ids, context_ids
+
+
+def _skipgram_reference(center, context, center_ids, context_ids):
+    center, context = center.clone().requires_grad_(), context.clone().requires_grad_()
+    loss = F.cross_entropy(center[center_ids] @ context.T, context_ids)
+    return torch.autograd.grad(loss, (center, context))
+
+
+def _learner_skipgram(ns: Namespace, center, context, center_ids, context_ids, what: str):
+    with forbid("skipgram_grads", _AUTOGRAD):
+        got = call(ns, "skipgram_grads", center.clone(), context.clone(), center_ids.clone(), context_ids.clone())
+    expect(isinstance(got, (tuple, list)) and len(got) == 2, f"{what} should return two tensors (the gradient for "
+           f"the center table, then for the context table), got {type(got).__name__}.")
+    return (expect_shape(got[0], tuple(center.shape), f"{what}[0], the center table's gradient,"),
+            expect_shape(got[1], tuple(context.shape), f"{what}[1], the context table's gradient,"))
+
+
+@chapter.check("skipgram_grads", points=1, hint="For one pair, the loss is -log softmax(z)[o] with z = context_table "
+               "@ u, u the center word's vector. Its derivative by z is p - onehot(o); every row of the context "
+               "table got one logit, so every row gets a gradient. Average over the pairs of the batch.")
+def skipgram_grads_context_table(ns: Namespace) -> None:
+    inputs = _skipgram_inputs(vocab=9, dim=4, batch=6, seed=130)
+    _, expected = _skipgram_reference(*inputs)
+    _, got = _learner_skipgram(ns, *inputs, "skipgram_grads for 6 pairs, vocabulary 9, dim 4")
+    expect_close(got, expected, "the gradient for the context table (6 pairs, vocabulary 9, dim 4)")
+
+
+@chapter.check("skipgram_grads", points=1, hint="The center table enters only through its looked-up rows: the "
+               "gradient of row c is the sum, over the pairs whose center word is c, of (p - onehot(o)) @ "
+               "context_table, divided by the batch size. Rows never used as a center get zeros; a word that is the "
+               "center of several pairs adds them up (index_add_, not assignment).")
+def skipgram_grads_center_table(ns: Namespace) -> None:
+    center, context, _, context_ids = _skipgram_inputs(vocab=8, dim=3, batch=7, seed=131)
+    center_ids = torch.tensor([2, 0, 2, 2, 3, 0, 1])  # word 2 is the center three times; words 4..7 never
+    expected, _ = _skipgram_reference(center, context, center_ids, context_ids)
+    got, _ = _learner_skipgram(ns, center, context, center_ids, context_ids,
+                               "skipgram_grads for 7 pairs with repeated centers")
+    expect_close(got, expected, "the gradient for the center table (7 pairs, word 2 the center of three of them)")
+
+
+@chapter.check("skipgram_grads", points=1, hint="Keep the tables' dtype (float64 here) and compute softmax stably "
+               "(torch.softmax does); the result must hold for one pair as for many.")
+def skipgram_grads_float64(ns: Namespace) -> None:
+    for batch, seed in ((1, 132), (12, 133)):
+        center, context, center_ids, context_ids = _skipgram_inputs(12, 5, batch, seed, dtype=torch.float64)
+        center, context = center * 3, context * 3  # logits of ±20 and more
+        expected = _skipgram_reference(center, context, center_ids, context_ids)
+        got = _learner_skipgram(ns, center, context, center_ids, context_ids,
+                                f"skipgram_grads for {batch} pair{'s' if batch > 1 else ''} in float64")
+        for g, e, which in zip(got, expected, ("center", "context")):
+            _check_dtype(g, torch.float64, f"skipgram_grads with float64 tables ({which} gradient)")
+            expect_close(g, e, f"the {which} table's gradient for {batch} pair{'s' if batch > 1 else ''} in float64",
+                         atol=1e-10, rtol=1e-9)
