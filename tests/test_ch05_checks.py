@@ -53,6 +53,33 @@ def _kv_cache_bytes(n_layers, n_kv_heads, head_dim, bytes_per_value=2):
     return (keys + values) * bytes_per_value
 
 
+def _attention_entropy(d_k, scaled=True, n_keys=16, n_queries=2000):
+    # one query and its own keys at a time, in float64, from the weights themselves
+    g = torch.Generator().manual_seed(d_k * 1000 + n_keys)
+    total = 0.0
+    for _ in range(n_queries):
+        scores = torch.randn(n_keys, d_k, generator=g, dtype=torch.float64) @ torch.randn(
+            d_k, generator=g, dtype=torch.float64)
+        if scaled:
+            scores = scores / math.sqrt(d_k)
+        w = torch.exp(scores - scores.max())
+        w = w / w.sum()
+        total += float(-(w * torch.log(w.clamp_min(1e-300))).sum())
+    return total / n_queries
+
+
+def _attention_grads(q, k, v, grad_out):
+    # written with einsum, naming every index: S_ij = q_i . k_j / sqrt(d), O_i = sum_j P_ij v_j
+    scale = q.shape[-1] ** -0.5
+    p = torch.softmax(torch.einsum("...id,...jd->...ij", q, k) * scale, dim=-1)
+    grad_v = torch.einsum("...ij,...ie->...je", p, grad_out)
+    grad_p = torch.einsum("...ie,...je->...ij", grad_out, v)
+    grad_s = p * grad_p - p * torch.einsum("...ij,...ij->...i", p, grad_p)[..., None]
+    grad_q = torch.einsum("...ij,...jd->...id", grad_s, k) * scale
+    grad_k = torch.einsum("...ij,...id->...jd", grad_s, q) * scale
+    return grad_q, grad_k, grad_v
+
+
 CORRECT = {
     "CausalSelfAttention": _Build05,
     "attention_scores": _attention_scores,
@@ -62,6 +89,8 @@ CORRECT = {
     "merge_heads": _merge_heads,
     "repeat_kv": _repeat_kv,
     "kv_cache_bytes": _kv_cache_bytes,
+    "attention_entropy": _attention_entropy,
+    "attention_grads": _attention_grads,
 }
 
 PACKAGE = {
@@ -102,3 +131,22 @@ def test_kv_cache_bytes_accepts_a_whole_float_but_not_gib():
         _kv_cache_bytes(n_layers, n_kv_heads, head_dim, bytes_per_value) / 2**30)
     assert not any(r.passed for r in run_checks(chapter, {"kv_cache_bytes": in_gib}, "kv_cache_bytes"))
 
+
+
+def test_attention_grads_refuses_autograd():
+    def by_autograd(q, k, v, grad_out):
+        q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+        return torch.autograd.grad(_attention(q, k, v), (q, k, v), grad_out)
+
+    def by_backward(q, k, v, grad_out):
+        q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+        _attention(q, k, v).backward(grad_out)
+        return q.grad, k.grad, v.grad
+
+    for builtin in (by_autograd, by_backward):
+        results = run_checks(chapter, {"attention_grads": builtin}, "attention_grads")
+        assert results and not any(r.passed for r in results)
+        assert all("asks you to write" in r.message for r in results)
+    x = torch.ones(2, requires_grad=True)
+    (x * 3).sum().backward()  # restored afterwards
+    assert torch.equal(x.grad, torch.full((2,), 3.0))

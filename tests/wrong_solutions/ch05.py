@@ -264,6 +264,85 @@ class AttentionSplitsHeadsWrongly(_Attention):
         return t.reshape(batch, n, seq, self.head_dim)
 
 
+# --------------------------------------------------------------------------- attention_entropy
+
+
+def _random_scores(d_k, n_keys, n_queries):
+    q, k = torch.randn(n_queries, 1, d_k), torch.randn(n_queries, n_keys, d_k)
+    return (q @ k.transpose(-2, -1)).squeeze(1)   # (n_queries, n_keys)
+
+
+def entropy_in_bits(d_k, scaled=True, n_keys=16, n_queries=2000):
+    """Measures the entropy with log2 (bits) instead of the natural log (nats)."""
+    s = _random_scores(d_k, n_keys, n_queries) / (math.sqrt(d_k) if scaled else 1.0)
+    log_w = torch.log_softmax(s, dim=-1)
+    return float(-(log_w.exp() * log_w / math.log(2)).sum(-1).mean())
+
+
+def entropy_always_scaled(d_k, scaled=True, n_keys=16, n_queries=2000):
+    """Ignores `scaled` and always divides by sqrt(d_k), so it never sees the collapse."""
+    log_w = torch.log_softmax(_random_scores(d_k, n_keys, n_queries) / math.sqrt(d_k), dim=-1)
+    return float(-(log_w.exp() * log_w).sum(-1).mean())
+
+
+def entropy_divided_by_d_k(d_k, scaled=True, n_keys=16, n_queries=2000):
+    """Scales by 1/d_k instead of 1/sqrt(d_k), which makes the weights nearly uniform."""
+    log_w = torch.log_softmax(_random_scores(d_k, n_keys, n_queries) / (d_k if scaled else 1.0), dim=-1)
+    return float(-(log_w.exp() * log_w).sum(-1).mean())
+
+
+def entropy_of_underflowing_weights(d_k, scaled=True, n_keys=16, n_queries=2000):
+    """Takes log of the weights themselves: a weight that underflows to 0 gives 0 * log 0 = nan."""
+    w = torch.softmax(_random_scores(d_k, n_keys, n_queries) / (math.sqrt(d_k) if scaled else 1.0), dim=-1)
+    return float(-(w * torch.log(w)).sum(-1).mean())
+
+
+# --------------------------------------------------------------------------- attention_grads
+
+
+def _forward(q, k, v, scale):
+    p = torch.softmax(q @ k.transpose(-2, -1) * scale, dim=-1)
+    return p, p @ v
+
+
+def grads_without_the_scale(q, k, v, grad_out):
+    """Forgets the 1/sqrt(d_k) of the scores in the gradients for q and k."""
+    p, _ = _forward(q, k, v, 1 / math.sqrt(q.shape[-1]))
+    dp = grad_out @ v.transpose(-2, -1)
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    return ds @ k, ds.transpose(-2, -1) @ q, p.transpose(-2, -1) @ grad_out
+
+
+def grads_without_the_softmax_correction(q, k, v, grad_out):
+    """Treats softmax as if each weight depended on its own score only: dL/dS = P * dL/dP."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    p, _ = _forward(q, k, v, scale)
+    ds = p * (grad_out @ v.transpose(-2, -1))
+    return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, p.transpose(-2, -1) @ grad_out
+
+
+def grads_with_dot_t(q, k, v, grad_out):
+    """Transposes with .T, which is right for matrices but reverses every dimension of a batch of heads."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    p = torch.softmax(q @ k.mT * scale, dim=-1)
+    dp = grad_out @ v.mT
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    if q.dim() == 2:
+        return ds @ k * scale, ds.T @ q * scale, p.T @ grad_out
+    # what .T does to a 4-d tensor: (b, h, s, t) -> (t, s, h, b)
+    return ds @ k * scale, ds.permute(3, 2, 1, 0) @ q * scale, p.permute(3, 2, 1, 0) @ grad_out
+
+
+def grads_value_from_the_scores(q, k, v, grad_out):
+    """Uses the scores S instead of the weights P for the values' gradient: dL/dV = S^T dL/dO."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    s = q @ k.transpose(-2, -1) * scale
+    p = torch.softmax(s, dim=-1)
+    dp = grad_out @ v.transpose(-2, -1)
+    ds = p * (dp - (p * dp).sum(-1, keepdim=True))
+    return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, s.transpose(-2, -1) @ grad_out
+
+
 WRONG: dict[str, list[Callable]] = {
     "CausalSelfAttention": [AttentionUnscaled, AttentionWithoutMask, AttentionWithoutDropout,
                             AttentionTilesKeyValueHeads, AttentionWithBiases, AttentionSplitsHeadsWrongly],
@@ -276,4 +355,8 @@ WRONG: dict[str, list[Callable]] = {
     "merge_heads": [merge_heads_without_transpose, merge_heads_interleaved, merge_heads_view_after_transpose],
     "repeat_kv": [repeat_kv_tiles, repeat_kv_along_sequence, repeat_kv_only_first_head],
     "kv_cache_bytes": [kv_bytes_keys_only, kv_bytes_counts_numbers, kv_bytes_float32_default, kv_bytes_in_bits],
+    "attention_entropy": [entropy_in_bits, entropy_always_scaled, entropy_divided_by_d_k,
+                          entropy_of_underflowing_weights],
+    "attention_grads": [grads_without_the_scale, grads_without_the_softmax_correction, grads_with_dot_t,
+                        grads_value_from_the_scores],
 }

@@ -7,8 +7,20 @@ and with ``enable_gqa``), explicit per-head slicing, and the KV cache a real
 ``llmcourse.transformer.attention.MultiHeadAttention`` layer builds. Each exercise is checked
 on its own: no check needs any other exercise's function.
 
+Then two more:
+
+* ``attention_entropy``, an experiment: how spread out softmax's weights are for
+  random queries and keys, with and without the division by sqrt(d_k). It is
+  compared with a fresh estimate computed another way (the entropy from
+  ``logsumexp``), and with what the variance argument predicts: without scaling
+  the entropy collapses towards 0 as d_k grows, with scaling it stays put;
+* ``attention_grads``, a derivation: the gradients of attention's output with
+  respect to the queries, keys and values, compared with ``torch.autograd``
+  through PyTorch's fused attention.
+
 ``attention`` must be written by hand, so its checks run the learner's function
-with ``F.scaled_dot_product_attention`` switched off.
+with ``F.scaled_dot_product_attention`` switched off; ``attention_grads``'s run it
+with autograd switched off.
 """
 from __future__ import annotations
 
@@ -16,11 +28,14 @@ import math
 from typing import Any, Mapping
 
 import torch
+import torch.autograd.functional
+import torch.func
 import torch.nn.functional as F
 
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -420,3 +435,131 @@ def build_attention_dropout(ns: Namespace) -> None:
     no_dropout = _build_module(ns, 16, 2, dropout=0.0, load_from=reference).train()
     with torch.no_grad():
         expect_close(_run_module(no_dropout, x), _sdpa_reference(reference, x), "the training-mode output with dropout=0")
+
+
+# --------------------------------------------------------------------------- attention_entropy (an experiment)
+
+def _entropy_estimate(d_k: int, scaled: bool, n_keys: int, n_samples: int, seed: int) -> float:
+    """The mean entropy of softmax over n_keys random scores, via H = logsumexp(s) - sum_j softmax(s)_j s_j."""
+    q = seeded_randn(n_samples, d_k, seed=seed, dtype=torch.float64)
+    k = seeded_randn(n_samples, n_keys, d_k, seed=seed + 1, dtype=torch.float64)
+    s = torch.einsum("nd,nkd->nk", q, k)
+    if scaled:
+        s = s / math.sqrt(d_k)
+    return float((torch.logsumexp(s, -1) - (torch.softmax(s, -1) * s).sum(-1)).mean())
+
+
+def _learner_entropy(ns: Namespace, d_k: int, scaled: bool, n_keys: int = 16, n_queries: int = 2000) -> float:
+    got = call(ns, "attention_entropy", d_k, scaled, n_keys, n_queries)
+    value = as_number(got, f"attention_entropy({d_k}, scaled={scaled}, n_keys={n_keys})")
+    if not math.isfinite(value):
+        raise CheckFailed(f"attention_entropy({d_k}, scaled={scaled}, n_keys={n_keys}) is {value}. A weight that "
+                          f"underflows to exactly 0 gives 0 * log 0 = nan; it should count as 0 (use the log of "
+                          f"the weights from torch.log_softmax, or torch.special.xlogy).")
+    return value
+
+
+@chapter.check("attention_entropy", points=1, hint="For each query draw its own n_keys keys (torch.randn, mean 0, "
+               "variance 1), score them by dot products (divided by sqrt(d_k) only when scaled), softmax over the "
+               "keys, and take the entropy -sum(w * log w) with the natural log. Return the mean over the queries.")
+def attention_entropy_matches_a_fresh_estimate(ns: Namespace) -> None:
+    for d_k, scaled, n_keys in [(4, False, 16), (4, True, 16), (64, False, 8), (64, True, 8)]:
+        expected = _entropy_estimate(d_k, scaled, n_keys, 8000, seed=140 + d_k + n_keys)
+        got = _learner_entropy(ns, d_k, scaled, n_keys)
+        expect(abs(got - expected) < 0.12, f"attention_entropy({d_k}, scaled={scaled}, n_keys={n_keys}) is "
+               f"{got:.3f} nats, but an estimate from 8000 random queries gives {expected:.3f}.")
+
+
+@chapter.check("attention_entropy", points=1, hint="Without the division the scores' variance is d_k, so for large d_k "
+               "one key takes nearly all the weight and the entropy falls towards 0. The entropy of weights over "
+               "n_keys keys always lies between 0 and log(n_keys).")
+def attention_entropy_collapses_without_scaling(ns: Namespace) -> None:
+    values = [_learner_entropy(ns, d_k, False, 16, 1000) for d_k in (4, 64, 512)]
+    for d_k, value in zip((4, 64, 512), values):
+        expect(0.0 <= value <= math.log(16) + 1e-6, f"attention_entropy({d_k}, scaled=False) is {value:.3f}, "
+               f"outside [0, log 16] = [0, {math.log(16):.3f}], where every entropy over 16 keys lies.")
+    expect(values[0] > values[1] > values[2], "without scaling the entropy should fall as d_k grows (4, 64, 512); got "
+           f"{[round(v, 3) for v in values]}.")
+    expect(values[2] < 0.3, f"without scaling, at d_k = 512 softmax should be nearly one-hot (entropy below 0.3 "
+           f"nats), got {values[2]:.3f}.")
+
+
+@chapter.check("attention_entropy", points=1, hint="With the division by sqrt(d_k) the scores have variance 1 "
+               "whatever d_k is, so the entropy should hardly change between d_k = 4 and d_k = 512, and stay "
+               "well above 2 nats for 16 keys (log 16 = 2.77 would be uniform).")
+def attention_entropy_stays_put_with_scaling(ns: Namespace) -> None:
+    small, large = _learner_entropy(ns, 4, True, 16, 2000), _learner_entropy(ns, 512, True, 16, 1000)
+    for d_k, value in ((4, small), (512, large)):
+        expect(2.0 < value <= math.log(16) + 1e-6, f"attention_entropy({d_k}, scaled=True) is {value:.3f}; with "
+               f"scaling, 16 keys should keep an entropy between 2 and log 16 = {math.log(16):.3f} nats.")
+    expect(abs(small - large) < 0.12, f"with scaling the entropy should not depend on d_k, but it is {small:.3f} at "
+           f"d_k = 4 and {large:.3f} at d_k = 512.")
+
+
+# --------------------------------------------------------------------------- attention_grads (a derivation)
+
+# Everything that would compute the gradients for the learner.
+_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+             (torch.Tensor, "backward", "tensor.backward()"),
+             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
+             (torch.func, "jacrev", "torch.func.jacrev"), (torch.func, "grad_and_value", "torch.func.grad_and_value")]
+
+
+def _attention_inputs(lead: tuple[int, ...], q_len: int, k_len: int, d_k: int, d_v: int, seed: int,
+                      dtype: torch.dtype = torch.float32, scale: float = 1.0):
+    return (seeded_randn(*lead, q_len, d_k, seed=seed, dtype=dtype) * scale,
+            seeded_randn(*lead, k_len, d_k, seed=seed + 1, dtype=dtype) * scale,
+            seeded_randn(*lead, k_len, d_v, seed=seed + 2, dtype=dtype),
+            seeded_randn(*lead, q_len, d_v, seed=seed + 3, dtype=dtype))
+
+
+def _attention_grads_reference(q, k, v, grad_out):
+    """torch.autograd through PyTorch's own fused attention."""
+    q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v)
+    return torch.autograd.grad(out, (q, k, v), grad_out)
+
+
+def _learner_grads(ns: Namespace, q, k, v, grad_out, what: str):
+    with forbid("attention_grads", _AUTOGRAD):
+        got = call(ns, "attention_grads", q.clone(), k.clone(), v.clone(), grad_out.clone())
+    expect(isinstance(got, (tuple, list)) and len(got) == 3, f"{what} should return three tensors (the gradients "
+           f"for q, k and v, in that order), got {type(got).__name__}.")
+    return tuple(expect_shape(g, tuple(t.shape), f"{what}, the gradient for {name},")
+                 for g, t, name in zip(got, (q, k, v), "qkv"))
+
+
+@chapter.check("attention_grads", points=1, hint="The output is O = P V with P the attention weights, so each value "
+               "v_j reaches the output through the weights w_ij of every query: dL/dV = P^T (dL/dO).")
+def attention_grads_value(ns: Namespace) -> None:
+    q, k, v, grad_out = _attention_inputs((), 3, 5, 4, 2, seed=150)
+    expected = _attention_grads_reference(q, k, v, grad_out)[2]
+    got = _learner_grads(ns, q, k, v, grad_out, "attention_grads for 3 queries and 5 keys")[2]
+    expect_close(got, expected, "the gradient for v (3 queries, 5 keys, d_k = 4, d_v = 2)")
+
+
+@chapter.check("attention_grads", points=1, hint="Go back one step at a time: dL/dP = (dL/dO) V^T; through each "
+               "row's softmax dL/dS = P * (dL/dP - the row's sum of P * dL/dP); then S = Q K^T / sqrt(d_k) gives "
+               "dL/dQ and dL/dK, each with the 1/sqrt(d_k).")
+def attention_grads_query_key(ns: Namespace) -> None:
+    q, k, v, grad_out = _attention_inputs((), 3, 5, 4, 2, seed=151)
+    expected = _attention_grads_reference(q, k, v, grad_out)
+    got = _learner_grads(ns, q, k, v, grad_out, "attention_grads for 3 queries and 5 keys")
+    expect_close(got[0], expected[0], "the gradient for q (3 queries, 5 keys, d_k = 4, d_v = 2)")
+    expect_close(got[1], expected[1], "the gradient for k (3 queries, 5 keys, d_k = 4, d_v = 2)")
+
+
+@chapter.check("attention_grads", points=1, hint="Leading dimensions (batch, heads) are just carried along: transpose "
+               "only the last two dimensions (transpose(-2, -1), not .T), reduce over the last one, and keep the "
+               "inputs' dtype.")
+def attention_grads_batched_float64(ns: Namespace) -> None:
+    q, k, v, grad_out = _attention_inputs((2, 3), 6, 7, 8, 5, seed=152, dtype=torch.float64, scale=2.0)
+    expected = _attention_grads_reference(q, k, v, grad_out)
+    got = _learner_grads(ns, q, k, v, grad_out, "attention_grads for a (2, 3) batch of heads in float64")
+    for g, e, name in zip(got, expected, "qkv"):
+        if g.dtype != torch.float64:
+            raise CheckFailed(f"the gradient for {name} is {g.dtype}; it should keep the inputs' dtype torch.float64.")
+        expect_close(g, e, f"the gradient for {name} (a (2, 3) batch of heads, 6 queries, 7 keys, float64)",
+                     atol=1e-10, rtol=1e-9)
