@@ -171,7 +171,114 @@ def count_one_norm(d_model, d_hidden, n_heads, n_kv_heads=None, bias=True, ffn="
     return attention + ffn_params + (2 * d if norm == "layernorm" else d)
 
 
+# --------------------------------------------------------------------------- MixtureOfExperts (build the module)
+
+
+class _Expert(torch.nn.Module):
+    def __init__(self, d_model, d_hidden):
+        super().__init__()
+        self.gate_proj = torch.nn.Linear(d_model, d_hidden, bias=False)
+        self.up_proj = torch.nn.Linear(d_model, d_hidden, bias=False)
+        self.down_proj = torch.nn.Linear(d_hidden, d_model, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(torch.nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class _MoE(torch.nn.Module):
+    """A correct mixture of experts (the checks must pass it); the wrong ones below each change one part."""
+
+    def __init__(self, d_model, d_hidden, n_experts, top_k):
+        super().__init__()
+        if not 1 <= top_k <= n_experts:
+            raise ValueError("top_k must be between 1 and n_experts")
+        self.n_experts, self.top_k = n_experts, top_k
+        self.router = torch.nn.Linear(d_model, n_experts, bias=False)
+        self.experts = torch.nn.ModuleList(_Expert(d_model, d_hidden) for _ in range(n_experts))
+
+    def route(self, flat):
+        probs = self.router(flat).softmax(dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        return weights / weights.sum(dim=-1, keepdim=True), chosen, probs
+
+    def aux_loss(self, probs, chosen):
+        share = torch.stack([(chosen == e).sum() for e in range(self.n_experts)]).to(probs.dtype) / chosen.numel()
+        return self.n_experts * (share * probs.mean(dim=0)).sum()
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        weights, chosen, probs = self.route(flat)
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.nonzero(chosen == e, as_tuple=True)
+            if len(token):
+                out = out.index_add(0, token, expert(flat[token]) * weights[token, slot].unsqueeze(-1))
+        return out.reshape(x.shape), self.aux_loss(probs, chosen)
+
+
+class MoEWithoutRenormalising(_MoE):
+    """Weights the chosen experts by their raw softmax probabilities, which do not sum to 1."""
+
+    def route(self, flat):
+        probs = self.router(flat).softmax(dim=-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        return weights, chosen, probs
+
+
+class MoEWeightsByLogits(_MoE):
+    """Weights the chosen experts by their raw router scores instead of probabilities."""
+
+    def route(self, flat):
+        logits = self.router(flat)
+        weights, chosen = logits.topk(self.top_k, dim=-1)
+        return weights, chosen, logits.softmax(dim=-1)
+
+
+class MoEDense(_MoE):
+    """Runs every expert on every token and multiplies the unchosen ones by zero: right answer, no saving."""
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        weights, chosen, probs = self.route(flat)
+        gates = torch.zeros(flat.shape[0], self.n_experts, dtype=flat.dtype).scatter(1, chosen, weights)
+        out = sum(gates[:, e:e + 1] * expert(flat) for e, expert in enumerate(self.experts))
+        return out.reshape(x.shape), self.aux_loss(probs, chosen)
+
+
+class MoEDetachedWeights(_MoE):
+    """Detaches the routing weights, so the router never learns."""
+
+    def route(self, flat):
+        weights, chosen, probs = super().route(flat)
+        return weights.detach(), chosen, probs
+
+
+class MoEBalanceWithoutTopK(_MoE):
+    """Counts only each token's first choice in the balancing loss's shares f_i."""
+
+    def aux_loss(self, probs, chosen):
+        return super().aux_loss(probs, chosen[:, :1])
+
+
+class MoEBalanceOfMeanProbabilities(_MoE):
+    """Leaves out the factor n_experts, so a uniform router scores 1 / n_experts instead of 1."""
+
+    def aux_loss(self, probs, chosen):
+        return super().aux_loss(probs, chosen) / self.n_experts
+
+
+class MoEReLUExperts(_MoE):
+    """Gives the experts a plain ReLU MLP path: silu replaced by relu."""
+
+    def forward(self, x):
+        for expert in self.experts:
+            expert.forward = lambda h, ex=expert: ex.down_proj(torch.relu(ex.gate_proj(h)) * ex.up_proj(h))
+        return super().forward(x)
+
+
 WRONG: dict[str, list[Callable]] = {
+    "MixtureOfExperts": [MoEWithoutRenormalising, MoEWeightsByLogits, MoEDense, MoEDetachedWeights,
+                         MoEBalanceWithoutTopK, MoEBalanceOfMeanProbabilities, MoEReLUExperts],
     "rms_norm": [rms_norm_subtracts_mean, rms_norm_sum_not_mean, rms_norm_eps_outside_sqrt, rms_norm_over_first_dim],
     "layer_norm": [layer_norm_unbiased_variance, layer_norm_times_mean, layer_norm_forgets_bias,
                    layer_norm_divides_by_variance],

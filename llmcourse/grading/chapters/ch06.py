@@ -6,6 +6,11 @@ reference: PyTorch's ``F.layer_norm`` / ``F.rms_norm``, the package's
 a real block. The norms must be written by hand, so their checks run the
 learner's function with the PyTorch norm functions switched off. Each exercise
 is checked on its own: no check needs any other exercise's function.
+
+Then a module to build, ``MixtureOfExperts``: the weights of transformers'
+Mixtral MoE layer (random, seeded) are loaded into the learner's layer, whose
+outputs and gradients must equal it; each expert must run only on the tokens
+routed to it, and the Switch balancing loss must equal its formula.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from llmcourse.transformer.feedforward import SwiGLU
 from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
+    as_number,
     call,
     expect,
     expect_close,
@@ -247,3 +253,139 @@ def count_gpt_blocks(ns: Namespace) -> None:
                "With n_kv_heads key/value heads, W_k and W_v have n_kv_heads * (d / n_heads) outputs, not d.")
 def count_llama_blocks(ns: Namespace) -> None:
     _check_counts(ns, _LLAMA_CASES)
+
+
+# --------------------------------------------------------------------------- MixtureOfExperts (build the module)
+
+_MOE = "MixtureOfExperts"
+
+
+def _mixtral_block(d_model: int, d_hidden: int, n_experts: int, top_k: int, seed: int):
+    """transformers' Mixtral MoE layer with seeded random weights: the independent reference."""
+    from transformers import MixtralConfig
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+    config = MixtralConfig(hidden_size=d_model, intermediate_size=d_hidden, num_local_experts=n_experts,
+                           num_experts_per_tok=top_k, router_jitter_noise=0.0)
+    config._experts_implementation = "eager"  # the plain loop over experts (and no warning about choosing one)
+    block = MixtralSparseMoeBlock(config).eval()
+    with torch.no_grad():
+        block.gate.weight.copy_(seeded_randn(n_experts, d_model, seed=seed))
+        block.experts.gate_up_proj.copy_(seeded_randn(n_experts, 2 * d_hidden, d_model, seed=seed + 1) * 0.3)
+        block.experts.down_proj.copy_(seeded_randn(n_experts, d_model, d_hidden, seed=seed + 2) * 0.3)
+    return block
+
+
+def _learner_moe(ns: Namespace, d_model: int, d_hidden: int, n_experts: int, top_k: int, seed: int):
+    """The learner's layer with the reference's weights loaded, and the reference."""
+    from torch import nn
+
+    from llmcourse.transformer.moe import MoE
+
+    reference = _mixtral_block(d_model, d_hidden, n_experts, top_k, seed)
+    module = call(ns, _MOE, d_model, d_hidden, n_experts, top_k)
+    if not isinstance(module, nn.Module):
+        raise CheckFailed(f"`{_MOE}(...)` should build an nn.Module, got {type(module).__name__}")
+    if isinstance(module, MoE):
+        raise CheckFailed(f"`{_MOE}` must be written here, not taken from llmcourse.transformer.moe.")
+    router, experts = getattr(module, "router", None), getattr(module, "experts", None)
+    if not isinstance(router, nn.Linear):
+        raise CheckFailed("the layer needs `router`, an nn.Linear(d_model, n_experts, bias=False)")
+    if not isinstance(experts, nn.ModuleList) or len(experts) != n_experts:
+        raise CheckFailed(f"the layer needs `experts`, an nn.ModuleList of {n_experts} experts")
+    gate, up = reference.experts.gate_up_proj.detach().chunk(2, dim=1)
+    weights = {"router.weight": reference.gate.weight.detach()}
+    for e in range(n_experts):
+        weights[f"experts.{e}.gate_proj.weight"] = gate[e]
+        weights[f"experts.{e}.up_proj.weight"] = up[e]
+        weights[f"experts.{e}.down_proj.weight"] = reference.experts.down_proj.detach()[e]
+    own = dict(module.state_dict())
+    if set(own) != set(weights):
+        extra, missing = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        raise CheckFailed(f"the layer's parameters must be named as in the task; missing {missing[:4]}, "
+                          f"unexpected {extra[:4]}")
+    for name, value in weights.items():
+        expect_shape(own[name], tuple(value.shape), f"`{name}`")
+    module.load_state_dict(weights)
+    return module, reference
+
+
+def _moe_forward(module, x: torch.Tensor, what: str):
+    try:
+        result = module(x)
+    except NotImplementedError:
+        raise CheckFailed(f"`{_MOE}.forward` is not written yet: replace `raise NotImplementedError`.") from None
+    except Exception as exc:
+        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise CheckFailed(f"forward should return a pair (output, aux_loss), got {type(result).__name__}")
+    return result
+
+
+@chapter.check(_MOE, points=2, hint="For each token: softmax over the router's scores, keep the top_k experts, divide "
+               "their probabilities by their sum, and add up those experts' outputs weighted by them. An expert is "
+               "down_proj(silu(gate_proj(x)) * up_proj(x)).")
+def moe_matches_mixtral(ns: Namespace) -> None:
+    for n_experts, top_k, seed in ((4, 2, 1), (5, 1, 4), (3, 3, 7)):
+        module, reference = _learner_moe(ns, 8, 12, n_experts, top_k, seed)
+        x = seeded_randn(2, 5, 8, seed=seed + 10)
+        with torch.no_grad():
+            out, _ = _moe_forward(module, x, f"the layer ({n_experts} experts, top_k={top_k})")
+            expect_close(out, reference(x), f"the output of {n_experts} experts with top_k={top_k}, after loading "
+                         f"the weights of transformers' Mixtral MoE layer", atol=1e-5, rtol=1e-4)
+
+
+@chapter.check(_MOE, points=1, hint="The point of experts is that a token pays only for its top_k of them: run each "
+               "expert on just the tokens that chose it (torch.where on the chosen indices), never on every token.")
+def moe_runs_each_expert_on_its_tokens(ns: Namespace) -> None:
+    module, reference = _learner_moe(ns, 8, 12, 6, 2, seed=20)
+    rows = [0] * 6
+    for e, expert in enumerate(module.experts):
+        expert.gate_proj.register_forward_pre_hook(lambda mod, args, e=e: rows.__setitem__(e, rows[e] + args[0].reshape(
+            -1, args[0].shape[-1]).shape[0]))
+    x = seeded_randn(3, 7, 8, seed=21)
+    with torch.no_grad():
+        _moe_forward(module, x, "the layer")
+        chosen = reference.gate(x.reshape(-1, 8))[2]
+    want = torch.bincount(chosen.flatten(), minlength=6).tolist()
+    expect(rows == want, f"with 21 tokens and top_k=2 the experts should see {want} tokens (42 in all: the tokens "
+           f"routed to each), but they were run on {rows}")
+
+
+@chapter.check(_MOE, points=1, hint="aux_loss = n_experts * sum_i f_i * P_i: f_i is the share of the tokens x top_k "
+               "choices that went to expert i, P_i the mean router probability of expert i over the tokens.")
+def moe_balancing_loss(ns: Namespace) -> None:
+    for n_experts, top_k, seed in ((4, 2, 30), (6, 1, 33)):
+        module, _ = _learner_moe(ns, 8, 12, n_experts, top_k, seed)
+        x = seeded_randn(4, 6, 8, seed=seed + 1)
+        with torch.no_grad():
+            _, aux = _moe_forward(module, x, "the layer")
+            probs = torch.softmax(x.reshape(-1, 8) @ module.router.weight.T, dim=-1)
+            chosen = probs.topk(top_k, dim=-1).indices
+        share = torch.bincount(chosen.flatten(), minlength=n_experts).double() / chosen.numel()
+        want = n_experts * float((share * probs.double().mean(dim=0)).sum())
+        got = as_number(aux, "aux_loss")
+        expect(abs(got - want) < 1e-5, f"aux_loss with {n_experts} experts and top_k={top_k} is {got:.6f}, "
+               f"expected {want:.6f}")
+
+
+@chapter.check(_MOE, points=1, hint="The router learns only through the weights it gives the chosen experts: keep "
+               "them differentiable (no .detach(), no .item(), no torch.no_grad()) and every gradient flows.")
+def moe_gradients_match(ns: Namespace) -> None:
+    module, reference = _learner_moe(ns, 8, 12, 4, 2, seed=40)
+    x = seeded_randn(2, 6, 8, seed=41)
+    out, aux = _moe_forward(module, x, "the layer")
+    try:
+        (out.pow(2).sum() + 0 * aux).backward()
+    except Exception as exc:
+        raise CheckFailed(f"backward through the layer's output raised {type(exc).__name__}: {exc}") from None
+    reference(x).pow(2).sum().backward()
+    router_grad = module.router.weight.grad
+    expect(router_grad is not None, "the router's weight got no gradient: the expert weights must stay in the graph")
+    expect_close(router_grad, reference.gate.weight.grad, "the router weight's gradient", atol=1e-4, rtol=1e-3)
+    gate_grad = reference.experts.gate_up_proj.grad.chunk(2, dim=1)[0]
+    for e, expert in enumerate(module.experts):
+        got = expert.gate_proj.weight.grad
+        expect(got is not None or not gate_grad[e].any(), f"expert {e}'s gate_proj got no gradient")
+        if got is not None:
+            expect_close(got, gate_grad[e], f"the gradient of expert {e}'s gate_proj", atol=1e-4, rtol=1e-3)
