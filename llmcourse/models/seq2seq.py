@@ -134,6 +134,7 @@ class Seq2SeqConfig:
     max_len: int = 32
     dropout: float = 0.0
     norm_first: bool = False  # False: the 2017 paper's post-norm
+    eps: float = 1e-5  # every LayerNorm's epsilon (PyTorch's and the 2017 paper's default)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -144,11 +145,12 @@ class Seq2SeqConfig:
 class EncoderLayer(nn.Module):
     """Self-attention over the whole source, then an MLP; add & norm around each."""
 
-    def __init__(self, d_model: int, n_heads: int, d_hidden: int, dropout: float = 0.0, norm_first: bool = False):
+    def __init__(self, d_model: int, n_heads: int, d_hidden: int, dropout: float = 0.0, norm_first: bool = False,
+                 eps: float = 1e-5):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, bias=True, dropout=dropout)
         self.mlp = FeedForward(d_model, d_hidden, activation="relu", bias=True)
-        self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)
+        self.norm1, self.norm2 = LayerNorm(d_model, eps), LayerNorm(d_model, eps)
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -163,12 +165,13 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     """Causal self-attention, cross-attention to the encoder's output, then an MLP; add & norm around each."""
 
-    def __init__(self, d_model: int, n_heads: int, d_hidden: int, dropout: float = 0.0, norm_first: bool = False):
+    def __init__(self, d_model: int, n_heads: int, d_hidden: int, dropout: float = 0.0, norm_first: bool = False,
+                 eps: float = 1e-5):
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, n_heads, bias=True, dropout=dropout)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, bias=True, dropout=dropout)
         self.mlp = FeedForward(d_model, d_hidden, activation="relu", bias=True)
-        self.norm1, self.norm2, self.norm3 = LayerNorm(d_model), LayerNorm(d_model), LayerNorm(d_model)
+        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, eps) for _ in range(3))
         self.dropout = nn.Dropout(dropout)
         self.norm_first = norm_first
 
@@ -201,11 +204,11 @@ class Seq2SeqTransformer(nn.Module):
         self.src_embed = nn.Embedding(config.src_vocab_size, config.d_model)
         self.tgt_embed = nn.Embedding(config.tgt_vocab_size, config.d_model)
         self.register_buffer("positions", sinusoidal_encoding(config.max_len, config.d_model), persistent=False)
-        args = (config.d_model, config.n_heads, config.d_hidden, config.dropout, config.norm_first)
+        args = (config.d_model, config.n_heads, config.d_hidden, config.dropout, config.norm_first, config.eps)
         self.encoder = nn.ModuleList(EncoderLayer(*args) for _ in range(config.n_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*args) for _ in range(config.n_layers))
-        self.enc_norm = LayerNorm(config.d_model) if config.norm_first else nn.Identity()
-        self.dec_norm = LayerNorm(config.d_model) if config.norm_first else nn.Identity()
+        self.enc_norm = LayerNorm(config.d_model, config.eps) if config.norm_first else nn.Identity()
+        self.dec_norm = LayerNorm(config.d_model, config.eps) if config.norm_first else nn.Identity()
         self.out = nn.Linear(config.d_model, config.tgt_vocab_size)
         self.dropout = nn.Dropout(config.dropout)
 

@@ -60,7 +60,8 @@ class TransformerBlock(nn.Module):
     ``"gelu_tanh"``, ``"relu"`` (d_hidden defaults to 4 * d_model) or ``"swiglu"``
     (d_hidden defaults to LLaMA's rounded 8/3 * d_model). ``bias`` is used by the
     attention and FFN projections (LayerNorm always has its bias). ``prenorm``
-    chooses the order (see the module docstring). ``dropout`` is applied to each
+    chooses the order (see the module docstring). ``eps`` is both norms' epsilon
+    (default: the norm's usual one, see :func:`~llmcourse.transformer.norms.make_norm`). ``dropout`` is applied to each
     sub-layer's output before it is added to the residual stream (and to the
     attention weights).
 
@@ -70,14 +71,14 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int | None = None, d_hidden: int | None = None,
                  norm: str = "layernorm", ffn: str = "gelu", prenorm: bool = True, bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, eps: float | None = None):
         super().__init__()
         check_block_config(d_model, n_heads, n_kv_heads, norm, ffn)
         self.d_model, self.prenorm = d_model, prenorm
         self.norm_kind, self.ffn_kind = norm, ffn
-        self.norm1 = make_norm(norm, d_model)
+        self.norm1 = make_norm(norm, d_model, eps=eps)
         self.attn = MultiHeadAttention(d_model, n_heads, n_kv_heads, bias=bias, dropout=dropout)
-        self.norm2 = make_norm(norm, d_model)
+        self.norm2 = make_norm(norm, d_model, eps=eps)
         self.ffn = make_ffn(ffn, d_model, d_hidden, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -135,10 +136,10 @@ def residual_gradient_norms(n_layers: int = 30, d_model: int = 64, residual: boo
 
 
 def make_stack(n_layers: int, d_model: int, n_heads: int, prenorm: bool = True, norm: str = "layernorm",
-               ffn: str = "gelu", seed: int = 0) -> nn.ModuleList:
+               ffn: str = "gelu", seed: int = 0, eps: float | None = None) -> nn.ModuleList:
     """``n_layers`` :class:`TransformerBlock` with the same seed for a fair pre/post-norm comparison."""
     torch.manual_seed(seed)
-    return nn.ModuleList(TransformerBlock(d_model, n_heads, norm=norm, ffn=ffn, prenorm=prenorm)
+    return nn.ModuleList(TransformerBlock(d_model, n_heads, norm=norm, ffn=ffn, prenorm=prenorm, eps=eps)
                          for _ in range(n_layers))
 
 
@@ -146,14 +147,14 @@ class StackLM(nn.Module):
     """A tiny language model around a stack of blocks: embedding, blocks, (final norm if pre-norm), head."""
 
     def __init__(self, vocab_size: int, n_layers: int, d_model: int, n_heads: int, prenorm: bool = True,
-                 max_len: int = 64, seed: int = 0):
+                 max_len: int = 64, seed: int = 0, eps: float | None = None):
         super().__init__()
         torch.manual_seed(seed)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
-        self.blocks = make_stack(n_layers, d_model, n_heads, prenorm=prenorm, seed=seed)
+        self.blocks = make_stack(n_layers, d_model, n_heads, prenorm=prenorm, seed=seed, eps=eps)
         # pre-norm stacks need a final norm (the residual stream is never normalised); post-norm ends on one
-        self.final_norm = make_norm("layernorm", d_model) if prenorm else nn.Identity()
+        self.final_norm = make_norm("layernorm", d_model, eps=eps) if prenorm else nn.Identity()
         self.head = nn.Linear(d_model, vocab_size)
 
     def forward(self, tokens: Tensor) -> Tensor:

@@ -90,12 +90,18 @@ class RMSNorm(nn.Module):
         return f"{self.d_model}, eps={self.eps}"
 
 
-def make_norm(kind: str, d_model: int, bias: bool = True) -> nn.Module:
-    """``"layernorm"`` -> :class:`LayerNorm` (eps 1e-5), ``"rmsnorm"`` -> :class:`RMSNorm` (eps 1e-6)."""
+def make_norm(kind: str, d_model: int, bias: bool = True, eps: float | None = None) -> nn.Module:
+    """``"layernorm"`` -> :class:`LayerNorm`, ``"rmsnorm"`` -> :class:`RMSNorm`.
+
+    ``eps`` defaults to each norm's usual value: 1e-5 for LayerNorm (GPT-2, PyTorch), 1e-6 for RMSNorm (LLaMA).
+    """
+    if eps is not None and not eps > 0:
+        raise ValueError(f"a norm's eps must be a small positive number (it keeps sqrt(var + eps) away from 0); "
+                         f"got {eps}")
     if kind == "layernorm":
-        return LayerNorm(d_model, bias=bias)
+        return LayerNorm(d_model, eps=1e-5 if eps is None else eps, bias=bias)
     if kind == "rmsnorm":
-        return RMSNorm(d_model)
+        return RMSNorm(d_model, eps=1e-6 if eps is None else eps)
     raise ValueError(f"unknown norm {kind!r}: choose 'layernorm' or 'rmsnorm'")
 
 
