@@ -418,3 +418,79 @@ def test_missing_rank_file_gives_a_clear_error(monkeypatch, tmp_path):
     (tmp_path / "bad.tiktoken").write_bytes(b"YQ== 0\n")
     with pytest.raises(ValueError, match="expected SHA-256"):
         bridge.read_tiktoken_ranks(tmp_path / "bad.tiktoken", bridge.CL100K_SHA256)
+
+
+# --------------------------------------------------------------------------- streaming (encode_iterable)
+
+
+def _cut(text: str, cuts: list[int]) -> list[str]:
+    """``text`` cut at the given positions (taken modulo its length, duplicates and empty pieces kept)."""
+    points = sorted(c % (len(text) + 1) for c in cuts)
+    return [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
+
+
+@given(texts_with_specials, st.lists(st.integers(0, 10_000), max_size=12))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_streaming_equals_tiktoken_on_the_whole_text_however_it_is_cut(regex_tok, text, cuts):
+    chunks = _cut(text, cuts)
+    assert "".join(chunks) == text
+    for pattern in (GPT4_PATTERN, GPT2_PATTERN):
+        tok = RegexTokenizer.from_merges(regex_tok.merges, pattern=pattern, special_tokens=regex_tok.special_tokens)
+        enc = bridge.to_tiktoken(tok)
+        assert list(tok.encode_iterable(chunks, allowed_special="all")) == enc.encode(text, allowed_special="all")
+        assert list(tok.encode_iterable(chunks, allowed_special="none")) == enc.encode(text, disallowed_special=())
+
+
+@given(texts, st.lists(st.integers(0, 10_000), max_size=12))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_streaming_cl100k_equals_tiktoken(cl100k, text, cuts):
+    tok, enc = cl100k
+    assert list(tok.encode_iterable(_cut(text, cuts))) == enc.encode(text)
+
+
+def test_streaming_one_character_at_a_time(cl100k, regex_tok):
+    tok, enc = cl100k
+    for text in SAMPLES + [source_code(3_000), chinese_sentences()[:500]]:
+        assert list(tok.encode_iterable(iter(text))) == enc.encode(text)
+    text = "x<|endoftext|>  <|endofprompt|>\n\n<|fim_prefix|>y"
+    assert list(regex_tok.encode_iterable(list(text), allowed_special="all")) == regex_tok.encode(text, "all")
+
+
+def test_streaming_a_file_line_by_line(cl100k, tmp_path):
+    tok, enc = cl100k
+    text = english_prose(20_000) + "\n\n" + source_code(5_000) + "\r\n" + chinese_sentences()
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    with open(path, encoding="utf-8", newline="") as f:
+        assert list(tok.encode_iterable(f)) == enc.encode(text)
+
+
+def test_streaming_is_lazy():
+    """The ids of an endless stream come out as it is read: nothing waits for the end."""
+    import itertools
+
+    tok = RegexTokenizer()
+    endless = itertools.cycle(["the cat ", "sat on the mat\n"])
+    ids = list(itertools.islice(tok.encode_iterable(endless), 1_000))
+    assert bytes(ids) == (b"the cat sat on the mat\n" * 50)[:1_000]
+
+
+def test_streaming_special_tokens_across_a_seam(regex_tok):
+    chunks = ["a <|endo", "ftext|", ">b<", "|fim_prefix|><|endofprompt", "|>"]
+    text = "".join(chunks)
+    assert list(regex_tok.encode_iterable(chunks, allowed_special="all")) == regex_tok.encode(text, "all")
+    assert 600 in regex_tok.encode(text, "all") and 601 in regex_tok.encode(text, "all")
+    assert list(regex_tok.encode_iterable(chunks, allowed_special="none")) == regex_tok.encode_ordinary(text)
+    with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>'"):
+        list(regex_tok.encode_iterable(chunks))
+    with pytest.raises(ValueError, match="fim_prefix"):
+        list(regex_tok.encode_iterable(chunks, allowed_special={"<|endoftext|>", "<|endofprompt|>"}))
+
+
+def test_streaming_bad_input_is_named(regex_tok):
+    with pytest.raises(TypeError, match="to encode one string use encode"):
+        regex_tok.encode_iterable("a whole string")
+    with pytest.raises(TypeError, match="item 1 is bytes, not str"):
+        list(regex_tok.encode_iterable(["ok", b"bytes"]))
+    with pytest.raises(ValueError, match="allowed_special"):
+        regex_tok.encode_iterable(["x"], allowed_special="some")

@@ -15,6 +15,11 @@ encoding becomes:
    a lot (" the", " of"), so their encodings are kept in an LRU cache, and a
    pre-token that is itself a token is looked up directly.
 
+Because every pre-token is encoded on its own, a text too large for memory can
+be encoded piece by piece (:meth:`RegexTokenizer.encode_iterable`): the only
+care needed is at the seams, where a word, a run of spaces or a special token
+may continue in the next piece.
+
 A saved tokenizer is one JSON file: format name and version, pattern, the ids
 of the 256 single bytes, the merges in order and the special tokens.
 """
@@ -25,7 +30,7 @@ import json
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import AbstractSet, Iterable, Literal, Mapping, Sequence, Union
+from typing import AbstractSet, Iterable, Iterator, Literal, Mapping, Sequence, Union
 
 import regex
 
@@ -220,6 +225,61 @@ class RegexTokenizer:
             elif part:
                 ids.extend(self.encode_ordinary(part))
         return ids
+
+    def encode_iterable(self, texts: Iterable[str], allowed_special: AllowedSpecial = "none_raise") -> Iterator[int]:
+        """Encode a stream of texts (the lines of an open file, chunks of any size) lazily, one id at a time.
+
+        The ids are exactly those of ``encode("".join(texts))``, however the text is cut, while only about one
+        piece is held in memory::
+
+            with open("corpus.txt", encoding="utf-8") as f:
+                ids = np.fromiter(tokenizer.encode_iterable(f), dtype=np.uint32)
+
+        At each seam the last pre-token (" wor" may become " world") and any tail that could start a special
+        token (``"<|endo"``) wait for the next piece; everything before them is encoded and yielded.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("encode_iterable wants an iterable of strings (e.g. an open text file); "
+                            "to encode one string use encode(text)")
+        self._allowed_specials(allowed_special)  # a bad argument fails here, before anything is read
+        return self._encode_stream(texts, allowed_special)
+
+    def _encode_stream(self, texts: Iterable[str], allowed_special: AllowedSpecial) -> Iterator[int]:
+        watched = [] if allowed_special == "none" else list(self.special_tokens)
+        buffer = ""
+        for k, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"encode_iterable: item {k} is {type(text).__name__}, not str "
+                                "(open files in text mode: open(path, encoding='utf-8'))")
+            buffer += text
+            ids, buffer = self._encode_settled(buffer, watched, allowed_special)
+            yield from ids
+        yield from self.encode(buffer, allowed_special)  # the end of the stream: nothing can change any more
+
+    def _encode_settled(self, buffer: str, watched: list[str], allowed_special: AllowedSpecial) -> tuple[list[int], str]:
+        """The ids of the part of ``buffer`` that more text cannot change, and the rest of ``buffer``."""
+        limit = len(buffer)
+        for special in watched:  # a tail that could grow into a special token ("<|endo") waits
+            for k in range(min(len(special) - 1, len(buffer)), 0, -1):
+                if buffer.endswith(special[:k]):
+                    limit = min(limit, len(buffer) - k)
+                    break
+        head = buffer[:limit]
+        settled = 0  # a special token is a hard boundary: the text before the last one is complete
+        if watched:
+            for found in _special_regex(watched).finditer(head):
+                settled = found.end()
+        ids = self.encode(head[:settled], allowed_special) if settled else []
+        # Pre-tokens are cut from the whole buffer, not from a shorter prefix: at the end of a string the
+        # pattern reads differently ("  0" is " ", " ", "0", but "  " alone is one pre-token). Every pre-token
+        # but the last is followed by text and stays; the last (" wor" may become " world") waits.
+        pieces = list(self._compiled.finditer(head, settled))
+        if len(pieces) < 2:
+            return ids, buffer[settled:]
+        encode = self._encode_cached
+        for piece in pieces[:-1]:
+            ids.extend(encode(piece.group()))
+        return ids, buffer[pieces[-1].start():]
 
     def _allowed_specials(self, allowed_special: AllowedSpecial) -> set[str]:
         if allowed_special == "all":
