@@ -39,6 +39,9 @@ from typing import Any, Callable, Iterator, Mapping
 from unittest import mock
 
 import torch
+import torch.autograd.forward_ad
+import torch.autograd.functional
+import torch.func
 
 CheckFunction = Callable[[Mapping[str, Any]], None]
 
@@ -166,18 +169,36 @@ def get_function(ns: Mapping[str, Any], name: str) -> Callable[..., Any]:
     return func
 
 
+def run_learner(what: str, compute: Callable[[], Any], unwritten: str | None = None) -> Any:
+    """Run ``compute()``, which runs the learner's code; their exceptions become one readable line.
+
+    ``what`` names the code in the message (`` "`GPT.forward`" ``); ``unwritten`` names what is not written yet
+    when it raises ``NotImplementedError`` (default: ``what``).
+    """
+    try:
+        return compute()
+    except NotImplementedError:
+        raise CheckFailed(f"{unwritten or what} is not written yet: replace `raise NotImplementedError` with your "
+                          f"code.") from None
+    except (CheckFailed, CheckTimeout):
+        raise
+    except Exception as exc:  # the learner's bug, reported in one line
+        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}{_learner_frame(exc)}") from None
+
+
 def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
     """Call the learner's ``name(*args, **kwargs)``; exceptions become readable failures."""
     func = get_function(ns, name)
-    try:
-        return func(*args, **kwargs)
-    except NotImplementedError:
-        raise CheckFailed(f"`{name}` is not written yet: replace `raise NotImplementedError` with your code.") from None
-    except CheckTimeout:
-        raise
-    except Exception as exc:  # the learner's bug, reported in one line
-        where = _learner_frame(exc)
-        raise CheckFailed(f"`{name}` raised {type(exc).__name__}: {exc}{where}") from None
+    return run_learner(f"`{name}`", lambda: func(*args, **kwargs))
+
+
+def call_method(obj: Any, owner: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``obj.name(*args, **kwargs)`` on an object of the learner's class ``owner``; errors as in :func:`call`."""
+    method = getattr(obj, name, None)
+    if not callable(method):
+        raise CheckFailed(f"your `{owner}` has no method `{name}()`")
+    return run_learner(f"`{owner}.{name}()`", lambda: method(*args, **kwargs),
+                       unwritten=f"`{owner}.{name}` (or a function it calls)")
 
 
 def as_number(value: Any, what: str) -> float:
@@ -300,6 +321,24 @@ def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None
             if hasattr(owner, attribute):  # older PyTorch releases lack some (e.g. F.rms_norm)
                 stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
         yield
+
+
+# Every way to let autograd do the calculus. Derivation exercises run the learner's formulas with all of them
+# switched off (the checks compute their reference with autograd, outside that block).
+AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
+            (torch.Tensor, "backward", "tensor.backward()"),
+            (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
+            (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
+            (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
+            (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
+            (torch.func, "grad", "torch.func.grad"), (torch.func, "grad_and_value", "torch.func.grad_and_value"),
+            (torch.func, "jvp", "torch.func.jvp"), (torch.func, "vjp", "torch.func.vjp"),
+            (torch.func, "jacrev", "torch.func.jacrev"), (torch.func, "jacfwd", "torch.func.jacfwd")]
+
+
+def forbid_autograd(exercise: str) -> ExitStack:
+    """:func:`forbid` every entry of :data:`AUTOGRAD`: the learner derives the gradient by hand."""
+    return forbid(exercise, AUTOGRAD)
 
 
 # --------------------------------------------------------------------------- running checks

@@ -31,8 +31,7 @@ from llmcourse.grading.checks import (
     call,
     expect,
     expect_close,
-    expect_shape,
-    forbid,
+    forbid_autograd,
     seeded_generator,
 )
 
@@ -360,13 +359,6 @@ def sgd_first_step_follows_the_gradient(ns: Mapping[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- a derivation: gradients of a linear layer
 
-# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
-_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
-             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
-             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
-             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
-             (torch.func, "jacrev", "torch.func.jacrev")]
-
 
 def _linear_problem(n: int, n_in: int, n_out: int, seed: int,
                     dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
@@ -385,7 +377,7 @@ def _linear_mse_autograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
 
 def _learner_grads(ns: Mapping[str, Any], problem: tuple[torch.Tensor, ...]) -> tuple[Any, Any]:
     """The learner's (grad_weight, grad_bias), computed with autograd switched off."""
-    with forbid("linear_mse_grads", _AUTOGRAD):
+    with forbid_autograd("linear_mse_grads"):
         got = call(ns, "linear_mse_grads", *(t.clone() for t in problem))
     expect(isinstance(got, (tuple, list)) and len(got) == 2,
            f"linear_mse_grads should return a pair (grad_weight, grad_bias), got {type(got).__name__}.")

@@ -31,6 +31,8 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_shape,
     forbid,
+    forbid_autograd,
+    run_learner,
     seeded_generator,
     seeded_randn,
 )
@@ -52,8 +54,6 @@ def _autograd(f, x: torch.Tensor) -> torch.Tensor:
     return grad
 
 
-_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.Tensor, "backward", ".backward()"),
-             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian")]
 _DROPOUT = [(F, "dropout", "F.dropout"), (torch, "dropout", "torch.dropout"),
             (torch.nn.functional, "dropout1d", "F.dropout1d")]
 
@@ -61,7 +61,7 @@ _DROPOUT = [(F, "dropout", "F.dropout"), (torch, "dropout", "torch.dropout"),
 # --------------------------------------------------------------------------- finite_difference_gradient
 
 def _fd(ns: Namespace, f, x: torch.Tensor, what: str, **kwargs: Any) -> torch.Tensor:
-    with forbid("finite_difference_gradient", _AUTOGRAD):
+    with forbid_autograd("finite_difference_gradient"):
         got = call(ns, "finite_difference_gradient", f, x, **kwargs)
     return expect_shape(got, tuple(x.shape), what)
 
@@ -284,7 +284,7 @@ def _layer_delta_reference(delta_next: torch.Tensor, W: torch.Tensor, z: torch.T
 
 
 def _layer_delta(ns: Namespace, delta_next, W, z, what: str) -> torch.Tensor:
-    with forbid("layer_delta", _AUTOGRAD):
+    with forbid_autograd("layer_delta"):
         got = call(ns, "layer_delta", delta_next, W, z)
     return expect_shape(got, tuple(z.shape), what)
 
@@ -536,16 +536,7 @@ def _engine_class(ns: Namespace) -> type:
 
 def _learner_code(what: str, compute):
     """Run ``compute()``, which uses the learner's class; their errors become one readable line."""
-    try:
-        return compute()
-    except NotImplementedError:
-        raise CheckFailed(f"`{_ENGINE}` is not written yet ({what} needs it): replace `raise NotImplementedError` "
-                          f"with your code.") from None
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
-
+    return run_learner(what, compute, unwritten=f"`{_ENGINE}` ({what} needs it)")
 
 def _number(node: Any, attribute: str, what: str) -> float:
     value = getattr(node, attribute, None)

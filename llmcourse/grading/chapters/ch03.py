@@ -33,7 +33,7 @@ import regex
 import tiktoken
 
 import llmcourse.tokenizers as _tokenizers
-from llmcourse.grading.checks import Chapter, CheckFailed, call, expect, get_function
+from llmcourse.grading.checks import Chapter, CheckFailed, call, call_method, expect, get_function
 from llmcourse.tokenizers import basic, regex_bpe, training
 from llmcourse.tokenizers import tiktoken_bridge as bridge
 from llmcourse.tokenizers.basic import BasicTokenizer, get_pair_counts, merge
@@ -443,18 +443,7 @@ def _learner_tokenizer(ns: Namespace):
 
 
 def _method(tok, name: str, *args, **kwargs):
-    method = getattr(tok, name, None)
-    if method is None:
-        raise CheckFailed(f"your tokenizer has no method `{name}`")
-    try:
-        return method(*args, **kwargs)
-    except NotImplementedError:
-        raise CheckFailed(f"`{_TOKENIZER}.{name}` is not written yet: replace `raise NotImplementedError`.") from None
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(f"`{_TOKENIZER}.{name}` raised {type(exc).__name__}: {exc}") from None
-
+    return call_method(tok, _TOKENIZER, name, *args, **kwargs)
 
 @functools.lru_cache(maxsize=1)
 def _reference_tokenizer() -> RegexTokenizer:

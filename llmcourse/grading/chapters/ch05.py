@@ -28,8 +28,6 @@ import math
 from typing import Any, Mapping
 
 import torch
-import torch.autograd.functional
-import torch.func
 import torch.nn.functional as F
 
 from llmcourse.grading.checks import (
@@ -41,6 +39,8 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_shape,
     forbid,
+    forbid_autograd,
+    run_learner,
     seeded_randn,
 )
 
@@ -342,17 +342,10 @@ def _build_module(ns: Namespace, d_model: int, n_heads: int, n_kv_heads: int | N
 
 def _run_module(module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)`` with the fused kernel switched off; the learner's errors become readable failures."""
-    try:
+    def forward():
         with forbid(_BUILD, _SDPA):
             return module(x)
-    except NotImplementedError:
-        raise CheckFailed(f"`{_BUILD}.forward` is not written yet: replace `raise NotImplementedError` with your "
-                          f"code.") from None
-    except CheckFailed:
-        raise
-    except Exception as exc:  # the learner's bug, in one line
-        raise CheckFailed(f"`{_BUILD}.forward` raised {type(exc).__name__}: {exc}") from None
-
+    return run_learner(f"`{_BUILD}.forward`", forward)
 
 @chapter.check(_BUILD, points=1, hint="Four bias-free nn.Linear layers named q_proj, k_proj, v_proj and o_proj: q_proj "
                "and o_proj are d_model x d_model; k_proj and v_proj map d_model to n_kv_heads * head_dim, with "
@@ -498,14 +491,6 @@ def attention_entropy_stays_put_with_scaling(ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------- attention_grads (a derivation)
 
-# Everything that would compute the gradients for the learner.
-_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
-             (torch.Tensor, "backward", "tensor.backward()"),
-             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
-             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
-             (torch.func, "grad", "torch.func.grad"), (torch.func, "vjp", "torch.func.vjp"),
-             (torch.func, "jacrev", "torch.func.jacrev"), (torch.func, "grad_and_value", "torch.func.grad_and_value")]
-
 
 def _attention_inputs(lead: tuple[int, ...], q_len: int, k_len: int, d_k: int, d_v: int, seed: int,
                       dtype: torch.dtype = torch.float32, scale: float = 1.0):
@@ -523,7 +508,7 @@ def _attention_grads_reference(q, k, v, grad_out):
 
 
 def _learner_grads(ns: Namespace, q, k, v, grad_out, what: str):
-    with forbid("attention_grads", _AUTOGRAD):
+    with forbid_autograd("attention_grads"):
         got = call(ns, "attention_grads", q.clone(), k.clone(), v.clone(), grad_out.clone())
     expect(isinstance(got, (tuple, list)) and len(got) == 3, f"{what} should return three tensors (the gradients "
            f"for q, k and v, in that order), got {type(got).__name__}.")

@@ -30,6 +30,7 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_shape,
     forbid,
+    run_learner,
     seeded_randn,
 )
 from llmcourse.transformer.moe import top_k_route as reference_top_k_route
@@ -311,16 +312,10 @@ def _learner_moe(ns: Namespace, d_model: int, d_hidden: int, n_experts: int, top
 
 
 def _moe_forward(module, x: torch.Tensor, what: str):
-    try:
-        result = module(x)
-    except NotImplementedError:
-        raise CheckFailed(f"`{_MOE}.forward` is not written yet: replace `raise NotImplementedError`.") from None
-    except Exception as exc:
-        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
+    result = run_learner(what, lambda: module(x), unwritten=f"`{_MOE}.forward`")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CheckFailed(f"forward should return a pair (output, aux_loss), got {type(result).__name__}")
     return result
-
 
 @chapter.check(_MOE, points=2, hint="For each token: softmax over the router's scores, keep the top_k experts, divide "
                "their probabilities by their sum, and add up those experts' outputs weighted by them. An expert is "

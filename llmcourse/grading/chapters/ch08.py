@@ -29,6 +29,7 @@ from llmcourse.grading.checks import (
     CheckFailed,
     as_number,
     call,
+    call_method,
     expect,
     expect_close,
     expect_raises_value_error,
@@ -382,19 +383,7 @@ def _make_loop(ns: Namespace, model, **settings):
 
 
 def _method(loop, name: str, *args):
-    method = getattr(loop, name, None)
-    if method is None:
-        raise CheckFailed(f"the `{_LOOP}` has no method `{name}()`")
-    try:
-        return method(*args)
-    except NotImplementedError:
-        raise CheckFailed(f"`{_LOOP}.{name}` (or a function it calls) is not written yet: replace "
-                          f"`raise NotImplementedError` with your code.") from None
-    except CheckFailed:
-        raise
-    except Exception as exc:
-        raise CheckFailed(f"`{_LOOP}.{name}()` raised {type(exc).__name__}: {exc}") from None
-
+    return call_method(loop, _LOOP, name, *args)
 
 def _train_steps(loop, steps) -> list[float]:
     return [as_number(_method(loop, "train_step", batches), "train_step(...)") for batches in steps]

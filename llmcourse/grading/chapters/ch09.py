@@ -32,11 +32,13 @@ from llmcourse.grading.checks import (
     CheckFailed,
     as_number,
     call,
+    call_method,
     expect,
     expect_close,
     expect_raises_value_error,
     expect_shape,
-    forbid,
+    forbid_autograd,
+    run_learner,
     seeded_randn,
 )
 
@@ -357,13 +359,7 @@ def _lora_module(ns: Namespace, base, r: int, alpha: float):
 
 
 def _lora_call(module, x: torch.Tensor, what: str) -> torch.Tensor:
-    try:
-        return module(x)
-    except NotImplementedError:
-        raise CheckFailed(f"`{_LORA}.forward` is not written yet: replace `raise NotImplementedError`.") from None
-    except Exception as exc:
-        raise CheckFailed(f"{what} raised {type(exc).__name__}: {exc}") from None
-
+    return run_learner(what, lambda: module(x), unwritten=f"`{_LORA}.forward`")
 
 @chapter.check(_LORA, points=1, hint="B starts at zero (A can start random), so that at first the layer computes "
                "exactly what the frozen nn.Linear computed.")
@@ -421,16 +417,7 @@ def lora_module_merges(ns: Namespace) -> None:
 
 
 def _learner_method(module, name: str):
-    method = getattr(module, name, None)
-    if method is None:
-        raise CheckFailed(f"the module has no method `{name}()`")
-    try:
-        return method()
-    except NotImplementedError:
-        raise CheckFailed(f"`{_LORA}.{name}` is not written yet: replace `raise NotImplementedError`.") from None
-    except Exception as exc:
-        raise CheckFailed(f"`{_LORA}.{name}()` raised {type(exc).__name__}: {exc}") from None
-
+    return call_method(module, _LORA, name)
 
 # --------------------------------------------------------------------------- an experiment: what a rank-r adapter can learn
 
@@ -479,17 +466,6 @@ def lora_fit_gets_the_best_rank_r_error(ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------- a derivation: the gradient of the DPO loss
 
-# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
-_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
-             (torch.Tensor, "backward", ".backward()"),
-             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
-             (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
-             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
-             (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
-             (torch.func, "grad", "torch.func.grad"), (torch.func, "jvp", "torch.func.jvp"),
-             (torch.func, "vjp", "torch.func.vjp"), (torch.func, "jacrev", "torch.func.jacrev"),
-             (torch.func, "jacfwd", "torch.func.jacfwd")]
-
 
 def _dpo_grad_reference(pc, pr, rc, rr, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     chosen = pc.detach().double().requires_grad_(True)
@@ -500,7 +476,7 @@ def _dpo_grad_reference(pc, pr, rc, rr, beta: float) -> tuple[torch.Tensor, torc
 
 
 def _dpo_grads(ns: Namespace, logps: list[torch.Tensor], beta: float, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with forbid("dpo_grad", _AUTOGRAD):
+    with forbid_autograd("dpo_grad"):
         got = call(ns, "dpo_grad", *[t.clone() for t in logps], beta)
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise CheckFailed(f"{what} should return two tensors: (grad_policy_chosen, grad_policy_rejected).")

@@ -35,7 +35,7 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_raises_value_error,
     expect_shape,
-    forbid,
+    forbid_autograd,
     get_function,
     seeded_generator,
     seeded_randn,
@@ -458,17 +458,6 @@ def fp16_sum_stalls(ns: Namespace) -> None:
 
 # --------------------------------------------------------------------------- a derivation: the backward pass of a column-parallel layer
 
-# every way to let autograd do the calculus (the checks compute their reference with it, outside these blocks)
-_AUTOGRAD = [(torch.autograd, "grad", "torch.autograd.grad"), (torch.autograd, "backward", "torch.autograd.backward"),
-             (torch.Tensor, "backward", ".backward()"),
-             (torch.autograd.functional, "jacobian", "torch.autograd.functional.jacobian"),
-             (torch.autograd.functional, "jvp", "torch.autograd.functional.jvp"),
-             (torch.autograd.functional, "vjp", "torch.autograd.functional.vjp"),
-             (torch.autograd.forward_ad, "make_dual", "torch.autograd.forward_ad"),
-             (torch.func, "grad", "torch.func.grad"), (torch.func, "jvp", "torch.func.jvp"),
-             (torch.func, "vjp", "torch.func.vjp"), (torch.func, "jacrev", "torch.func.jacrev"),
-             (torch.func, "jacfwd", "torch.func.jacfwd")]
-
 
 def _input_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, grad_output: torch.Tensor):
     """dL/dx by autograd, for a loss whose gradient with respect to F.linear(x, weight, bias) is grad_output."""
@@ -479,7 +468,7 @@ def _input_grad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 def _partial_grads(ns: Namespace, grad_output: torch.Tensor, weight: torch.Tensor, world_size: int,
                    what: str) -> list[torch.Tensor]:
-    with forbid("column_parallel_input_grads", _AUTOGRAD):
+    with forbid_autograd("column_parallel_input_grads"):
         got = call(ns, "column_parallel_input_grads", grad_output.clone(), weight.clone(), world_size)
     if isinstance(got, torch.Tensor):
         got = list(got)
