@@ -53,6 +53,27 @@ def _count_block_parameters(d_model, d_hidden, n_heads, n_kv_heads=None, bias=Tr
     return q_o + k_v + ffn_params + norm_params
 
 
+def _residual_stream_rms(n_layers, prenorm=True, d_model=64, n_heads=4):
+    from llmcourse.transformer.block import make_stack
+
+    stack = make_stack(n_layers, d_model, n_heads, prenorm=prenorm, seed=7).eval()
+    x, sizes = torch.randn(8, 32, d_model, generator=torch.Generator().manual_seed(8)), []
+    with torch.no_grad():
+        for block in stack:
+            x = block(x)
+            sizes.append(torch.linalg.vector_norm(x).item() / x.numel() ** 0.5)
+    return sizes
+
+
+def _rms_norm_grads(x, weight, grad_out, eps=1e-6):
+    n = x.shape[-1]
+    inv = (x.square().sum(-1, keepdim=True) / n + eps).rsqrt()
+    h = grad_out * weight
+    grad_x = inv * h - inv.pow(3) * x * torch.einsum("...i,...i->...", h, x)[..., None] / n
+    grad_weight = (grad_out * x * inv).reshape(-1, n).sum(0)
+    return grad_x, grad_weight
+
+
 CORRECT = {
     "MixtureOfExperts": _Build06,
     "rms_norm": _rms_norm,
@@ -61,6 +82,8 @@ CORRECT = {
     "prenorm_block": _prenorm_block,
     "top_k_route": _top_k_route,
     "count_block_parameters": _count_block_parameters,
+    "residual_stream_rms": _residual_stream_rms,
+    "rms_norm_grads": _rms_norm_grads,
 }
 
 

@@ -67,6 +67,30 @@ def _perplexity(mean_losses, n_tokens):
     return math.exp(float((losses * counts).sum() / counts.sum()))
 
 
+def _initial_loss(vocab_size, init_std, n_layers=2, d_model=64):
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=vocab_size, context_length=64, d_model=d_model, n_layers=n_layers, n_heads=4))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".weight") and p.dim() == 2:      # the embeddings and every Linear layer
+                p.normal_(0.0, init_std)
+            elif name.endswith(".bias") and "ln" not in name:  # Linear biases; LayerNorms keep theirs
+                p.zero_()
+        ids = torch.randint(0, vocab_size, (16, 65))
+        log_probs = torch.log_softmax(model(ids[:, :-1]).double(), dim=-1)
+        return -log_probs.gather(-1, ids[:, 1:, None]).mean().item()
+
+
+def _adamw_after_steps(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    # the bias-corrected moments of a constant gradient are g and g^2 at every step
+    update = lr * grad / (grad.abs() + eps)
+    if weight_decay == 0:
+        return param - steps * update
+    keep = (1 - lr * weight_decay) ** steps
+    return keep * param - (1 - keep) * update / (lr * weight_decay)
+
+
 CORRECT = {
     "TrainingLoop": _Build08,
     "make_windows": _make_windows,
@@ -75,6 +99,8 @@ CORRECT = {
     "clip_grad_norm": _clip_grad_norm,
     "accumulate_gradients": _accumulate_gradients,
     "perplexity": _perplexity,
+    "initial_loss": _initial_loss,
+    "adamw_after_steps": _adamw_after_steps,
 }
 
 

@@ -276,6 +276,77 @@ class MoEReLUExperts(_MoE):
         return super().forward(x)
 
 
+# --------------------------------------------------------------------------- residual_stream_rms
+
+
+def _stream(n_layers, prenorm, d_model, n_heads, measure):
+    from llmcourse.transformer.block import TransformerBlock
+
+    blocks = [TransformerBlock(d_model, n_heads, prenorm=prenorm).eval() for _ in range(n_layers)]
+    x, values = torch.randn(8, 32, d_model), []
+    with torch.no_grad():
+        for block in blocks:
+            x = block(x)
+            values.append(measure(x))
+    return values
+
+
+def stream_ignores_prenorm(n_layers, prenorm=True, d_model=64, n_heads=4):
+    """Always builds pre-norm blocks, so it never sees post-norm's stream."""
+    return _stream(n_layers, True, d_model, n_heads, lambda x: float(x.pow(2).mean().sqrt()))
+
+
+def stream_mean_absolute_value(n_layers, prenorm=True, d_model=64, n_heads=4):
+    """Measures mean(|x|) instead of the root mean square (about 0.8 of it for Gaussian numbers)."""
+    return _stream(n_layers, prenorm, d_model, n_heads, lambda x: float(x.abs().mean()))
+
+
+def stream_variance(n_layers, prenorm=True, d_model=64, n_heads=4):
+    """Returns the mean square (the variance), not its square root."""
+    return _stream(n_layers, prenorm, d_model, n_heads, lambda x: float(x.pow(2).mean()))
+
+
+def stream_measured_after_a_norm(n_layers, prenorm=True, d_model=64, n_heads=4):
+    """Measures the stream after a LayerNorm, as the next block's attention sees it: always about 1."""
+    return _stream(n_layers, prenorm, d_model, n_heads,
+                   lambda x: float(torch.nn.functional.layer_norm(x, (x.shape[-1],)).pow(2).mean().sqrt()))
+
+
+# --------------------------------------------------------------------------- rms_norm_grads
+
+
+def _rms(x, eps):
+    return torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+
+
+def rms_grads_without_the_shared_term(x, weight, grad_out, eps=1e-6):
+    """Treats r as a constant: forgets that every output depends on x_j through r."""
+    r = _rms(x, eps)
+    lead = tuple(range(x.dim() - 1))
+    return grad_out * weight / r, (grad_out * x / r).sum(dim=lead)
+
+
+def rms_grads_weight_not_summed(x, weight, grad_out, eps=1e-6):
+    """Averages grad_weight over the positions instead of summing it."""
+    r, h = _rms(x, eps), grad_out * weight
+    lead = tuple(range(x.dim() - 1))
+    return h / r - x * (h * x).mean(-1, keepdim=True) / r ** 3, (grad_out * x / r).mean(dim=lead)
+
+
+def rms_grads_sum_instead_of_mean(x, weight, grad_out, eps=1e-6):
+    """Uses the sum over the features where the derivative of the mean needs 1/n."""
+    r, h = _rms(x, eps), grad_out * weight
+    lead = tuple(range(x.dim() - 1))
+    return h / r - x * (h * x).sum(-1, keepdim=True) / r ** 3, (grad_out * x / r).sum(dim=lead)
+
+
+def rms_grads_eps_outside_sqrt(x, weight, grad_out, eps=1e-6):
+    """Puts eps outside the square root: r = sqrt(mean(x^2)) + eps."""
+    r, h = x.pow(2).mean(-1, keepdim=True).sqrt() + eps, grad_out * weight
+    lead = tuple(range(x.dim() - 1))
+    return h / r - x * (h * x).mean(-1, keepdim=True) / r ** 3, (grad_out * x / r).sum(dim=lead)
+
+
 WRONG: dict[str, list[Callable]] = {
     "MixtureOfExperts": [MoEWithoutRenormalising, MoEWeightsByLogits, MoEDense, MoEDetachedWeights,
                          MoEBalanceWithoutTopK, MoEBalanceOfMeanProbabilities, MoEReLUExperts],
@@ -286,4 +357,8 @@ WRONG: dict[str, list[Callable]] = {
     "prenorm_block": [block_postnorm, block_residual_of_normalised, block_parallel, block_swapped_norms],
     "top_k_route": [route_unnormalised, route_smallest, route_softmax_over_tokens, route_logits_as_weights],
     "count_block_parameters": [count_without_biases, count_swiglu_two_matrices, count_one_norm],
+    "residual_stream_rms": [stream_ignores_prenorm, stream_mean_absolute_value, stream_variance,
+                            stream_measured_after_a_norm],
+    "rms_norm_grads": [rms_grads_without_the_shared_term, rms_grads_weight_not_summed, rms_grads_sum_instead_of_mean,
+                       rms_grads_eps_outside_sqrt],
 }

@@ -394,6 +394,88 @@ class LoopForgetsTheStep(_Loop):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
 
+# --------------------------------------------------------------------------- initial_loss
+
+
+def _fresh_loss(vocab_size, init_std, reinit=True, shift=True, reduction="mean"):
+    from torch import nn
+
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=vocab_size, context_length=64, d_model=64, n_layers=2, n_heads=4))
+    if reinit:
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=init_std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+    ids = torch.randint(0, vocab_size, (16, 65))
+    inputs, targets = (ids[:, :-1], ids[:, 1:]) if shift else (ids[:, :-1], ids[:, :-1])
+    with torch.no_grad():
+        logits = model(inputs)
+    return float(F.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1), reduction=reduction))
+
+
+def initial_loss_keeps_the_default_init(vocab_size, init_std, n_layers=2, d_model=64):
+    """Never re-draws the weights, so init_std changes nothing."""
+    return _fresh_loss(vocab_size, init_std, reinit=False)
+
+
+def initial_loss_in_bits(vocab_size, init_std, n_layers=2, d_model=64):
+    """Reports the loss in bits (log base 2) instead of nats."""
+    return _fresh_loss(vocab_size, init_std) / math.log(2)
+
+
+def initial_loss_summed(vocab_size, init_std, n_layers=2, d_model=64):
+    """Sums the loss over the 1024 predicted tokens instead of averaging it."""
+    return _fresh_loss(vocab_size, init_std, reduction="sum")
+
+
+def initial_loss_not_shifted(vocab_size, init_std, n_layers=2, d_model=64):
+    """Scores each position against its own token instead of the next one."""
+    return _fresh_loss(vocab_size, init_std, shift=False)
+
+
+# --------------------------------------------------------------------------- adamw_after_steps
+
+
+def _adam_direction(grad, eps):
+    return grad / (grad.abs() + eps)
+
+
+def adamw_without_bias_correction(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    """Forgets the bias corrections: early steps use m = (1 - beta1^t) g and v = (1 - beta2^t) g^2."""
+    p = param.clone()
+    for t in range(1, min(steps, 10_000) + 1):
+        m, v = (1 - betas[0] ** t) * grad, (1 - betas[1] ** t) * grad ** 2
+        p = p * (1 - lr * weight_decay) - lr * m / (v.sqrt() + eps)
+    return p
+
+
+def adamw_decay_coupled(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    """Adds the decay to the gradient (Adam with L2), so the normalisation divides it away."""
+    p = param.clone()
+    for _ in range(min(steps, 10_000)):
+        p = p - lr * _adam_direction(grad + weight_decay * p, eps)
+    return p
+
+
+def adamw_plain_sgd_step(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    """Moves by lr * g, as SGD would: the step then depends on the gradient's size."""
+    a = 1 - lr * weight_decay
+    if weight_decay == 0:
+        return param - steps * lr * grad
+    return a ** steps * param - (1 - a ** steps) * grad / weight_decay
+
+
+def adamw_loops_over_the_steps(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8):
+    """Right for a few steps, but loops over all of them: a billion steps never finish."""
+    p, u = param.clone(), _adam_direction(grad, eps)
+    for _ in range(steps):
+        p = p * (1 - lr * weight_decay) - lr * u
+    return p
+
+
 WRONG: dict[str, list[Callable]] = {
     "TrainingLoop": [LoopDecaysEverything, LoopWithAdamDefaults, LoopRateOneStepAhead, LoopConstantRate,
                      LoopClipsEachParameter, LoopNeverClips, LoopStepsEachMicroBatch, LoopNeverZeroes,
@@ -406,4 +488,8 @@ WRONG: dict[str, list[Callable]] = {
     "accumulate_gradients": [accumulate_without_dividing, accumulate_without_zeroing, accumulate_returns_last_loss,
                              accumulate_and_step],
     "perplexity": [perplexity_of_sum, perplexity_unweighted, perplexity_mean_of_perplexities, perplexity_in_bits],
+    "initial_loss": [initial_loss_keeps_the_default_init, initial_loss_in_bits, initial_loss_summed,
+                     initial_loss_not_shifted],
+    "adamw_after_steps": [adamw_without_bias_correction, adamw_decay_coupled, adamw_plain_sgd_step,
+                          adamw_loops_over_the_steps],
 }

@@ -1,6 +1,6 @@
 """Graded checks of chapter 06, "The Transformer block".
 
-Six exercises, each checked on seeded random inputs against an independent
+Six warm-up exercises, each checked on seeded random inputs against an independent
 reference: PyTorch's ``F.layer_norm`` / ``F.rms_norm``, the package's
 ``SwiGLU``, ``TransformerBlock`` and ``top_k_route``, and ``sum(p.numel())`` of
 a real block. The norms must be written by hand, so their checks run the
@@ -11,6 +11,15 @@ Then a module to build, ``MixtureOfExperts``: the weights of transformers'
 Mixtral MoE layer (random, seeded) are loaded into the learner's layer, whose
 outputs and gradients must equal it; each expert must run only on the tokens
 routed to it, and the Switch balancing loss must equal its formula.
+
+Last, an experiment and a derivation:
+
+* ``residual_stream_rms``, an experiment: the size of the residual stream after
+  each block of a freshly built stack, compared with fresh stacks built here,
+  and with what the block's order predicts (post-norm stays at 1, pre-norm grows);
+* ``rms_norm_grads``, a derivation: the gradients of RMSNorm with respect to its
+  input and its weight, compared with ``torch.autograd`` through ``F.rms_norm``
+  while every autograd entry point is switched off for the learner's code.
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from llmcourse.grading.checks import (
     expect_close,
     expect_shape,
     forbid,
+    forbid_autograd,
     run_learner,
     seeded_randn,
 )
@@ -384,3 +394,114 @@ def moe_gradients_match(ns: Namespace) -> None:
         expect(got is not None or not gate_grad[e].any(), f"expert {e}'s gate_proj got no gradient")
         if got is not None:
             expect_close(got, gate_grad[e], f"the gradient of expert {e}'s gate_proj", atol=1e-4, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- residual_stream_rms (an experiment)
+
+def _stream_rms_estimate(n_layers: int, prenorm: bool, d_model: int, n_heads: int, seeds: tuple[int, ...]) -> list[float]:
+    """The RMS of the residual stream after each block, averaged over fresh stacks built from ``seeds``."""
+    runs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        blocks = [TransformerBlock(d_model, n_heads, prenorm=prenorm).eval() for _ in range(n_layers)]
+        x = torch.randn(8, 32, d_model)
+        rms = []
+        with torch.no_grad():
+            for block in blocks:
+                x = block(x)
+                rms.append(float(x.pow(2).mean().sqrt()))
+        runs.append(rms)
+    return [sum(values) / len(values) for values in zip(*runs)]
+
+
+def _learner_stream_rms(ns: Namespace, n_layers: int, prenorm: bool, d_model: int = 64, n_heads: int = 4) -> list[float]:
+    what = f"residual_stream_rms({n_layers}, prenorm={prenorm})"
+    got = call(ns, "residual_stream_rms", n_layers, prenorm, d_model, n_heads)
+    if isinstance(got, torch.Tensor):
+        got = got.tolist()
+    expect(isinstance(got, (list, tuple)) and len(got) == n_layers, f"{what} should return a list of {n_layers} "
+           f"numbers (the stream's RMS after each block), got {type(got).__name__} of length "
+           f"{len(got) if hasattr(got, '__len__') else '?'}.")
+    return [as_number(v, f"{what}[{i}]") for i, v in enumerate(got)]
+
+
+@chapter.check("residual_stream_rms", points=1, hint="Build n_layers fresh TransformerBlock(d_model, n_heads, "
+               "prenorm=prenorm) in eval mode, feed x = torch.randn(8, 32, d_model) through them one after the other, "
+               "and after each block record sqrt(mean(x**2)) over all the numbers of x: the root of the MEAN square.")
+def stream_rms_matches_a_fresh_estimate(ns: Namespace) -> None:
+    for prenorm in (True, False):
+        expected = _stream_rms_estimate(8, prenorm, 64, 4, seeds=(160, 161, 162))
+        got = _learner_stream_rms(ns, 8, prenorm)
+        for i, (g, e) in enumerate(zip(got, expected)):
+            expect(abs(g - e) < 0.06 * e, f"residual_stream_rms(8, prenorm={prenorm}) after block {i + 1} is {g:.3f}, "
+                   f"but fresh stacks give {e:.3f} on average; all values: {[round(v, 3) for v in got]}.")
+
+
+@chapter.check("residual_stream_rms", points=1, hint="In a post-norm block the last thing applied is a LayerNorm, so "
+               "the stream leaves every block with RMS 1 (LayerNorm starts with weight 1 and bias 0), however deep.")
+def stream_rms_post_norm_stays_at_one(ns: Namespace) -> None:
+    got = _learner_stream_rms(ns, 12, False)
+    expect(all(abs(v - 1) < 0.03 for v in got), "with post-norm blocks the stream should stay at RMS 1 after every "
+           f"block; got {[round(v, 3) for v in got]}.")
+
+
+@chapter.check("residual_stream_rms", points=1, hint="In a pre-norm block x = x + attn(norm(x)) and x = x + ffn(norm(x)): "
+               "nothing ever normalises the stream itself, so each block adds its outputs on top and the RMS keeps "
+               "growing. Measure x itself, not a normalised copy.")
+def stream_rms_pre_norm_grows(ns: Namespace) -> None:
+    got = _learner_stream_rms(ns, 24, True)
+    expect(got[0] < 1.15 and got[-1] > 1.4, "with pre-norm blocks the stream should start near RMS 1 and grow with depth "
+           f"(above 1.4 after 24 blocks); got {got[0]:.3f} after the first block and {got[-1]:.3f} after the last.")
+    drops = [(i + 1, a, b) for i, (a, b) in enumerate(zip(got, got[1:])) if b < a - 0.02]
+    expect(not drops, f"with pre-norm blocks the stream's RMS should never fall by more than noise, but it falls after "
+           f"block {drops[0][0] if drops else 0}: {[round(v, 3) for v in got]}.")
+
+
+# --------------------------------------------------------------------------- rms_norm_grads (a derivation)
+
+def _rms_norm_grads_reference(x: torch.Tensor, weight: torch.Tensor, grad_out: torch.Tensor, eps: float):
+    """torch.autograd through PyTorch's own F.rms_norm."""
+    x, weight = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out = F.rms_norm(x, (x.shape[-1],), weight, eps=eps)
+    return torch.autograd.grad(out, (x, weight), grad_out)
+
+
+def _learner_rms_grads(ns: Namespace, x, weight, grad_out, eps: float, what: str):
+    with forbid_autograd("rms_norm_grads"):
+        got = call(ns, "rms_norm_grads", x.clone(), weight.clone(), grad_out.clone(), eps)
+    expect(isinstance(got, (tuple, list)) and len(got) == 2, f"{what} should return a pair (grad_x, grad_weight), "
+           f"got {type(got).__name__}.")
+    return (expect_shape(got[0], tuple(x.shape), f"{what}, grad_x,"),
+            expect_shape(got[1], tuple(weight.shape), f"{what}, grad_weight,"))
+
+
+@chapter.check("rms_norm_grads", points=1, hint="y = weight * x / r with r = sqrt(mean(x**2) + eps): each weight "
+               "multiplies one feature at every position, so dL/dweight sums grad_out * x / r over all the positions "
+               "(every dimension but the last).")
+def rms_norm_grads_weight(ns: Namespace) -> None:
+    x, w, g = seeded_randn(5, 8, seed=170) * 2, seeded_randn(8, seed=171), seeded_randn(5, 8, seed=172)
+    expected = _rms_norm_grads_reference(x, w, g, 1e-6)[1]
+    got = _learner_rms_grads(ns, x, w, g, 1e-6, "rms_norm_grads with x (5, 8)")[1]
+    expect_close(got, expected, "grad_weight for x (5, 8)")
+
+
+@chapter.check("rms_norm_grads", points=1, hint="x_j appears twice: directly in y_j, and in r, which every y_i shares. "
+               "With h = grad_out * weight: dL/dx = h / r - x * mean(h * x) / r**3 (the mean over the last dimension).")
+def rms_norm_grads_input(ns: Namespace) -> None:
+    x, w, g = seeded_randn(3, 8, seed=173) * 3 + 1, seeded_randn(8, seed=174), seeded_randn(3, 8, seed=175)
+    expected = _rms_norm_grads_reference(x, w, g, 1e-6)[0]
+    got = _learner_rms_grads(ns, x, w, g, 1e-6, "rms_norm_grads with x (3, 8)")[0]
+    expect_close(got, expected, "grad_x for x (3, 8)")
+
+
+@chapter.check("rms_norm_grads", points=1, hint="Keep eps inside the square root, reduce over the last dimension only "
+               "(keepdim=True), sum grad_weight over every other dimension, and keep the inputs' dtype.")
+def rms_norm_grads_batched_with_a_large_eps(ns: Namespace) -> None:
+    x, w = seeded_randn(2, 4, 16, seed=176, dtype=torch.float64) * 0.3, seeded_randn(16, seed=177, dtype=torch.float64)
+    g = seeded_randn(2, 4, 16, seed=178, dtype=torch.float64)
+    expected = _rms_norm_grads_reference(x, w, g, 0.5)
+    got = _learner_rms_grads(ns, x, w, g, 0.5, "rms_norm_grads with x (2, 4, 16) in float64 and eps=0.5")
+    expect(got[0].dtype == torch.float64 and got[1].dtype == torch.float64, "float64 inputs should give float64 "
+           f"gradients, got {got[0].dtype} and {got[1].dtype}.")
+    expect_close(got[0], expected[0], "grad_x for x (2, 4, 16), eps=0.5")
+    expect_close(got[1], expected[1], "grad_weight for x (2, 4, 16), eps=0.5")

@@ -1,6 +1,6 @@
 """Graded checks of chapter 08, "Pretraining".
 
-Six exercises on the pieces of a pretraining loop, each checked on seeded inputs
+Six warm-up exercises on the pieces of a pretraining loop, each checked on seeded inputs
 against an independent reference: ``Tensor.unfold`` for the windows,
 ``F.cross_entropy`` for the loss, PyTorch's ``LinearLR`` + ``CosineAnnealingLR``
 for the schedule, ``torch.nn.utils.clip_grad_norm_`` for clipping, one big
@@ -12,6 +12,15 @@ steps are compared with the same training written differently (one forward pass
 over all micro-batches, torch's AdamW and clipping), it must bring a small GPT
 within 0.05 nats of the best possible loss on a Markov chain in 500 steps, and
 stopping, saving and resuming must give the same losses as never stopping.
+
+Last, an experiment and a derivation:
+
+* ``initial_loss``, an experiment: the loss of an untrained GPT as a function of
+  its initial weights' size, compared with fresh models built here and with the
+  ln(vocab_size) that small weights must give;
+* ``adamw_after_steps``, a derivation: where AdamW takes a parameter whose
+  gradient never changes, in closed form, compared with ``torch.optim.AdamW``
+  (switched off for the learner's code) and with the fixed point of the update.
 """
 from __future__ import annotations
 
@@ -538,6 +547,141 @@ def loop_resumes_exactly(ns: Namespace) -> None:
                f"gives the loss {g:.6f}; a run that never stopped gives {w:.6f}")
     for (name, p), q in zip(resumed_model.named_parameters(), straight.model.parameters()):
         expect_close(p.detach(), q.detach(), f"after resuming and 3 more steps, `{name}`", atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- initial_loss (an experiment)
+
+def _initial_loss_estimate(vocab_size: int, init_std: float, seeds: tuple[int, ...], n_layers: int = 2,
+                           d_model: int = 64) -> float:
+    """The mean next-token loss of freshly drawn GPTs on random tokens, averaged over ``seeds``."""
+    from torch import nn
+
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    losses = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig(vocab_size=vocab_size, context_length=64, d_model=d_model, n_layers=n_layers, n_heads=4))
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=init_std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        ids = torch.randint(0, vocab_size, (16, 65), generator=seeded_generator(seed))
+        with torch.no_grad():
+            logits = model(ids[:, :-1])
+        losses.append(float(F.cross_entropy(logits.reshape(-1, vocab_size), ids[:, 1:].reshape(-1))))
+    return sum(losses) / len(losses)
+
+
+def _learner_initial_loss(ns: Namespace, vocab_size: int, init_std: float) -> float:
+    what = f"initial_loss({vocab_size}, init_std={init_std})"
+    value = as_number(call(ns, "initial_loss", vocab_size, init_std), what)
+    expect(math.isfinite(value) and value > 0, f"{what} is {value}; a cross-entropy is a positive finite number.")
+    return value
+
+
+@chapter.check("initial_loss", points=1, hint="Build the GPT, then re-draw the weight of every nn.Linear and "
+               "nn.Embedding with nn.init.normal_(weight, std=init_std) and zero their biases. The loss is "
+               "F.cross_entropy (natural log, mean over all predicted tokens) of the logits for the first 64 tokens "
+               "against the next 64.")
+def initial_loss_matches_a_fresh_estimate(ns: Namespace) -> None:
+    for vocab_size, init_std, tolerance in [(65, 0.02, 0.05), (1000, 0.02, 0.05), (65, 0.2, 0.1), (1000, 0.2, 0.1)]:
+        expected = _initial_loss_estimate(vocab_size, init_std, seeds=(180, 181, 182))
+        got = _learner_initial_loss(ns, vocab_size, init_std)
+        allowed = tolerance if init_std < 0.1 else tolerance * expected
+        expect(abs(got - expected) < allowed, f"initial_loss({vocab_size}, init_std={init_std}) is {got:.3f} nats, "
+               f"but fresh models give {expected:.3f} on average.")
+
+
+@chapter.check("initial_loss", points=1, hint="With small weights every logit is close to 0, so the model predicts "
+               "every one of the vocab_size tokens with probability about 1/vocab_size: the loss is about "
+               "ln(vocab_size) nats, whatever the targets are.")
+def initial_loss_small_weights_give_log_vocab(ns: Namespace) -> None:
+    for vocab_size in (65, 1000, 4000):
+        for init_std in (0.002, 0.02):
+            got = _learner_initial_loss(ns, vocab_size, init_std)
+            expect(abs(got - math.log(vocab_size)) < 0.05, f"initial_loss({vocab_size}, init_std={init_std}) is "
+                   f"{got:.3f}; small initial weights should give about ln({vocab_size}) = "
+                   f"{math.log(vocab_size):.3f} nats.")
+
+
+@chapter.check("initial_loss", points=1, hint="Large initial weights make large logits: the untrained model is "
+               "confidently wrong, and its loss is many nats above ln(vocab_size). Make sure init_std really "
+               "replaces the GPT's own initialisation.")
+def initial_loss_large_weights_are_confidently_wrong(ns: Namespace) -> None:
+    values = [_learner_initial_loss(ns, 65, std) for std in (0.02, 0.2, 1.0)]
+    expect(values[0] < values[1] < values[2], "the initial loss should grow with init_std (0.02, 0.2, 1.0); got "
+           f"{[round(v, 3) for v in values]}.")
+    expect(values[2] > math.log(65) + 5, f"with init_std=1.0 the loss should be far above ln(65) = {math.log(65):.2f} "
+           f"(more than 5 nats above), got {values[2]:.3f}.")
+
+
+# --------------------------------------------------------------------------- adamw_after_steps (a derivation)
+
+_ADAM = [(torch.optim, "AdamW", "torch.optim.AdamW"), (torch.optim, "Adam", "torch.optim.Adam")]
+
+
+def _torch_adamw(param: torch.Tensor, grad: torch.Tensor, steps: int, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8) -> torch.Tensor:
+    """``steps`` steps of torch.optim.AdamW that all see the gradient ``grad``."""
+    p = torch.nn.Parameter(param.clone())
+    opt = torch.optim.AdamW([p], lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    for _ in range(steps):
+        p.grad = grad.clone()
+        opt.step()
+    return p.detach()
+
+
+def _learner_adamw(ns: Namespace, param, grad, steps: int, lr: float, weight_decay: float, what: str,
+                   **kwargs: Any) -> torch.Tensor:
+    with forbid("adamw_after_steps", _ADAM):
+        got = call(ns, "adamw_after_steps", param.clone(), grad.clone(), steps, lr, weight_decay, **kwargs)
+    return expect_shape(got, tuple(param.shape), what)
+
+
+_GRADS = torch.tensor([3e3, -2.0, 0.5, -1e-3, 1e-9, 0.0])  # huge, ordinary, tiny, below eps, zero
+
+
+@chapter.check("adamw_after_steps", points=1, hint="After one step m = (1 - beta1) g and v = (1 - beta2) g^2, and "
+               "the bias corrections divide those factors out again: the update is lr * g / (|g| + eps), about lr * "
+               "sign(g) whatever the gradient's size. AdamW first multiplies the parameter by (1 - lr * weight_decay).")
+def adamw_first_step(ns: Namespace) -> None:
+    param = seeded_randn(6, seed=190)
+    for weight_decay in (0.0, 0.1):
+        expected = _torch_adamw(param, _GRADS, 1, 1e-2, weight_decay)
+        got = _learner_adamw(ns, param, _GRADS, 1, 1e-2, weight_decay, f"adamw_after_steps(steps=1, "
+                             f"weight_decay={weight_decay})")
+        expect_close(got, expected, f"the parameter after one AdamW step (weight_decay={weight_decay}, gradients "
+                     f"{_GRADS.tolist()})", atol=1e-6, rtol=1e-5)
+
+
+@chapter.check("adamw_after_steps", points=1, hint="With the same gradient every step, the bias-corrected moments are "
+               "g and g^2 at every step t, so each step is p <- (1 - lr * wd) * p - lr * u with the same "
+               "u = g / (|g| + eps). Unroll it: a geometric series in a = 1 - lr * wd.")
+def adamw_many_steps(ns: Namespace) -> None:
+    param = seeded_randn(6, seed=191) * 3
+    for steps, weight_decay, betas in [(25, 0.1, (0.9, 0.95)), (200, 0.5, (0.8, 0.99)), (60, 0.0, (0.9, 0.999))]:
+        expected = _torch_adamw(param, _GRADS, steps, 1e-2, weight_decay, betas=betas)
+        got = _learner_adamw(ns, param, _GRADS, steps, 1e-2, weight_decay, f"adamw_after_steps(steps={steps})",
+                             betas=betas)
+        expect_close(got, expected, f"the parameter after {steps} AdamW steps (weight_decay={weight_decay}, betas="
+                     f"{betas})", atol=1e-5, rtol=1e-4)
+
+
+@chapter.check("adamw_after_steps", points=1, hint="A loop cannot run a billion steps: use the closed form, "
+               "a**steps * p + (1 - a**steps) * p_star, where p_star = -u / weight_decay is where the decay and the "
+               "update cancel (and p - steps * lr * u when weight_decay is 0). Compute in the parameter's dtype.")
+def adamw_closed_form_for_a_billion_steps(ns: Namespace) -> None:
+    param, grads = seeded_randn(6, seed=192, dtype=torch.float64), _GRADS.double()
+    u = grads / (grads.abs() + 1e-8)
+    got = _learner_adamw(ns, param, grads, 10**9, 1e-3, 0.1, "adamw_after_steps(steps=10**9, weight_decay=0.1)")
+    expect(got.dtype == torch.float64, f"float64 inputs should give a float64 parameter, got {got.dtype}.")
+    expect_close(got, -u / 0.1, "the parameter after 10**9 steps with weight_decay=0.1 (where the decay and the "
+                 "update balance)", atol=1e-9, rtol=1e-9)
+    got = _learner_adamw(ns, param, grads, 10**6, 1e-3, 0.0, "adamw_after_steps(steps=10**6, weight_decay=0)")
+    expect_close(got, param - 10**6 * 1e-3 * u, "the parameter after 10**6 steps without weight decay",
+                 atol=1e-9, rtol=1e-9)
 
 
 __all__ = ["chapter"]
