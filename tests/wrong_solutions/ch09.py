@@ -246,6 +246,26 @@ class _LoRA(_nn.Module):
             linear.bias.copy_(self.base.bias)
         return linear
 
+    @classmethod
+    def inject(cls, model, target_names=("q_proj", "v_proj"), r=8, alpha=16.0):
+        model.requires_grad_(False)
+        found = [(name, m) for name, m in model.named_modules()
+                 if type(m) is _nn.Linear and name.rpartition(".")[2] in target_names]
+        if not found:
+            raise ValueError(f"no nn.Linear named {tuple(target_names)} in the model")
+        for name, linear in found:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, cls(linear, r, alpha))
+        return [name for name, _ in found]
+
+    @staticmethod
+    def merge_all(model):
+        found = [(name, m) for name, m in model.named_modules() if isinstance(m, _LoRA)]
+        for name, layer in found:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer.merged())
+        return [name for name, _ in found]
+
 
 class LoRARandomB(_LoRA):
     """Starts B at random: the new layer no longer equals the base layer."""
@@ -347,8 +367,61 @@ def dpo_grad_naive_sigmoid(pc, pr, rc, rr, beta):
     push = beta * (e / (1 + e)) / len(pc)
     return -push, push
 
+class LoRAInjectLeavesTheRestTrainable(_LoRA):
+    """Freezes only the wrapped layers, so the rest of the model is still fine-tuned in full."""
+
+    @classmethod
+    def inject(cls, model, target_names=("q_proj", "v_proj"), r=8, alpha=16.0):
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        names = super().inject(model, target_names, r, alpha)
+        for p in trainable:
+            if not any(p is m.base.weight or p is m.base.bias for m in model.modules() if isinstance(m, _LoRA)):
+                p.requires_grad_(True)
+        return names
+
+
+class LoRAInjectNeverRefuses(_LoRA):
+    """Returns an empty list when no layer has a target's name, so a typo silently fine-tunes nothing."""
+
+    @classmethod
+    def inject(cls, model, target_names=("q_proj", "v_proj"), r=8, alpha=16.0):
+        model.requires_grad_(False)
+        found = [(name, m) for name, m in model.named_modules()
+                 if type(m) is _nn.Linear and name.rpartition(".")[2] in target_names]
+        for name, linear in found:
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, cls(linear, r, alpha))
+        return [name for name, _ in found]
+
+
+class LoRAMergeAllOnlyTopLevel(_LoRA):
+    """Looks only at the model's direct children, so the adapters deep inside the blocks stay."""
+
+    @staticmethod
+    def merge_all(model):
+        found = [(name, m) for name, m in model.named_children() if isinstance(m, _LoRA)]
+        for name, layer in found:
+            setattr(model, name, layer.merged())
+        return [name for name, _ in found]
+
+
+class LoRAMergeAllKeepsTheWrapper(_LoRA):
+    """Folds the update into the base weight but keeps the wrapper, so the state_dict still has base/A/B names."""
+
+    @staticmethod
+    def merge_all(model):
+        found = [(name, m) for name, m in model.named_modules() if isinstance(m, _LoRA)]
+        with torch.no_grad():
+            for _, layer in found:
+                layer.base.weight += layer.scale * layer.B @ layer.A
+                layer.B.zero_()
+        return [name for name, _ in found]
+
+
 WRONG: dict[str, list[Callable]] = {
-    "LoRALinear": [LoRARandomB, LoRANotFrozen, LoRAScaledByAlpha, LoRAMergeForgetsScale],
+    "LoRALinear": [LoRARandomB, LoRANotFrozen, LoRAScaledByAlpha, LoRAMergeForgetsScale,
+                   LoRAInjectLeavesTheRestTrainable, LoRAInjectNeverRefuses, LoRAMergeAllOnlyTopLevel,
+                   LoRAMergeAllKeepsTheWrapper],
     "mask_prompt_labels": [mask_off_by_one, mask_the_answer, mask_in_place, mask_with_zero, mask_unchecked],
     "sft_loss": [sft_loss_no_shift, sft_loss_shift_wrong_way, sft_loss_counts_masked_positions,
                  sft_loss_mean_of_rows, sft_loss_prompt_as_class_zero],

@@ -538,6 +538,7 @@ def _learner_code(what: str, compute):
     """Run ``compute()``, which uses the learner's class; their errors become one readable line."""
     return run_learner(what, compute, unwritten=f"`{_ENGINE}` ({what} needs it)")
 
+
 def _number(node: Any, attribute: str, what: str) -> float:
     value = getattr(node, attribute, None)
     if isinstance(value, torch.Tensor) and value.numel() == 1:

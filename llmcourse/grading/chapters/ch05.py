@@ -347,6 +347,7 @@ def _run_module(module, x: torch.Tensor) -> torch.Tensor:
             return module(x)
     return run_learner(f"`{_BUILD}.forward`", forward)
 
+
 @chapter.check(_BUILD, points=1, hint="Four bias-free nn.Linear layers named q_proj, k_proj, v_proj and o_proj: q_proj "
                "and o_proj are d_model x d_model; k_proj and v_proj map d_model to n_kv_heads * head_dim, with "
                "head_dim = d_model // n_heads and n_kv_heads = n_heads when it is not given.")

@@ -327,6 +327,7 @@ def _moe_forward(module, x: torch.Tensor, what: str):
         raise CheckFailed(f"forward should return a pair (output, aux_loss), got {type(result).__name__}")
     return result
 
+
 @chapter.check(_MOE, points=2, hint="For each token: softmax over the router's scores, keep the top_k experts, divide "
                "their probabilities by their sum, and add up those experts' outputs weighted by them. An expert is "
                "down_proj(silu(gate_proj(x)) * up_proj(x)).")

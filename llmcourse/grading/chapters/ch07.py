@@ -330,6 +330,7 @@ def _gpt_logits(model, ids: torch.Tensor) -> torch.Tensor:
             return model(ids)
     return run_learner(f"`{_GPT}.forward`", forward)
 
+
 @chapter.check(_GPT, points=1, hint="Use exactly the names in the task: wte and wpe (nn.Embedding), blocks (an "
                "nn.ModuleList of blocks with ln_1, attn.q_proj/k_proj/v_proj/o_proj, ln_2, mlp.up and mlp.down, all "
                "with biases), ln_f and lm_head (no bias, tied to wte).")

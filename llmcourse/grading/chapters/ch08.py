@@ -394,6 +394,7 @@ def _make_loop(ns: Namespace, model, **settings):
 def _method(loop, name: str, *args):
     return call_method(loop, _LOOP, name, *args)
 
+
 def _train_steps(loop, steps) -> list[float]:
     return [as_number(_method(loop, "train_step", batches), "train_step(...)") for batches in steps]
 

@@ -38,7 +38,9 @@ from llmcourse.grading.checks import (
     expect_raises_value_error,
     expect_shape,
     forbid_autograd,
+    get_function,
     run_learner,
+    seeded_generator,
     seeded_randn,
 )
 
@@ -361,6 +363,7 @@ def _lora_module(ns: Namespace, base, r: int, alpha: float):
 def _lora_call(module, x: torch.Tensor, what: str) -> torch.Tensor:
     return run_learner(what, lambda: module(x), unwritten=f"`{_LORA}.forward`")
 
+
 @chapter.check(_LORA, points=1, hint="B starts at zero (A can start random), so that at first the layer computes "
                "exactly what the frozen nn.Linear computed.")
 def lora_module_starts_as_the_base(ns: Namespace) -> None:
@@ -418,6 +421,97 @@ def lora_module_merges(ns: Namespace) -> None:
 
 def _learner_method(module, name: str):
     return call_method(module, _LORA, name)
+
+
+def _tiny_gpt():
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=20, context_length=8, d_model=16, n_layers=2, n_heads=2))
+
+
+_TARGETS = ("q_proj", "v_proj", "up")
+
+
+def _expected_targets(model) -> list[str]:
+    from torch import nn
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name.split(".")[-1] in _TARGETS]
+
+
+def _inject(ns: Namespace, model, targets=_TARGETS, r: int = 2, alpha: float = 4.0) -> list[str]:
+    cls = get_function(ns, _LORA)
+    _lora_module(ns, _seeded_linear(4, 4, seed=0), r=2, alpha=4.0)  # the layer itself must work first
+    names = call_method(cls, _LORA, "inject", model, targets, r, alpha)
+    expect(isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names), "inject should return the "
+           f"dotted names of the replaced layers (a list of str), got {type(names).__name__}")
+    return list(names)
+
+
+@chapter.check(_LORA, points=1, hint="inject walks model.named_modules(), and for each nn.Linear whose own name (the "
+               "part after the last dot) is a target, setattr(parent, child_name, cls(linear, r, alpha)). Freeze the "
+               "whole model first (requires_grad_(False)), so only the new A and B train. Nothing matched: ValueError.")
+def lora_inject_into_a_model(ns: Namespace) -> None:
+    model = _tiny_gpt()
+    ids = torch.randint(0, 20, (2, 8), generator=seeded_generator(14))
+    with torch.no_grad():
+        before = model(ids)
+    originals = dict(model.named_modules())
+    expected = _expected_targets(model)
+    names = _inject(ns, model)
+    expect(names == expected, f"inject with targets {_TARGETS} should replace {expected}, in that order; it "
+           f"returned {names}")
+    modules = dict(model.named_modules())
+    cls = ns[_LORA]
+    for name in expected:
+        expect(isinstance(modules[name], cls), f"`{name}` should now be a {_LORA}, it is a {type(modules[name]).__name__}")
+        expect(getattr(modules[name], "base", None) is originals[name], f"`{name}`'s {_LORA} should wrap the model's "
+               f"own nn.Linear as `base` (the same object, not a copy)")
+    with torch.no_grad():
+        expect_close(run_learner("the injected model", lambda: model(ids)), before,
+                     "the model's logits right after inject (B starts at zero)")
+    trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
+    want = sorted(f"{name}.{ab}" for name in expected for ab in "AB")
+    expect(trainable == want, f"after inject only the adapters' A and B should train; trainable: {trainable[:8]}"
+           f"{' ...' if len(trainable) > 8 else ''}")
+    try:
+        call_method(cls, _LORA, "inject", _tiny_gpt(), ("no_such_layer",), 2, 4.0)
+    except CheckFailed as exc:
+        if "raised ValueError" in str(exc):
+            return
+        raise
+    raise CheckFailed("inject with targets ('no_such_layer',) replaced nothing and returned; it should raise a "
+                      "ValueError that names the targets, since a typo would otherwise fine-tune nothing.")
+
+
+@chapter.check(_LORA, points=1, hint="merge_all(model) walks the model like inject and replaces every "
+               f"{_LORA} by its merged() nn.Linear, at the same place (setattr on the parent), so the model's "
+               "state_dict has its original names again and loads into the plain model.")
+def lora_merge_all_gives_back_a_plain_model(ns: Namespace) -> None:
+    from llmcourse.models.gpt import GPT
+
+    model = _tiny_gpt()
+    names = _inject(ns, model)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for k, name in enumerate(names):  # pretend fine-tuning moved every adapter
+            modules[name].B.copy_(seeded_randn(*modules[name].B.shape, seed=20 + k) * 0.1)
+    ids = torch.randint(0, 20, (2, 8), generator=seeded_generator(15))
+    with torch.no_grad():
+        tuned = run_learner("the model with adapters", lambda: model(ids))
+    merged_names = call_method(ns[_LORA], _LORA, "merge_all", model)
+    expect(list(merged_names or []) == names, f"merge_all should return the names it merged, {names}; got "
+           f"{merged_names}")
+    left = [name for name, m in model.named_modules() if isinstance(m, ns[_LORA])]
+    expect(not left, f"after merge_all no {_LORA} should be left, but these are: {left}")
+    with torch.no_grad():
+        expect_close(model(ids), tuned, "the merged model's logits (they must equal the model with adapters)")
+        plain = GPT(model.config)
+        keys, want = sorted(model.state_dict()), sorted(plain.state_dict())
+        expect(keys == want, f"the merged model's state_dict should have the plain GPT's names; extra: "
+               f"{sorted(set(keys) - set(want))[:4]}, missing: {sorted(set(want) - set(keys))[:4]}")
+        plain.load_state_dict(model.state_dict())
+        expect_close(plain(ids), tuned, "a plain GPT loaded with the merged weights")
+
 
 # --------------------------------------------------------------------------- an experiment: what a rank-r adapter can learn
 
