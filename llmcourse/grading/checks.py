@@ -218,6 +218,14 @@ def _shown(arg: Any) -> str:
     return repr(arg)
 
 
+def expect_tensors(value: Any, shapes: list[tuple[int, ...]], names: list[str], what: str) -> tuple[torch.Tensor, ...]:
+    """Accept a tuple (or list) of ``len(names)`` tensors with the given shapes, e.g. a derivation's gradients."""
+    if not isinstance(value, (tuple, list)) or len(value) != len(names):
+        got = type(value).__name__ + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else "")
+        raise CheckFailed(f"{what} should return {len(names)} tensors ({', '.join(names)}, in that order), got {got}.")
+    return tuple(expect_shape(v, tuple(shape), f"{what}, {name},") for v, shape, name in zip(value, shapes, names))
+
+
 def expect_raises_value_error(ns: Mapping[str, Any], name: str, *args: Any) -> None:
     """Pass when the learner's ``name(*args)`` raises a ValueError; fail when it returns or raises another error."""
     try:

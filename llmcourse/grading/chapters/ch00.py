@@ -31,6 +31,7 @@ from llmcourse.grading.checks import (
     call,
     expect,
     expect_close,
+    expect_tensors,
     forbid_autograd,
     seeded_generator,
 )
@@ -379,9 +380,7 @@ def _learner_grads(ns: Mapping[str, Any], problem: tuple[torch.Tensor, ...]) -> 
     """The learner's (grad_weight, grad_bias), computed with autograd switched off."""
     with forbid_autograd("linear_mse_grads"):
         got = call(ns, "linear_mse_grads", *(t.clone() for t in problem))
-    expect(isinstance(got, (tuple, list)) and len(got) == 2,
-           f"linear_mse_grads should return a pair (grad_weight, grad_bias), got {type(got).__name__}.")
-    return got[0], got[1]
+    return expect_tensors(got, [problem[1].shape, problem[2].shape], ["grad_weight", "grad_bias"], "linear_mse_grads")
 
 
 @chapter.check("linear_mse_grads", points=1,

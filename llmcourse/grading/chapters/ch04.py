@@ -35,6 +35,7 @@ from llmcourse.grading.checks import (
     expect,
     expect_close,
     expect_shape,
+    expect_tensors,
     forbid,
     forbid_autograd,
     seeded_generator,
@@ -375,10 +376,8 @@ def _skipgram_reference(center, context, center_ids, context_ids):
 def _learner_skipgram(ns: Namespace, center, context, center_ids, context_ids, what: str):
     with forbid_autograd("skipgram_grads"):
         got = call(ns, "skipgram_grads", center.clone(), context.clone(), center_ids.clone(), context_ids.clone())
-    expect(isinstance(got, (tuple, list)) and len(got) == 2, f"{what} should return two tensors (the gradient for "
-           f"the center table, then for the context table), got {type(got).__name__}.")
-    return (expect_shape(got[0], tuple(center.shape), f"{what}[0], the center table's gradient,"),
-            expect_shape(got[1], tuple(context.shape), f"{what}[1], the context table's gradient,"))
+    return expect_tensors(got, [center.shape, context.shape], ["the center table's gradient",
+                          "the context table's gradient"], what)
 
 
 @chapter.check("skipgram_grads", points=1, hint="For one pair, the loss is -log softmax(z)[o] with z = context_table "

@@ -38,6 +38,7 @@ from llmcourse.grading.checks import (
     expect,
     expect_close,
     expect_shape,
+    expect_tensors,
     forbid,
     forbid_autograd,
     run_learner,
@@ -511,10 +512,8 @@ def _attention_grads_reference(q, k, v, grad_out):
 def _learner_grads(ns: Namespace, q, k, v, grad_out, what: str):
     with forbid_autograd("attention_grads"):
         got = call(ns, "attention_grads", q.clone(), k.clone(), v.clone(), grad_out.clone())
-    expect(isinstance(got, (tuple, list)) and len(got) == 3, f"{what} should return three tensors (the gradients "
-           f"for q, k and v, in that order), got {type(got).__name__}.")
-    return tuple(expect_shape(g, tuple(t.shape), f"{what}, the gradient for {name},")
-                 for g, t, name in zip(got, (q, k, v), "qkv"))
+    return expect_tensors(got, [q.shape, k.shape, v.shape], ["the gradient for q", "the gradient for k",
+                          "the gradient for v"], what)
 
 
 @chapter.check("attention_grads", points=1, hint="The output is O = P V with P the attention weights, so each value "

@@ -38,6 +38,7 @@ from llmcourse.grading.checks import (
     expect,
     expect_close,
     expect_shape,
+    expect_tensors,
     forbid,
     forbid_autograd,
     run_learner,
@@ -470,10 +471,7 @@ def _rms_norm_grads_reference(x: torch.Tensor, weight: torch.Tensor, grad_out: t
 def _learner_rms_grads(ns: Namespace, x, weight, grad_out, eps: float, what: str):
     with forbid_autograd("rms_norm_grads"):
         got = call(ns, "rms_norm_grads", x.clone(), weight.clone(), grad_out.clone(), eps)
-    expect(isinstance(got, (tuple, list)) and len(got) == 2, f"{what} should return a pair (grad_x, grad_weight), "
-           f"got {type(got).__name__}.")
-    return (expect_shape(got[0], tuple(x.shape), f"{what}, grad_x,"),
-            expect_shape(got[1], tuple(weight.shape), f"{what}, grad_weight,"))
+    return expect_tensors(got, [x.shape, weight.shape], ["grad_x", "grad_weight"], what)
 
 
 @chapter.check("rms_norm_grads", points=1, hint="y = weight * x / r with r = sqrt(mean(x**2) + eps): each weight "
