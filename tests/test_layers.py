@@ -11,7 +11,7 @@ import pytest
 import llmcourse
 
 PACKAGE = Path(llmcourse.__file__).parent
-SHARED = {"__init__", "config", "device", "seed", "files", "explorer", "progress", "source_view"}
+SHARED = {"__init__", "config", "device", "seed", "files", "explorer", "progress", "source_view", "artifacts"}
 PARTS = ["shared", "basics", "tokenizers", "transformer", "models", "pretraining", "finetuning", "parallel",
          "grading", "authoring", "cli"]
 

@@ -8,6 +8,7 @@ Modules in reading order:
 * ``regex_bpe`` - GPT-style regex pre-splitting, special tokens, save and load;
 * ``tiktoken_bridge`` - loading GPT-4's cl100k ranks into our tokenizer and comparing with tiktoken;
 * ``corpora`` - the offline texts the chapter trains on;
+* ``course_tokenizer`` - the course's own tokenizer, trained once and cached for the later chapters;
 * ``widgets`` - the merge stepper.
 """
 
