@@ -100,3 +100,22 @@ def test_the_course_tokenizer_recipe_names_its_training_text():
     recipe = CT.course_tokenizer_recipe()
     assert recipe["vocab_size"] == 4096 and recipe["n_chars"] == CT.N_CHARS and len(recipe["corpus_sha256"]) == 64
     assert CT.course_tokenizer_recipe("another text")["corpus_sha256"] != recipe["corpus_sha256"]
+
+
+def test_a_checkpoint_keeps_the_course_tokenizer(tmp_path):
+    import torch
+
+    from llmcourse.pretraining.trainer import (CheckpointError, TrainConfig, Trainer, load_trained_model,
+                                               tokenizer_from_description)
+
+    tok = CT.course_tokenizer(cache_dir=tmp_path).value
+    ids = torch.tensor(tok.encode(CT.training_text()[:20_000]))
+    cut = int(len(ids) * 0.8)
+    config = TrainConfig(context_length=16, d_model=16, n_layers=1, n_heads=2, batch_size=4, max_steps=2,
+                         warmup_steps=1, eval_interval=0, eval_steps=1, checkpoint_path=str(tmp_path / "run.pt"),
+                         progress=False)
+    Trainer(config, ids[:cut], ids[cut:], tokenizer=tok).fit()
+    model, loaded, _ = load_trained_model(tmp_path / "run.pt")
+    assert model.vocab_size == CT.VOCAB_SIZE and loaded.merges == tok.merges and loaded.special_tokens == tok.special_tokens
+    with pytest.raises(CheckpointError, match="damaged"):
+        tokenizer_from_description({"kind": "regex-bpe", "tokenizer": {"format": "something else"}})

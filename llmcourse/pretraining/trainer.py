@@ -344,13 +344,23 @@ def describe_tokenizer(tokenizer: Any) -> dict[str, Any] | None:
     if hasattr(tokenizer, "alphabet") and hasattr(tokenizer, "vocab_size"):  # a synthetic source's letters
         alphabet = tokenizer.alphabet() if callable(tokenizer.alphabet) else tokenizer.alphabet
         return {"kind": "char", "chars": list(alphabet)[: tokenizer.vocab_size], "unk": None}
-    raise TypeError(f"cannot store a {type(tokenizer).__name__} in a checkpoint; use a CharTokenizer or None")
+    if hasattr(tokenizer, "to_dict") and hasattr(tokenizer, "merges"):  # RegexTokenizer (chapter 03)
+        return {"kind": "regex-bpe", "tokenizer": tokenizer.to_dict()}
+    raise TypeError(f"cannot store a {type(tokenizer).__name__} in a checkpoint; use a CharTokenizer, a "
+                    f"RegexTokenizer or None")
 
 
 def tokenizer_from_description(description: dict[str, Any] | None):
     """Rebuild the tokenizer :func:`describe_tokenizer` described (None stays None)."""
     if description is None:
         return None
+    if description.get("kind") == "regex-bpe":
+        from llmcourse.tokenizers.regex_bpe import RegexTokenizer
+
+        try:
+            return RegexTokenizer.from_dict(description.get("tokenizer"))
+        except ValueError as exc:
+            raise CheckpointError(f"the checkpoint's tokenizer is damaged: {exc}") from None
     if description.get("kind") != "char":
         raise CheckpointError(f"unknown tokenizer kind {description.get('kind')!r} in the checkpoint")
     from llmcourse.tokenizers.simple import CharTokenizer

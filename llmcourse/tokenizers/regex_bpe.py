@@ -318,19 +318,29 @@ class RegexTokenizer:
 
     # ----------------------------------------------------------------------- saving and loading
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tokenizer to a JSON file, atomically (a temporary file, then ``os.replace``)."""
-        path = Path(path)
-        data = {
+    def to_dict(self) -> dict:
+        """The tokenizer as plain JSON data: format, pattern, byte ids, merges in order, special tokens."""
+        return {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "pattern": self.pattern,
             "byte_ids": list(self.byte_ids),
             "merges": [[a, b, i] for (a, b), i in self.merges.items()],
-            "special_tokens": self.special_tokens,
+            "special_tokens": dict(self.special_tokens),
         }
-        with atomic_write(path, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: object) -> "RegexTokenizer":
+        """Rebuild a tokenizer from :meth:`to_dict`'s data; data that is not such a tokenizer raises ``ValueError``."""
+        try:
+            return cls._from_dict(data)
+        except (ValueError, TypeError, KeyError, regex.error) as e:
+            raise ValueError(f"not a valid tokenizer: {e}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tokenizer to a JSON file, atomically (a temporary file, then ``os.replace``)."""
+        with atomic_write(Path(path), "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RegexTokenizer":
