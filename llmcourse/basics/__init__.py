@@ -10,6 +10,7 @@ Modules in reading order:
 * ``autograd`` - a scalar autograd engine, numbers that remember how they were made (chapter 02);
 * ``graph_plot`` - drawing the computation graph of ``autograd.Value`` nodes (chapter 02);
 * ``gradients`` - gradients by nudging numbers and by backpropagating sensitivities (chapter 02);
+* ``backprop_diagrams`` - pictures of backprop: the boxes of sensitivities, one layer as matrices (chapter 02);
 * ``descent`` - gradient descent experiments: surfaces, learning rates, batches, overfitting (chapter 02);
 * ``optim`` - SGD, momentum, AdaGrad, RMSProp, Adam and AdamW from scratch (chapter 02);
 * ``dropout`` - dropout and its two conventions (chapter 02);
