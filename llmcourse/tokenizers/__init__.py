@@ -9,6 +9,7 @@ Modules in reading order:
 * ``tiktoken_bridge`` - loading GPT-4's cl100k ranks into our tokenizer and comparing with tiktoken;
 * ``corpora`` - the offline texts the chapter trains on;
 * ``course_tokenizer`` - the course's own tokenizer, trained once and cached for the later chapters;
+* ``consequences`` - what tokens do to a model's view: spelling, digits, trailing spaces, unused tokens;
 * ``widgets`` - the merge stepper.
 """
 
