@@ -3,13 +3,22 @@ from __future__ import annotations
 
 from itertools import combinations
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 
+def _renderer(fig: Figure):
+    """The figure drawn by Agg, as it is saved into a notebook (a closed figure first gets an Agg canvas again)."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
 def visible_texts(fig: Figure) -> list[Text]:
     """Every visible, non-empty text of the figure: titles, labels, annotations, legends, tick labels."""
-    fig.canvas.draw()
+    _renderer(fig)
     return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
 
 
@@ -20,7 +29,7 @@ def all_text(fig: Figure) -> str:
 
 def overlapping_texts(fig: Figure, pad: float = 1.0) -> list[tuple[str, str]]:
     """Pairs of texts whose drawn boxes overlap (shrunk by ``pad`` pixels so that touching is allowed)."""
-    renderer = fig.canvas.get_renderer()
+    renderer = _renderer(fig)
     boxes = []
     for text in visible_texts(fig):
         box = text.get_window_extent(renderer)
@@ -31,7 +40,7 @@ def overlapping_texts(fig: Figure, pad: float = 1.0) -> list[tuple[str, str]]:
 
 def texts_outside(fig: Figure, pad: float = 1.0) -> list[str]:
     """Texts that stick out of the figure (cut off when the picture is saved)."""
-    renderer = fig.canvas.get_renderer()
+    renderer = _renderer(fig)
     width, height = fig.canvas.get_width_height()
     out = []
     for text in visible_texts(fig):

@@ -8,5 +8,6 @@ Modules in reading order:
 * ``trainer`` - the training loop (``Trainer``, ``TrainConfig``), on top of accelerate;
 * ``checkpoint`` - saving and loading checkpoints safely;
 * ``estimates`` - FLOPs, memory, throughput and MFU;
-* ``plots`` - loss curves, live while training.
+* ``plots`` - loss curves, live while training;
+* ``trained_attention`` - where a trained GPT's heads look, by distance back.
 """
