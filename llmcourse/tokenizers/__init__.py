@@ -10,6 +10,7 @@ Modules in reading order:
 * ``corpora`` - the offline texts the chapter trains on;
 * ``course_tokenizer`` - the course's own tokenizer, trained once and cached for the later chapters;
 * ``consequences`` - what tokens do to a model's view: spelling, digits, trailing spaces, unused tokens;
+* ``diagrams`` - pictures of one merge step and of the whole encoding pipeline;
 * ``widgets`` - the merge stepper.
 """
 
