@@ -9,5 +9,6 @@ Modules in reading order:
 * ``checkpoint`` - saving and loading checkpoints safely;
 * ``estimates`` - FLOPs, memory, throughput and MFU;
 * ``plots`` - loss curves, live while training;
-* ``trained_attention`` - where a trained GPT's heads look, by distance back.
+* ``trained_attention`` - where a trained GPT's heads look, by distance back;
+* ``course_model`` - the course's GPT pretrained with the course's tokenizer, cached for chapters 09 and 10.
 """

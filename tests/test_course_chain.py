@@ -1,0 +1,41 @@
+"""The course's one model: chapter 03's tokenizer -> chapter 08's pretrained GPT -> chapter 09's base model, each
+handed on through the artifact cache (run here at a tiny size in a private cache folder)."""
+from __future__ import annotations
+
+import torch
+
+from llmcourse.pretraining import course_model as CM
+from llmcourse.tokenizers.course_tokenizer import VOCAB_SIZE, course_tokenizer
+
+TINY = dict(context_length=32, d_model=32, n_layers=1, n_heads=2, batch_size=8, max_steps=20, warmup_steps=2,
+            eval_interval=10, eval_steps=2)
+
+
+def test_the_pretrained_gpt_uses_the_tokenizer_chapter_03_leaves(tmp_path):
+    config = CM.course_train_config(fast=True, **TINY)
+    tokenizer = course_tokenizer(cache_dir=tmp_path)
+    first = CM.pretrain_course_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    assert first.built and "built here" in str(first)
+    model, its_tokenizer, checkpoint = first.value
+    assert its_tokenizer.merges == tokenizer.value.merges and model.vocab_size == VOCAB_SIZE
+    record_recipe = CM.course_gpt_recipe(tokenizer.sha256, config, 60_000)
+    assert record_recipe["tokenizer_sha256"] == tokenizer.sha256 and checkpoint["step"] == config.max_steps
+    # chapter 09 starts from exactly that checkpoint: loaded, not trained again
+    base = CM.course_base_model(config, n_chars=60_000, cache_dir=tmp_path)
+    assert not base.built and base.path == first.path and base.chapter == "08"
+    for p, q in zip(base.value[0].parameters(), model.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_another_tokenizer_or_setting_means_another_model(tmp_path):
+    config = CM.course_train_config(fast=True, **TINY)
+    a = CM.course_gpt_recipe("a" * 64, config, 60_000)
+    assert a != CM.course_gpt_recipe("b" * 64, config, 60_000)
+    assert a != CM.course_gpt_recipe("a" * 64, CM.course_train_config(fast=True, **{**TINY, "lr": 5e-3}), 60_000)
+    assert a != CM.course_gpt_recipe("a" * 64, config, 70_000)
+
+
+def test_full_and_fast_settings():
+    full, fast = CM.course_train_config(fast=False), CM.course_train_config(fast=True)
+    assert full.context_length == 128 and full.d_model == 128 and full.n_layers == 4
+    assert fast.max_steps < full.max_steps and CM.course_corpus_chars(True) < CM.course_corpus_chars(False)
