@@ -10,5 +10,6 @@ Modules in reading order:
 * ``estimates`` - FLOPs, memory, throughput and MFU;
 * ``plots`` - loss curves, live while training;
 * ``trained_attention`` - where a trained GPT's heads look, by distance back;
-* ``course_model`` - the course's GPT pretrained with the course's tokenizer, cached for chapters 09 and 10.
+* ``course_model`` - the course's GPT pretrained with the course's tokenizer, cached for chapters 09 and 10;
+* ``diagrams`` - pictures of a window's input/target shift and of gradient accumulation.
 """
