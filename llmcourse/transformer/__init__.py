@@ -7,6 +7,7 @@ Modules in reading order:
 * ``attention`` - scores, scaling, masks, heads, GQA and the KV cache (chapter 05);
 * ``sequence_timing`` - why attention trains in parallel and an RNN cannot (chapter 05);
 * ``attention_plots``, ``attention_widgets`` - pictures and explorers of chapters 04 and 05;
+* ``attention_diagrams`` - chapter 05's conceptual diagrams: one head, heads split and merged, GQA;
 * ``norms`` - LayerNorm and RMSNorm (chapter 06);
 * ``feedforward`` - position-wise feed-forward networks (chapter 06);
 * ``block`` - the Transformer block: attention and feed-forward on a residual stream (chapter 06);
