@@ -4,6 +4,7 @@ Modules in reading order:
 
 * ``embeddings`` - from token ids to vectors (chapter 04);
 * ``positions`` - sinusoidal, learned, rotary (RoPE) and ALiBi positions (chapter 04);
+* ``embedding_diagrams`` - chapter 04's conceptual diagrams: an embedding lookup, RoPE as a rotation;
 * ``attention`` - scores, scaling, masks, heads, GQA and the KV cache (chapter 05);
 * ``sequence_timing`` - why attention trains in parallel and an RNN cannot (chapter 05);
 * ``attention_plots``, ``attention_widgets`` - pictures and explorers of chapters 04 and 05;

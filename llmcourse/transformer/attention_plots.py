@@ -115,23 +115,77 @@ def plot_kv_cache(table: Sequence[dict], value: str = "gib_at_context") -> Figur
 
 
 def plot_embeddings_2d(points: Tensor, words: Sequence[str], groups: Sequence[str] | None = None) -> Figure:
-    """Scatter of 2-D points (e.g. from ``project_2d``) labelled with their words, optionally coloured by group."""
+    """Scatter of 2-D points (e.g. from ``project_2d``) labelled with their words, optionally coloured by group.
+
+    Each label takes the first of a ring of spots around its point (near ones first) where it overlaps no label
+    placed before it, no other point and not the edge of the plot; a label pushed further out gets a thin line to
+    its point.
+    """
     p = _as_numpy(points)
-    fig, ax = plt.subplots(figsize=(6.0, 5.0))
+    if p.ndim != 2 or p.shape[1] != 2 or len(p) != len(words):
+        raise ValueError(f"points must be (n, 2) with one word per point; got points {p.shape} and {len(words)} words")
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
     if groups is None:
-        ax.scatter(p[:, 0], p[:, 1], s=18, color="tab:blue")
+        ax.scatter(p[:, 0], p[:, 1], s=18, color="tab:blue", zorder=3)
     else:
         for g in dict.fromkeys(groups):
             idx = [i for i, gi in enumerate(groups) if gi == g]
-            ax.scatter(p[idx, 0], p[idx, 1], s=18, label=g)
-        ax.legend(fontsize=8)
-    for (x, y), word in zip(p, words):
-        ax.annotate(word, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
+            ax.scatter(p[idx, 0], p[idx, 1], s=18, label=g, zorder=3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xlabel("first principal direction")
     ax.set_ylabel("second principal direction")
     ax.set_title("word vectors projected to 2-D")
     ax.grid(alpha=0.3)
+    ax.margins(0.12)
     fig.tight_layout()
+    # freeze the scales (the labels are placed in screen space below), keeping only the ticks inside the view
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_ticks([t for t in axis.get_ticklocs() if lo <= t <= hi])
+        axis.reset_ticks()
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    screen = ax.transData.transform(p)
+    dot = 4.0 * fig.dpi / 72                            # a marker's radius, in pixels
+    placed = []
+    ring = [(dx, dy) for r in (3, 9, 16, 24, 34) for dx, dy in
+            ((r, r * 0.6), (r, -r * 0.6), (-r, r * 0.6), (-r, -r * 0.6), (0, r), (0, -r), (r * 1.4, 0), (-r * 1.4, 0))]
+
+    def clashes(box, own: int) -> float:
+        """How badly a label box collides: with placed labels, other points and the plot's edge (0 = not at all)."""
+        grown = box.padded(2)
+        score = sum(1.0 for other in placed if grown.overlaps(other))
+        for k, (x, y) in enumerate(screen):
+            if k != own and grown.x0 - dot < x < grown.x1 + dot and grown.y0 - dot < y < grown.y1 + dot:
+                score += 0.5
+        if box.x0 < frame.x0 or box.x1 > frame.x1 or box.y0 < frame.y0 or box.y1 > frame.y1:
+            score += 10.0
+        return score
+
+    for i, ((x, y), word) in enumerate(zip(p, words)):
+        best = None
+        for dx, dy in ring:
+            label = ax.annotate(word, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                va="bottom" if dy > 0 else "top" if dy < 0 else "center")
+            box = label.get_window_extent(renderer)
+            score = clashes(box, i)
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, label, box, (dx, dy))
+            else:
+                label.remove()
+            if score == 0:
+                break
+        _, label, box, (dx, dy) = best
+        placed.append(box)
+        if abs(dx) + abs(dy) > 12:                      # far from its point: a thin line shows whose label it is
+            end = ax.transData.inverted().transform((min(max(screen[i][0], box.x0), box.x1),
+                                                     min(max(screen[i][1], box.y0), box.y1)))
+            ax.plot([x, end[0]], [y, end[1]], color="gray", lw=0.5, zorder=2)
     plt.close(fig)
     return fig
 
