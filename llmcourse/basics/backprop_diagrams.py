@@ -30,6 +30,8 @@ def _canvas(width: float, height: float) -> tuple[Figure, plt.Axes]:
     ax.set_xlim(0, width)
     ax.set_ylim(0, height)
     ax.set_axis_off()
+    ax.set_xticks([])   # no tick labels hidden behind the picture
+    ax.set_yticks([])
     return fig, ax
 
 

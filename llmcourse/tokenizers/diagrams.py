@@ -31,6 +31,8 @@ class _Canvas:
         self.ax.set_xlim(0, width)
         self.ax.set_ylim(0, height)
         self.ax.set_axis_off()
+        self.ax.set_xticks([])   # no tick labels hidden behind the picture
+        self.ax.set_yticks([])
         self.renderer = self.fig.canvas.get_renderer()
         self.height = height
 
