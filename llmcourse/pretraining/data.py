@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from llmcourse.artifacts import file_sha256
 from llmcourse.tokenizers.simple import CharTokenizer
 
 
@@ -243,13 +244,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LLMCOURSE_CACHE") or Path.home() / ".cache" / "llmcourse")
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """The SHA-256 checksum of a file, as 64 hexadecimal digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = file_sha256  # the SHA-256 checksum of a file, as 64 hexadecimal digits
 
 
 def _expected_sha256(source: CorpusSource, path: Path) -> str | None:
