@@ -5,6 +5,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diagram_checks import all_text, overlapping_texts, texts_outside
+from llmcourse.finetuning import diagrams as ft
 from llmcourse.pretraining import diagrams as pre
 
 
@@ -34,6 +35,15 @@ CASES = [
     (pre.plot_gradient_accumulation, {"n_micro": 8, "micro_batch": 2, "context_length": 32},
      ["micro-batch 8", "loss₈ / 8", "(g₁ + … + g₈) / 8", "8 micro-batches of 2 windows × 32 tokens", "(512 tokens)"]),
     (pre.plot_gradient_accumulation, {"n_micro": 1}, ["1 micro-batch of 4", ".grad = (g₁) / 1"]),
+    (ft.plot_training_pipeline, {}, ["base model", "SFT model", "reward model", "PPO", "DPO", "chat model",
+                                     "K = 4 answers", "= 6 pairs", "RLHF with PPO", "pairwise loss"]),
+    (ft.plot_training_pipeline, {"ranked_answers": 9}, ["K = 9 answers", "= 36 pairs"]),
+    (ft.plot_lora, {}, ["(out, in) = (64, 64)", "frozen: 4,096", "(r, in) = (8, 64)", "(out, r) = (64, 8)",
+                        "8·(64 + 64) = 1,024", "(25.0%)", "starts at 0", "× α/r = 2"]),
+    (ft.plot_lora, {"in_features": 3, "out_features": 4, "r": 1, "alpha": 2.0},
+     ["(out, in) = (4, 3)", "frozen: 12 numbers", "(r, in) = (1, 3)", "(out, r) = (4, 1)", "= 7 numbers", "(58.3%)"]),
+    (ft.plot_lora, {"in_features": 4096, "out_features": 11008, "r": 8},
+     ["(11008, 4096)", "45,088,768", "120,832", "(0.3%)"]),
 ]
 
 
@@ -45,12 +55,26 @@ def test_diagram_names_what_it_shows_and_stays_readable(function, kwargs, expect
         assert label in text, f"{label!r} missing from {function.__name__}({kwargs})"
 
 
+def test_the_lora_counts_match_a_real_lora_layer():
+    from torch import nn
+
+    from llmcourse.finetuning.lora import LoRALinear
+    layer = LoRALinear(nn.Linear(24, 40), r=4, alpha=8.0)
+    text = all_text(drawn(ft.plot_lora(in_features=24, out_features=40, r=4, alpha=8.0)))
+    assert f"{layer.A.numel() + layer.B.numel():,} numbers" in text
+    assert f"frozen: {layer.base.weight.numel():,} numbers" in text
+
+
 BAD = [
     (pre.plot_window_shift, {"text": "short", "context_length": 8}, "needs 9 tokens"),
     (pre.plot_window_shift, {"context_length": 1}, "context_length must be a whole number from 2 to 16"),
     (pre.plot_window_shift, {"text": 123}, "text must be a string"),
     (pre.plot_gradient_accumulation, {"n_micro": 0}, "n_micro must be a whole number from 1 to 8"),
     (pre.plot_gradient_accumulation, {"micro_batch": 2.5}, "micro_batch must be a whole number"),
+    (ft.plot_training_pipeline, {"ranked_answers": 1}, "ranked_answers must be a whole number from 2 to 9"),
+    (ft.plot_lora, {"r": 65}, "above min"),
+    (ft.plot_lora, {"alpha": 0}, "alpha must be a number > 0"),
+    (ft.plot_lora, {"in_features": 0}, "in_features must be a whole number"),
 ]
 
 
@@ -61,6 +85,7 @@ def test_bad_arguments_are_refused_with_a_readable_message(function, kwargs, mes
 
 
 def test_every_new_module_is_listed_in_its_part():
+    import llmcourse.finetuning
     import llmcourse.pretraining
-    for part in (llmcourse.pretraining,):
+    for part in (llmcourse.pretraining, llmcourse.finetuning):
         assert "* ``diagrams`` - " in part.__doc__, part.__name__

@@ -7,5 +7,6 @@ Modules in reading order:
 * ``classify`` - a classification head on a pretrained GPT;
 * ``lora`` - low-rank adapters, injected and merged;
 * ``preference`` - a reward model and direct preference optimisation (DPO);
-* ``distill`` - knowledge distillation from a teacher's probabilities.
+* ``distill`` - knowledge distillation from a teacher's probabilities;
+* ``diagrams`` - pictures of the training pipeline (SFT, RLHF, DPO) and of a LoRA layer.
 """
