@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 
 from diagram_checks import all_text, overlapping_texts, texts_outside
 from llmcourse.transformer.attention_diagrams import grouped_heads_diagram, one_head_diagram, split_heads_diagram
+from llmcourse.transformer.block_diagrams import norm_placement_diagram, residual_stream_diagram
 
 
 def drawn(fig: Figure) -> Figure:
@@ -40,6 +41,17 @@ CASES = [
                                  "K, V 0", "K, V 1", "n_heads = 8", "n_kv_heads = 2", "2/8 of MHA's"]),
     (grouped_heads_diagram, dict(n_heads=4, n_kv_heads=1), ["MQA", "Q 3", "K, V 0", "n_kv_heads = 1"]),
     (grouped_heads_diagram, dict(n_heads=16, n_kv_heads=16), ["MHA", "15", "n_heads = 16"]),
+    (residual_stream_diagram, {}, ["residual\nstream", "(batch, seq, d_model)\n= (2, 4, 8)", "block 1", "block 2",
+                                   "LayerNorm", "attention", "FFN", "final LayerNorm", "add the output back",
+                                   "4 additions"]),
+    (residual_stream_diagram, dict(n_blocks=4, batch=1, seq=16, d_model=64, norm="RMSNorm"),
+     ["= (1, 16, 64)", "block 4", "final RMSNorm", "8 additions"]),
+    (residual_stream_diagram, dict(n_blocks=1), ["block 1", "1 block,\n2 additions"]),
+    (norm_placement_diagram, {}, ["post-norm (original Transformer, BERT)", "pre-norm (GPT-2, GPT-3, LLaMA)",
+                                  "x = Norm(x + Sublayer(x))", "x = x + Sublayer(Norm(x))", "attention", "FFN",
+                                  "final LayerNorm", "clean\nidentity path"]),
+    (norm_placement_diagram, dict(sublayers=["self-attention", "cross-attention", "FFN"], norm="RMSNorm"),
+     ["self-attention", "cross-attention", "final RMSNorm"]),
 ]
 
 
@@ -62,7 +74,7 @@ def test_the_shapes_follow_the_arguments():
 
 
 def test_a_diagram_is_deterministic():
-    first, second = (all_text(drawn(split_heads_diagram())) for _ in range(2))
+    first, second = (all_text(drawn(residual_stream_diagram())) for _ in range(2))
     assert first == second
 
 
@@ -75,6 +87,12 @@ BAD = [
     (split_heads_diagram, dict(d_model=48, n_heads=12), "n_heads=12 is too large"),
     (grouped_heads_diagram, dict(n_heads=8, n_kv_heads=3), "multiple of n_kv_heads=3"),
     (grouped_heads_diagram, dict(n_heads=4, n_kv_heads=8), "multiple of n_kv_heads=8"),
+    (residual_stream_diagram, dict(n_blocks=0), "n_blocks must be a whole number"),
+    (residual_stream_diagram, dict(n_blocks=9), "n_blocks=9 is too large"),
+    (residual_stream_diagram, dict(norm=""), "norm must be a non-empty string"),
+    (norm_placement_diagram, dict(sublayers="attention"), "sublayers must be a list of 1 to 3 names"),
+    (norm_placement_diagram, dict(sublayers=[]), "sublayers must be a list of 1 to 3 names"),
+    (norm_placement_diagram, dict(sublayers=["attention", None]), r"sublayers\[1\] must be a non-empty string"),
 ]
 
 

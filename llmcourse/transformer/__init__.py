@@ -14,5 +14,6 @@ Modules in reading order:
 * ``block`` - the Transformer block: attention and feed-forward on a residual stream (chapter 06);
 * ``moe`` - mixture of experts and its router (chapter 06);
 * ``counting`` - parameters and FLOPs, part by part (chapter 06);
+* ``block_diagrams`` - chapter 06's conceptual diagrams: the residual stream, pre-norm vs post-norm;
 * ``block_plots``, ``block_widgets`` - chapter 06's pictures and block explorer.
 """
