@@ -6,6 +6,7 @@ from matplotlib.figure import Figure
 
 from diagram_checks import all_text, overlapping_texts, texts_outside
 from llmcourse.finetuning import diagrams as ft
+from llmcourse.parallel import diagrams as par
 from llmcourse.pretraining import diagrams as pre
 
 
@@ -44,6 +45,20 @@ CASES = [
      ["(out, in) = (4, 3)", "frozen: 12 numbers", "(r, in) = (1, 3)", "(out, r) = (4, 1)", "= 7 numbers", "(58.3%)"]),
     (ft.plot_lora, {"in_features": 4096, "out_features": 11008, "r": 8},
      ["(11008, 4096)", "45,088,768", "120,832", "(0.3%)"]),
+    (par.plot_data_parallel, {}, ["device 0", "device 1", "full copy of the model", "examples 0–3", "examples 4–7",
+                                  "g = (g₀ + g₁) / 2", "all-reduce", "2 shards of 4"]),
+    (par.plot_data_parallel, {"n_devices": 4, "batch": 16},
+     ["device 3", "examples 12–15", "g = (g₀ + g₁ + g₂ + g₃) / 4", "4 shards of 4"]),
+    (par.plot_tensor_parallel, {}, ["A[:, 0:16]\n(8, 16)", "B[16:32, :]\n(16, 8)", "X\n(4, 8)", "all-\nreduce",
+                                    "Z₀ + Z₁", "split by columns", "split by rows"]),
+    (par.plot_tensor_parallel, {"n_devices": 4, "d_model": 768, "d_hidden": 3072, "tokens": 2048},
+     ["A[:, 2304:3072]\n(768, 768)", "B[0:768, :]", "Z₀ + Z₁ + Z₂ + Z₃", "1/4 of A", "device\n3"]),
+    (par.plot_pipeline_layout, {}, ["device 0: stage 0", "device 3: stage 3", "layer 0", "layer 7", "4 micro-",
+                                    "activations (forward)", "gradients (backward)", "stages of 2 consecutive"]),
+    (par.plot_pipeline_layout, {"n_devices": 2, "n_layers": 5, "n_microbatches": 8},
+     ["device 1: stage 1", "layer 2", "layer 4", "8 micro-", "3 or 2 consecutive", "all 2 stages"]),
+    (par.plot_pipeline_layout, {"n_devices": 3, "n_layers": 16, "n_microbatches": 1},
+     ["layer 15", "1 micro-\nbatch", "only one device is busy"]),
 ]
 
 
@@ -53,6 +68,20 @@ def test_diagram_names_what_it_shows_and_stays_readable(function, kwargs, expect
     text = assert_readable(drawn(function(**kwargs)))
     for label in expected:
         assert label in text, f"{label!r} missing from {function.__name__}({kwargs})"
+
+
+def test_the_pipeline_layout_cuts_layers_like_split_into_stages():
+    from torch import nn
+
+    from llmcourse.parallel.pipeline import split_into_stages
+    stages = split_into_stages([nn.Identity() for _ in range(7)], 3)
+    text = all_text(drawn(par.plot_pipeline_layout(n_devices=3, n_layers=7)))
+    first = 0
+    for s, stage in enumerate(stages):
+        last = first + len(stage) - 1
+        assert f"layer {first}" in text and f"layer {last}" in text
+        first = last + 1
+    assert "3 or 2 consecutive" in text
 
 
 def test_the_lora_counts_match_a_real_lora_layer():
@@ -75,6 +104,12 @@ BAD = [
     (ft.plot_lora, {"r": 65}, "above min"),
     (ft.plot_lora, {"alpha": 0}, "alpha must be a number > 0"),
     (ft.plot_lora, {"in_features": 0}, "in_features must be a whole number"),
+    (par.plot_data_parallel, {"n_devices": 8}, "n_devices must be 2, 3 or 4"),
+    (par.plot_data_parallel, {"n_devices": 3, "batch": 8}, "cannot be shared out evenly over 3 devices"),
+    (par.plot_tensor_parallel, {"n_devices": 3, "d_hidden": 32}, "cannot be split evenly over 3 devices"),
+    (par.plot_tensor_parallel, {"d_model": True}, "d_model must be a whole number"),
+    (par.plot_pipeline_layout, {"n_devices": 4, "n_layers": 3}, "cannot cut 3 layers into 4 stages"),
+    (par.plot_pipeline_layout, {"n_microbatches": 9}, "at most 16 layers and 8 micro-batches"),
 ]
 
 
@@ -86,6 +121,7 @@ def test_bad_arguments_are_refused_with_a_readable_message(function, kwargs, mes
 
 def test_every_new_module_is_listed_in_its_part():
     import llmcourse.finetuning
+    import llmcourse.parallel
     import llmcourse.pretraining
-    for part in (llmcourse.pretraining, llmcourse.finetuning):
+    for part in (llmcourse.pretraining, llmcourse.finetuning, llmcourse.parallel):
         assert "* ``diagrams`` - " in part.__doc__, part.__name__

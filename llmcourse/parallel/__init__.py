@@ -6,7 +6,8 @@ Modules in reading order. Single-process models of how training is spread over m
 * ``memory`` - memory per device, with mixed precision and ZeRO;
 * ``communication`` - how many bytes data parallelism moves per step;
 * ``loss_scaling`` - fp16 underflow and (dynamic) loss scaling;
-* ``plots`` - pictures of all of the above.
+* ``plots`` - pictures of all of the above;
+* ``diagrams`` - device layouts of data, tensor and pipeline parallelism.
 
 Real multi-process versions (several CPU processes talking through ``torch.distributed``):
 
