@@ -29,12 +29,17 @@ def _grid(ax: plt.Axes, x: float, y_top: float, rows: int, cols: int, cell: tupl
           values: np.ndarray | None = None, fontsize: float = 7) -> None:
     """A matrix drawn cell by cell from its top-left corner; ``fills`` colours whole rows, ``cell_fills`` cells."""
     w, h = cell
-    for r in range(rows):
-        for c in range(cols):
-            face = (cell_fills or {}).get((r, c)) or (fills or {}).get(r) or "white"
-            ax.add_patch(Rectangle((x + c * w, y_top - (r + 1) * h), w, h, facecolor=face, edgecolor="#888888",
-                                   lw=0.6, alpha=0.9 if face != "white" else 1.0))
-            if values is not None:
+    for r in range(rows):                               # one patch per coloured row or cell, then the grid lines
+        if (fills or {}).get(r):
+            ax.add_patch(Rectangle((x, y_top - (r + 1) * h), cols * w, h, facecolor=fills[r], edgecolor="none",
+                                   alpha=0.9))
+    for (r, c), face in (cell_fills or {}).items():
+        ax.add_patch(Rectangle((x + c * w, y_top - (r + 1) * h), w, h, facecolor=face, edgecolor="none", alpha=0.9))
+    ax.vlines([x + c * w for c in range(1, cols)], y_top - rows * h, y_top, colors="#888888", lw=0.6)
+    ax.hlines([y_top - r * h for r in range(1, rows)], x, x + cols * w, colors="#888888", lw=0.6)
+    if values is not None:
+        for r in range(rows):
+            for c in range(cols):
                 ax.text(x + (c + 0.5) * w, y_top - (r + 0.5) * h, f"{values[r, c]:.2g}", ha="center", va="center",
                         fontsize=fontsize)
     ax.add_patch(Rectangle((x, y_top - rows * h), cols * w, rows * h, fill=False, edgecolor="#333333", lw=1.1))
