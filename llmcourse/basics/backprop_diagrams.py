@@ -23,7 +23,7 @@ def _check_count(name: str, value: object, low: int, high: int) -> int:
     return value
 
 
-def _canvas(width: float, height: float) -> tuple[Figure, plt.Axes]:
+def blank_canvas(width: float, height: float) -> tuple[Figure, plt.Axes]:
     """A figure whose axes fill it, with data coordinates in inches (so sizes can be planned)."""
     fig, ax = plt.subplots(figsize=(width, height))
     ax.set_position([0, 0, 1, 1])
@@ -49,7 +49,7 @@ def draw_sensitivity_boxes(n_preceding: int = 2, n_current: int = 3) -> Figure:
     gap = 0.95
     top = 2.15 + n * gap         # y of the boxes' top edge above the formulas
     height = top + 0.75
-    fig, ax = _canvas(11.0, height)
+    fig, ax = blank_canvas(11.0, height)
 
     def ys(count: int) -> list[float]:
         middle = top - 0.35 - n * gap / 2
@@ -174,7 +174,7 @@ def draw_layer_backprop(batch: int = 4, n_in: int = 3, n_out: int = 2) -> Figure
     label_room = 0.62            # name above and shape below each block
     footer = 0.95
     height = sum(h + label_room + 0.15 for h in row_heights) + footer + 0.2
-    fig, ax = _canvas(10.0, height)
+    fig, ax = blank_canvas(10.0, height)
     renderer = fig.canvas.get_renderer()
 
     def width_of(text) -> float:
@@ -218,4 +218,4 @@ def draw_layer_backprop(batch: int = 4, n_in: int = 3, n_out: int = 2) -> Figure
     return fig
 
 
-__all__ = ["draw_sensitivity_boxes", "draw_layer_backprop"]
+__all__ = ["blank_canvas", "draw_sensitivity_boxes", "draw_layer_backprop"]

@@ -12,6 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Arc, Circle, FancyArrowPatch, Rectangle
 
+from llmcourse.basics.backprop_diagrams import blank_canvas
+
 MAX_VOCAB, MAX_DIM, MAX_IDS = 12, 8, 8      # what still fits the lookup picture at a readable size
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
 
@@ -87,13 +89,7 @@ def draw_embedding_lookup(ids: Sequence[int] = (3, 0, 3, 4), vocab_size: int = 5
     x_w2 = x_hot + vocab_size * hot[0] + 0.6
     x_e2 = x_w2 + d_model * cw + 0.6
     width = max(x_out + d_model * cw, x_e2 + d_model * cw) + 0.45
-    fig, ax = plt.subplots(figsize=(width, height))
-    ax.set_position([0, 0, 1, 1])
-    ax.set_xlim(0, width)
-    ax.set_ylim(0, height)
-    ax.set_axis_off()
-    ax.set_xticks([])   # no tick labels hidden behind the picture
-    ax.set_yticks([])
+    fig, ax = blank_canvas(width, height)
     row_fill = {i: _light(c) for i, c in colours.items()}
 
     # band 1: the lookup, ids -> rows of W -> the output
