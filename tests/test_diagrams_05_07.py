@@ -5,6 +5,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diagram_checks import all_text, overlapping_texts, texts_outside
+from llmcourse.models.diagrams import gpt_stack_diagram, kv_cache_diagram
+from llmcourse.models.gpt import GPTConfig
 from llmcourse.transformer.attention_diagrams import grouped_heads_diagram, one_head_diagram, split_heads_diagram
 from llmcourse.transformer.block_diagrams import norm_placement_diagram, residual_stream_diagram
 
@@ -52,6 +54,19 @@ CASES = [
                                   "final LayerNorm", "clean\nidentity path"]),
     (norm_placement_diagram, dict(sublayers=["self-attention", "cross-attention", "FFN"], norm="RMSNorm"),
      ["self-attention", "cross-attention", "final RMSNorm"]),
+    (gpt_stack_diagram, {}, ["token ids  (batch, seq) = (1, 4)", "(vocab, d_model) = (100, 64)",
+                             "(context, d_model) = (32, 64)", "(batch, seq, d_model) = (1, 4, 64)", "block 1 of 2",
+                             "block 2 of 2", "final LayerNorm ln_f", "lm_head (tied to wte)",
+                             "logits  (batch, seq, vocab) = (1, 4, 100)", "tied: one matrix"]),
+    (gpt_stack_diagram, dict(config=GPTConfig(tie_weights=False), batch=8, seq=1024),
+     ["(batch, seq) = (8, 1024)", "(vocab, d_model) = (50257, 768)", "(context, d_model) = (1024, 768)",
+      "block 12 of 12", "9 more blocks", "(batch, seq, vocab) = (8, 1024, 50257)"]),
+    (kv_cache_diagram, {}, ["prefill\ntokens 1-3", "step 1\nnew token 4", "step 3\nnew token 6", "keys (K cache)",
+                            "values (V cache)", "K: (t, head_dim) = (3, 4)", "K: (t, head_dim) = (6, 4)",
+                            "V: (t, head_dim) = (6, 4)", "(1, 6)", "(3, 3)", "read from the cache",
+                            "one column per step"]),
+    (kv_cache_diagram, dict(prompt_len=5, new_tokens=5, head_dim=8),
+     ["prefill\ntokens 1-5", "step 5\nnew token 10", "K: (t, head_dim) = (10, 8)", "(1, 10)", "(5, 5)"]),
 ]
 
 
@@ -74,7 +89,7 @@ def test_the_shapes_follow_the_arguments():
 
 
 def test_a_diagram_is_deterministic():
-    first, second = (all_text(drawn(residual_stream_diagram())) for _ in range(2))
+    first, second = (all_text(drawn(kv_cache_diagram())) for _ in range(2))
     assert first == second
 
 
@@ -93,6 +108,11 @@ BAD = [
     (norm_placement_diagram, dict(sublayers="attention"), "sublayers must be a list of 1 to 3 names"),
     (norm_placement_diagram, dict(sublayers=[]), "sublayers must be a list of 1 to 3 names"),
     (norm_placement_diagram, dict(sublayers=["attention", None]), r"sublayers\[1\] must be a non-empty string"),
+    (gpt_stack_diagram, dict(seq=33), "longer than the context length 32"),
+    (gpt_stack_diagram, dict(config={"d_model": 64}), "config must be a GPTConfig"),
+    (gpt_stack_diagram, dict(batch=-1), "batch must be a whole number"),
+    (kv_cache_diagram, dict(new_tokens=0), "new_tokens must be a whole number"),
+    (kv_cache_diagram, dict(prompt_len=8, new_tokens=4), "total_length=12 is too large"),
 ]
 
 

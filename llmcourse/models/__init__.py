@@ -7,5 +7,6 @@ Modules in reading order:
 * ``llama`` - a LLaMA-style decoder (RMSNorm, RoPE, SwiGLU, GQA), weight-compatible with ``transformers``;
 * ``sampling`` - from logits to the next token: temperature, top-k, top-p;
 * ``generation`` - generating token by token, with and without the KV cache;
+* ``diagrams`` - conceptual diagrams: the GPT stack with its shapes, the KV cache during generation;
 * ``widgets`` - the sampling explorer.
 """
