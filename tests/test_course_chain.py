@@ -14,8 +14,15 @@ TINY = dict(context_length=32, d_model=32, n_layers=1, n_heads=2, batch_size=8, 
 def test_the_pretrained_gpt_uses_the_tokenizer_chapter_03_leaves(tmp_path):
     config = CM.course_train_config(fast=True, **TINY)
     tokenizer = course_tokenizer(cache_dir=tmp_path)
-    first = CM.pretrain_course_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    seen = []
+    first = CM.pretrain_course_gpt(config, n_chars=60_000, cache_dir=tmp_path, on_sample=lambda *s: seen.append(s))
     assert first.built and "built here" in str(first)
+    # a sample at each of sample_steps, shown as it formed and kept in the checkpoint
+    assert [step for step, _ in seen] == CM.sample_steps(config) == [2, 6, 20]
+    assert [tuple(s) for s in first.value[2]["samples"]] == seen
+    assert all(text.startswith(CM.SAMPLE_PROMPT) and len(text) > len(CM.SAMPLE_PROMPT) for _, text in seen)
+    assert seen[-1][1] == CM.sample_text(first.value[0], first.value[1]), "the last sample is the saved model's"
+    assert not list(tmp_path.rglob("*.run")), "the run's own checkpoint is removed once the artifact is written"
     model, its_tokenizer, checkpoint = first.value
     assert its_tokenizer.merges == tokenizer.value.merges and model.vocab_size == VOCAB_SIZE
     record_recipe = CM.course_gpt_recipe(tokenizer.sha256, config, 60_000)
@@ -37,5 +44,5 @@ def test_another_tokenizer_or_setting_means_another_model(tmp_path):
 
 def test_full_and_fast_settings():
     full, fast = CM.course_train_config(fast=False), CM.course_train_config(fast=True)
-    assert full.context_length == 128 and full.d_model == 128 and full.n_layers == 4
+    assert full.context_length == 64 and full.d_model == 128 and full.n_layers == 4 and full.max_steps == 1000
     assert fast.max_steps < full.max_steps and CM.course_corpus_chars(True) < CM.course_corpus_chars(False)

@@ -11,32 +11,50 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from llmcourse.artifacts import Obtained, obtain
 from llmcourse.config import fast_mode
+from llmcourse.models.generation import generate
+from llmcourse.pretraining.checkpoint import load_checkpoint, save_checkpoint
 from llmcourse.pretraining.data import split_ids
 from llmcourse.pretraining.trainer import TrainConfig, Trainer, load_trained_model
 from llmcourse.tokenizers.course_tokenizer import N_CHARS, course_tokenizer, training_text
 
 ARTIFACT = "course-gpt.pt"
 VAL_FRACTION = 0.1
+SAMPLE_PROMPT = "The"
+
+
+def sample_text(model: torch.nn.Module, tokenizer: Any, prompt: str = SAMPLE_PROMPT, n_tokens: int = 60,
+                temperature: float = 0.8, top_k: int = 50, seed: int = 0) -> str:
+    """``n_tokens`` sampled after ``prompt`` (seeded, so the same weights give the same text), decoded."""
+    was_training = model.training
+    model.eval()
+    ids = torch.tensor(tokenizer.encode(prompt))
+    out = generate(model, ids, n_tokens, temperature=temperature, top_k=top_k,
+                   generator=torch.Generator().manual_seed(seed), sliding_window=True)
+    model.train(was_training)
+    return tokenizer.decode(out.tolist())
+
+
+def sample_steps(config: TrainConfig) -> list[int]:
+    """The steps after which the course's run writes a sample: early, a third of the way, and at the end."""
+    return sorted({max(1, config.max_steps // 10), max(1, config.max_steps // 3), config.max_steps})
 
 
 def course_train_config(fast: bool | None = None, **overrides: Any) -> TrainConfig:
     """The settings of the course's pretraining run (smaller and shorter in fast mode); ``overrides`` change any field."""
     fast = fast_mode() if fast is None else fast
-    settings: dict[str, Any] = dict(context_length=128, d_model=128, n_layers=4, n_heads=4, batch_size=16,
-                                    max_steps=1500, lr=2e-3, min_lr=2e-4, warmup_steps=100, eval_interval=250,
+    settings: dict[str, Any] = dict(context_length=64, d_model=128, n_layers=4, n_heads=4, batch_size=16,
+                                    max_steps=1000, lr=2e-3, min_lr=2e-4, warmup_steps=50, eval_interval=250,
                                     eval_steps=20, progress=False, seed=1337)
     if fast:
-        settings.update(context_length=64, d_model=64, n_layers=2, max_steps=60, warmup_steps=10,
-                        eval_interval=30, eval_steps=4)
+        settings.update(d_model=64, n_layers=2, max_steps=60, warmup_steps=10, eval_interval=30, eval_steps=4)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -62,11 +80,14 @@ def course_gpt_recipe(tokenizer_sha256: str, config: TrainConfig, n_chars: int) 
 
 def pretrain_course_gpt(config: TrainConfig | None = None, n_chars: int | None = None,
                         cache_dir: str | os.PathLike | None = None, rebuild: bool = False,
-                        callbacks: tuple = ()) -> Obtained[tuple]:
+                        callbacks: tuple = (), on_sample: Callable[[int, str], Any] | None = None) -> Obtained[tuple]:
     """The course's pretrained GPT: loaded from the artifact cache, or trained and cached first.
 
     ``.value`` is ``(model, tokenizer, checkpoint)`` as :func:`~llmcourse.pretraining.trainer.load_trained_model`
-    gives them; ``print`` the result to see whether it was trained now or loaded.
+    gives them; ``print`` the result to see whether it was trained now or loaded. While training, the model writes
+    a sample (:func:`sample_text`) at each of :func:`sample_steps`; ``on_sample(step, text)`` sees each one as it
+    forms, and the checkpoint keeps them all under ``"samples"`` (a list of ``[step, text]``), so a run loaded from
+    the cache can show them too.
     """
     config = course_train_config() if config is None else config
     n_chars = course_corpus_chars() if n_chars is None else n_chars
@@ -76,8 +97,22 @@ def pretrain_course_gpt(config: TrainConfig | None = None, n_chars: int | None =
     def build(path: Path) -> None:
         train_ids, val_ids = course_corpus(tokenizer, n_chars)
         run = dataclasses.replace(config, checkpoint_path=str(path) + ".run")
-        Trainer(run, train_ids, val_ids, tokenizer=tokenizer, callbacks=list(callbacks)).fit()
-        shutil.move(run.checkpoint_path, path)
+        trainer = Trainer(run, train_ids, val_ids, tokenizer=tokenizer, callbacks=list(callbacks))
+        samples: list[list] = []
+        wanted = set(sample_steps(config))
+
+        def write_sample(history) -> None:
+            if history.step[-1] in wanted:
+                samples.append([history.step[-1], sample_text(trainer.unwrapped_model, tokenizer)])
+                if on_sample is not None:
+                    on_sample(*samples[-1])
+
+        trainer.callbacks.append(write_sample)
+        trainer.fit()
+        state = load_checkpoint(run.checkpoint_path, map_location="cpu")
+        state.pop("format", None), state.pop("version", None)
+        save_checkpoint(path, {**state, "samples": samples})
+        os.remove(run.checkpoint_path)
 
     return obtain(ARTIFACT, course_gpt_recipe(tokenizer_artifact.sha256, config, n_chars), build, load_trained_model,
                   chapter="08", cache_dir=cache_dir, rebuild=rebuild)
@@ -90,4 +125,4 @@ def course_base_model(config: TrainConfig | None = None, n_chars: int | None = N
 
 
 __all__ = ["ARTIFACT", "course_base_model", "course_corpus", "course_corpus_chars", "course_gpt_recipe",
-           "course_train_config", "pretrain_course_gpt"]
+           "course_train_config", "pretrain_course_gpt", "sample_steps", "sample_text"]
