@@ -46,3 +46,28 @@ def test_full_and_fast_settings():
     full, fast = CM.course_train_config(fast=False), CM.course_train_config(fast=True)
     assert full.context_length == 64 and full.d_model == 128 and full.n_layers == 4 and full.max_steps == 1000
     assert fast.max_steps < full.max_steps and CM.course_corpus_chars(True) < CM.course_corpus_chars(False)
+
+
+def _lesson_code(chapter: str) -> str:
+    import nbformat
+
+    from conftest import ROOT
+
+    [path] = (ROOT / "notebooks").glob(f"{chapter}_*.ipynb")
+    return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+
+
+def test_the_lessons_hand_on_one_model():
+    """Chapter 03 saves the tokenizer through the artifact cache; 07 builds the GPT with its vocabulary and 08's
+    settings; 08 pretrains with that tokenizer and leaves the checkpoint that 09 fine-tunes."""
+    import re
+
+    assert "course_tokenizer()" in _lesson_code("03")
+    ch07 = _lesson_code("07")
+    assert "course_tokenizer()" in ch07 and "course_train_config(fast=False).gpt_config(course_tok.vocab_size)" in ch07
+    ch08 = _lesson_code("08")
+    # the default call: the course's settings (course_train_config()) and chapter 03's cached tokenizer
+    assert re.search(r"pretrain_course_gpt\((on_sample=\w+)?\)", ch08)
+    assert "char_tokenize" not in ch08, "chapter 08 trains on the course tokenizer's ids, not on characters"
+    defaults = CM.pretrain_course_gpt.__defaults__
+    assert defaults[:2] == (None, None), "no config and no size given: course_train_config() and the full corpus"
