@@ -18,6 +18,8 @@ Real multi-process versions (several CPU processes talking through ``torch.distr
 * ``zero`` - ZeRO-1, optimizer state sharded over processes;
 * ``recompute`` - activation recomputation (checkpointing);
 * ``demo`` - every scheme as one program for ``torchrun``.
+* ``course_gpt`` - chapter 08's GPT and Trainer in several processes: the per-process settings, the windows
+  each process reads, and how close the runs' losses stay.
 
 Import the submodules you need, e.g. ``from llmcourse.parallel import schedule``.
 """

@@ -419,6 +419,9 @@ def notebook_launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
     for log in quiet_logs:
         log.setLevel(logging.CRITICAL)
     worker = _notebook_worker(fn, results_dir, timeout_s, sys.stdout)
+    # A fork copies whatever the notebook has printed but not yet sent; each rank would send it again.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     try:
         with contextlib.redirect_stdout(io.StringIO()), _accelerate_state_set_aside():
             # (the redirect hides accelerate's banner, which says "CUDAs" on a CPU)

@@ -1,4 +1,5 @@
-"""Chapter 10: pictures of pipeline schedules, memory per device and communication volume.
+"""Chapter 10: pictures of pipeline schedules, memory per device, communication volume, and a run in one process
+against the same run in several.
 
 Every function returns a matplotlib ``Figure`` that is already closed in pyplot,
 so a notebook shows it exactly once when it is the cell's last expression.
@@ -7,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from llmcourse.pretraining.estimates import activation_bytes
+from llmcourse.pretraining.plots import smooth
 from llmcourse.parallel.communication import communication_table
+from llmcourse.parallel.course_gpt import compare_runs
 from llmcourse.parallel.memory import (
     GB,
     MODEL_SHAPES,
@@ -144,6 +149,56 @@ def plot_comm_volume(n_params: float = 7e9, world_sizes: Sequence[int] = (2, 4, 
     ax.set_ylabel("GB sent + received per step")
     ax.set_title(f"Gradient exchange for {n_params / 1e9:g}B values of {bytes_per_value:g} bytes")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _series(history: Any, name: str) -> list:
+    return list(history[name] if isinstance(history, dict) else getattr(history, name))
+
+
+def plot_runs_compared(reference: Any, other: Any, labels: Sequence[str] = ("one process", "two processes"),
+                       smoothing: float = 0.9) -> Figure:
+    """Two runs of the same training, e.g. chapter 08's GPT in one process and in two.
+
+    Left: each run's training loss (every step, faint, and smoothed) and validation loss against the step.
+    Right: the gap |other - reference| of the training loss at each step, on a log scale, with the size of
+    float32 rounding of the loss (about one unit in the last place: loss x 2**-23) for scale. ``reference`` and
+    ``other``: ``History`` objects or their ``to_dict()`` (e.g. ``checkpoint["history"]``).
+    """
+    if len(labels) != 2:
+        raise ValueError(f"labels must name the two runs, got {labels!r}")
+    comparison = compare_runs(reference, other, agree_steps=1)
+    n = comparison.steps
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.9))
+    for history, label, colour, dash in ((reference, labels[0], "tab:blue", "-"),
+                                         (other, labels[1], "tab:orange", "--")):
+        steps, train = _series(history, "step")[:n], _series(history, "train_loss")[:n]
+        left.plot(steps, train, color=colour, alpha=0.2, lw=0.8)
+        left.plot(steps, smooth(train, smoothing) if smoothing > 0 else train, color=colour, lw=1.8, ls=dash,
+                  label=f"{label}: train (smoothed)")
+        val_steps = [s for s in _series(history, "val_step") if s <= steps[-1]]
+        if val_steps:
+            left.plot(val_steps, _series(history, "val_loss")[:len(val_steps)], "o", color=colour, ms=6,
+                      mfc="none" if dash == "-" else colour, mew=1.5, label=f"{label}: validation")
+    left.set_xlabel("step")
+    left.set_ylabel("loss (nats / token)")
+    left.set_title("Training and validation loss")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="upper right")
+
+    steps = _series(reference, "step")[:n]
+    gaps = [max(g, 1e-9) for g in comparison.gaps]  # a gap of exactly 0 still shows, at the bottom
+    right.semilogy(steps, gaps, color="tab:purple", lw=0.9, label=f"|{labels[1]} - {labels[0]}|")
+    rounding = [abs(float(x)) * 2.0**-23 for x in _series(reference, "train_loss")[:n]]
+    right.semilogy(steps, rounding, color="black", ls=":", lw=1.2, label="float32 rounding of the loss")
+    right.set_ylim(1e-9, 1.0)
+    right.set_xlabel("step")
+    right.set_ylabel("|difference| of the training loss")
+    right.set_title("Gap between the runs, step by step")
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     plt.close(fig)
     return fig
