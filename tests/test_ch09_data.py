@@ -9,7 +9,7 @@ from llmcourse.finetuning import instructions as I
 
 
 def test_prompt_layout():
-    assert I.format_prompt("23+20") == "Q: 23+20\nA: "
+    assert I.format_prompt("23+20") == "Q: 23+20\nA:"
     assert I.format_example("23+20", "43") == "Q: 23+20\nA: 43" + I.END_OF_ANSWER
     assert I.format_example("x", "y").startswith(I.format_prompt("x"))
     with pytest.raises(ValueError, match="end-of-answer"):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from llmcourse.finetuning.distill import distillation_loss, soft_targets
 from llmcourse.models.gpt import GPT, GPTConfig
-from llmcourse.finetuning.instructions import PreferencePair, format_example, make_tokenizer
+from llmcourse.finetuning.instructions import PreferencePair, format_example, format_prompt, make_tokenizer
 from llmcourse.finetuning.preference import (
     RewardModel,
     dpo_loss,
@@ -38,7 +38,7 @@ def test_sequence_logprob_sums_the_answer_tokens_only():
     got = sequence_logprob(model, batch["rejected_ids"], batch["rejected_labels"])
     with torch.no_grad():
         for row, pair in enumerate(pairs):  # score each answer character by character, unpadded
-            prompt = format_example(pair.question, pair.rejected)[:-len(pair.rejected) - 1]
+            prompt = format_prompt(pair.question)  # the answer starts with the template's space
             ids = TOK.encode(format_example(pair.question, pair.rejected))
             logps = torch.log_softmax(model(torch.tensor([ids]))[0], -1)
             expected = sum(float(logps[t - 1, ids[t]]) for t in range(len(prompt), len(ids)))

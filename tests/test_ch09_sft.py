@@ -44,7 +44,7 @@ def test_build_sft_example_masks_exactly_the_prompt():
     assert TOK.decode(ids.tolist()) == "Q: 23+20\nA: 43" + END_OF_ANSWER
     assert (labels[:n_prompt] == IGNORE_INDEX).all()
     assert labels[n_prompt:].tolist() == ids[n_prompt:].tolist()
-    assert TOK.decode(labels[n_prompt:].tolist()) == "43" + END_OF_ANSWER
+    assert TOK.decode(labels[n_prompt:].tolist()) == " 43" + END_OF_ANSWER  # the answer starts with its space
 
 
 def test_collator_pads_on_the_right():

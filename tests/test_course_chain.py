@@ -59,7 +59,7 @@ def _lesson_code(chapter: str) -> str:
 
 def test_the_lessons_hand_on_one_model():
     """Chapter 03 saves the tokenizer through the artifact cache; 07 builds the GPT with its vocabulary and 08's
-    settings; 08 pretrains with that tokenizer and leaves the checkpoint that 09 fine-tunes."""
+    settings; 08 pretrains with that tokenizer and leaves the checkpoint that 09 fine-tunes; 10 trains 08's settings."""
     import re
 
     assert "course_tokenizer()" in _lesson_code("03")
@@ -69,5 +69,9 @@ def test_the_lessons_hand_on_one_model():
     # the default call: the course's settings (course_train_config()) and chapter 03's cached tokenizer
     assert re.search(r"pretrain_course_gpt\((on_sample=\w+)?\)", ch08)
     assert "char_tokenize" not in ch08, "chapter 08 trains on the course tokenizer's ids, not on characters"
+    ch09 = _lesson_code("09")
+    assert "course_base_model()" in ch09, "chapter 09 fine-tunes chapter 08's checkpoint"
+    assert "pretrain_on_text(" not in ch09 and "base = GPT(" not in ch09, "and pretrains no base of its own"
+    assert "course_train_config()" in _lesson_code("10"), "chapter 10 trains chapter 08's configuration again"
     defaults = CM.pretrain_course_gpt.__defaults__
     assert defaults[:2] == (None, None), "no config and no size given: course_train_config() and the full corpus"

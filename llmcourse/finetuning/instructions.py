@@ -29,7 +29,9 @@ from llmcourse.tokenizers.simple import CharTokenizer
 
 # --------------------------------------------------------------------------- the prompt layout
 
-PROMPT_TEMPLATE = "Q: {question}\nA: "
+# The prompt ends at "A:" and the answer starts with its space: a BPE tokenizer joins a space to the word after it
+# (" Tarn" is one token), so a prompt that ended in the space would not be a prefix of the example's tokens.
+PROMPT_TEMPLATE = "Q: {question}\nA:"
 END_OF_ANSWER = "|"  # one character, so one token: the model learns to stop by predicting it
 
 # Every character the data of this module may use (the tokenizer's vocabulary).
@@ -46,13 +48,13 @@ def _check_text(value: object, what: str) -> str:
 
 
 def format_prompt(question: str) -> str:
-    """The text the model sees before it answers: ``"Q: <question>\\nA: "``."""
+    """The text the model sees before it answers: ``"Q: <question>\\nA:"``."""
     return PROMPT_TEMPLATE.format(question=_check_text(question, "question"))
 
 
 def format_example(question: str, answer: str) -> str:
-    """A whole training example: the prompt, the answer, then :data:`END_OF_ANSWER`."""
-    return format_prompt(question) + _check_text(answer, "answer") + END_OF_ANSWER
+    """A whole training example: the prompt, a space, the answer, then :data:`END_OF_ANSWER`."""
+    return format_prompt(question) + " " + _check_text(answer, "answer") + END_OF_ANSWER
 
 
 # --------------------------------------------------------------------------- a small made-up world

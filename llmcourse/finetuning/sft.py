@@ -129,7 +129,7 @@ def answer(model: nn.Module, tokenizer, question: str, max_new_tokens: int = 8) 
     device = next(model.parameters()).device
     out = generate(model, prompt.to(device), max_new_tokens, top_k=1, eos_id=end_id)
     text = tokenizer.decode(out[len(prompt):].tolist())
-    return text.split(END_OF_ANSWER)[0]
+    return text.split(END_OF_ANSWER)[0].removeprefix(" ")  # the template's space before every answer
 
 
 def exact_match(model: nn.Module, tokenizer, pairs: Sequence[tuple[str, str]], max_new_tokens: int = 8) -> float:
