@@ -5,6 +5,7 @@ Modules in reading order:
 * ``synthetic`` - a synthetic corpus whose best possible loss is known exactly;
 * ``data`` - windows, batches, epochs and corpora;
 * ``schedules`` - linear warmup, then cosine decay;
+* ``plain_loop`` - the training loop in thirty plain lines, before the Trainer;
 * ``trainer`` - the training loop (``Trainer``, ``TrainConfig``), on top of accelerate;
 * ``checkpoint`` - saving and loading checkpoints safely;
 * ``estimates`` - FLOPs, memory, throughput and MFU;
