@@ -2,6 +2,7 @@
 handed on through the artifact cache (run here at a tiny size in a private cache folder)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llmcourse.pretraining import course_model as CM
@@ -58,11 +59,13 @@ def _lesson_code(chapter: str) -> str:
 
 
 def test_the_lessons_hand_on_one_model():
-    """Chapter 03 saves the tokenizer through the artifact cache; 07 builds the GPT with its vocabulary and 08's
+    """Chapter 03 saves the tokenizer through the artifact cache; 04 and 05 use its tokens; 07 builds the GPT with its vocabulary and 08's
     settings; 08 pretrains with that tokenizer and leaves the checkpoint that 09 fine-tunes; 10 trains 08's settings."""
     import re
 
     assert "course_tokenizer()" in _lesson_code("03")
+    for chapter in ("04", "05"):
+        assert "course_tokenizer()" in _lesson_code(chapter), f"chapter {chapter} shows its ideas on the course's tokens"
     ch07 = _lesson_code("07")
     assert "course_tokenizer()" in ch07 and "course_train_config(fast=False).gpt_config(course_tok.vocab_size)" in ch07
     ch08 = _lesson_code("08")
@@ -75,3 +78,15 @@ def test_the_lessons_hand_on_one_model():
     assert "course_train_config()" in _lesson_code("10"), "chapter 10 trains chapter 08's configuration again"
     defaults = CM.pretrain_course_gpt.__defaults__
     assert defaults[:2] == (None, None), "no config and no size given: course_train_config() and the full corpus"
+
+
+@pytest.mark.parametrize("name", ["MultiHeadAttention", "TransformerBlock", "GPT", "Trainer"])
+def test_lessons_show_the_classes_they_use(name):
+    """A lesson that builds on one of the course's central classes shows its code (show_code) at least once."""
+    import re
+
+    users = [chapter for chapter in ("05", "06", "07", "08", "09", "10")
+             if re.search(rf"\bimport\b[^\n]*\b{name}\b", _lesson_code(chapter))]
+    assert users, f"no lesson imports {name}"
+    for chapter in users:
+        assert f"show_code({name}" in _lesson_code(chapter), f"lesson {chapter} imports {name} but never shows it"
