@@ -90,3 +90,23 @@ def test_lessons_show_the_classes_they_use(name):
     assert users, f"no lesson imports {name}"
     for chapter in users:
         assert f"show_code({name}" in _lesson_code(chapter), f"lesson {chapter} imports {name} but never shows it"
+
+
+def test_chapter_08s_committed_sample_is_mostly_real_words():
+    """The final sample committed in lesson 08 (a full-size run): at least 60% of its words occur in the training text."""
+    import nbformat
+
+    from conftest import ROOT
+    from llmcourse.tokenizers.course_tokenizer import training_text
+
+    [path] = (ROOT / "notebooks").glob("08_*.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["llmcourse"]["fast"] is False
+    [cell] = [c for c in nb.cells if c.cell_type == "code" and "real_share" in c.source]
+    printed = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    sample = printed.rsplit("\n\n", 1)[0]
+    words = sample.split()
+    assert len(words) >= 40, "the committed sample is the full 120-token one"
+    corpus_words = set(training_text().split())
+    share = sum(w in corpus_words for w in words) / len(words)
+    assert share >= 0.6, f"only {share:.0%} of the committed sample's words occur in the training text"
