@@ -11,6 +11,7 @@ from check_contract import contract_tests
 from wrong_solutions.ch05 import _Attention as _Build05  # the correct layer the wrong ones break
 
 from llmcourse.transformer import attention as A
+from llmcourse.transformer.recurrent_and_conv import lstm_cell_step
 from llmcourse.grading.chapters.ch05 import chapter
 from llmcourse.grading.checks import run_checks
 
@@ -80,6 +81,17 @@ def _attention_grads(q, k, v, grad_out):
     return grad_q, grad_k, grad_v
 
 
+def _lstm_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    # gate by gate, each block of rows of the weights on its own
+    d = h.shape[-1]
+    block = lambda n: x @ w_ih[n * d:(n + 1) * d].T + b_ih[n * d:(n + 1) * d] + h @ w_hh[n * d:(n + 1) * d].T \
+        + b_hh[n * d:(n + 1) * d]  # noqa: E731
+    gate_in, gate_forget, gate_out = (1 / (1 + torch.exp(-block(n))) for n in (0, 1, 3))
+    candidate = torch.tanh(block(2))
+    c_new = gate_forget * c + gate_in * candidate
+    return gate_out * torch.tanh(c_new), c_new
+
+
 CORRECT = {
     "CausalSelfAttention": _Build05,
     "attention_scores": _attention_scores,
@@ -91,6 +103,7 @@ CORRECT = {
     "kv_cache_bytes": _kv_cache_bytes,
     "attention_entropy": _attention_entropy,
     "attention_grads": _attention_grads,
+    "lstm_cell_step": _lstm_cell_step,
 }
 
 PACKAGE = {
@@ -101,6 +114,7 @@ PACKAGE = {
     "merge_heads": A.merge_heads,
     "repeat_kv": A.repeat_kv,
     "kv_cache_bytes": A.kv_cache_bytes_per_token,
+    "lstm_cell_step": lstm_cell_step,
 }
 
 
@@ -150,3 +164,14 @@ def test_attention_grads_refuses_autograd():
     x = torch.ones(2, requires_grad=True)
     (x * 3).sum().backward()  # restored afterwards
     assert torch.equal(x.grad, torch.full((2,), 3.0))
+
+
+def test_lstm_cell_step_refuses_torch_lstm_kernels():
+    def builtin(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        return torch.lstm_cell(x, (h, c), w_ih, w_hh, b_ih, b_hh)
+
+    results = run_checks(chapter, {"lstm_cell_step": builtin}, "lstm_cell_step")
+    assert results and not any(r.passed for r in results)
+    assert all("asks you to write" in r.message for r in results)
+    x = torch.zeros(1, 2)
+    assert torch.lstm_cell(x, (x, x), torch.zeros(8, 2), torch.zeros(8, 2))[0].shape == (1, 2)  # restored

@@ -7,6 +7,8 @@ Modules in reading order:
 * ``embedding_diagrams`` - chapter 04's conceptual diagrams: an embedding lookup, RoPE as a rotation;
 * ``attention`` - scores, scaling, masks, heads, GQA and the KV cache (chapter 05);
 * ``sequence_timing`` - why attention trains in parallel and an RNN cannot (chapter 05);
+* ``recurrent_and_conv`` - an LSTM's gates, a causal convolution, and what each layer costs (chapter 05);
+* ``sequence_models`` - a tiny LSTM and attention model trained on raw text; one pass vs generation (chapter 05);
 * ``attention_plots``, ``attention_widgets`` - pictures and explorers of chapters 04 and 05;
 * ``attention_diagrams`` - chapter 05's conceptual diagrams: one head, heads split and merged, GQA;
 * ``norms`` - LayerNorm and RMSNorm (chapter 06);

@@ -24,7 +24,7 @@ def scores_divided_by_d_k(q, k):
 
 
 def scores_scaled_by_sequence_length(q, k):
-    """Scales by the number of keys, following source 000's "N^2 results" explanation."""
+    """Scales by the number of keys, following the "there are N^2 results" explanation of the scaling."""
     return q @ k.transpose(-2, -1) / math.sqrt(k.shape[-2])
 
 
@@ -343,6 +343,62 @@ def grads_value_from_the_scores(q, k, v, grad_out):
     return ds @ k * scale, ds.transpose(-2, -1) @ q * scale, s.transpose(-2, -1) @ grad_out
 
 
+# --------------------------------------------------------------------------- lstm_cell_step
+
+
+def _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh):
+    return (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+
+
+def lstm_gates_in_ifog_order(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Reads the blocks as input, forget, output, candidate (another library's order), not PyTorch's i, f, g, o."""
+    i, f, o, g = _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def lstm_without_tanh_on_the_output(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Shows the cell state itself, h = o * c, instead of o * tanh(c)."""
+    i, f, g, o = _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * c, c
+
+
+def lstm_candidate_through_sigmoid(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Squashes all four blocks with sigmoid, so the candidate can never be negative."""
+    i, f, g, o = (torch.sigmoid(t) for t in _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh))
+    c = f * c + i * g
+    return o * torch.tanh(c), c
+
+
+def lstm_forget_gate_on_the_candidate(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Swaps the roles: the forget gate scales the new candidate and the input gate the old state."""
+    i, f, g, o = _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = torch.sigmoid(i) * c + torch.sigmoid(f) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def lstm_output_from_the_old_state(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Computes h from the cell state before the update."""
+    i, f, g, o = _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh)
+    h = torch.sigmoid(o) * torch.tanh(c)
+    return h, torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+
+
+def lstm_drops_the_hidden_bias(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Uses only one of PyTorch's two bias vectors."""
+    i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T).chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def lstm_returns_c_then_h(x, h, c, w_ih, w_hh, b_ih, b_hh):
+    """Returns the two states in the wrong order, (c, h)."""
+    i, f, g, o = _lstm_blocks(x, h, w_ih, w_hh, b_ih, b_hh)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return c, torch.sigmoid(o) * torch.tanh(c)
+
+
 WRONG: dict[str, list[Callable]] = {
     "CausalSelfAttention": [AttentionUnscaled, AttentionWithoutMask, AttentionWithoutDropout,
                             AttentionTilesKeyValueHeads, AttentionWithBiases, AttentionSplitsHeadsWrongly],
@@ -359,4 +415,7 @@ WRONG: dict[str, list[Callable]] = {
                           entropy_of_underflowing_weights],
     "attention_grads": [grads_without_the_scale, grads_without_the_softmax_correction, grads_with_dot_t,
                         grads_value_from_the_scores],
+    "lstm_cell_step": [lstm_gates_in_ifog_order, lstm_without_tanh_on_the_output, lstm_candidate_through_sigmoid,
+                       lstm_forget_gate_on_the_candidate, lstm_output_from_the_old_state, lstm_drops_the_hidden_bias,
+                       lstm_returns_c_then_h],
 }

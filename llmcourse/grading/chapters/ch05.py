@@ -21,6 +21,11 @@ Then two more:
 ``attention`` must be written by hand, so its checks run the learner's function
 with ``F.scaled_dot_product_attention`` switched off; ``attention_grads``'s run it
 with autograd switched off.
+
+Last, ``lstm_cell_step`` (CNNs and LSTMs next to attention): one step of an LSTM,
+compared with ``nn.LSTMCell`` and ``nn.LSTM`` on the same weights, and with the
+gates set by hand (keep the cell state, hide it), with PyTorch's LSTM kernels
+switched off.
 """
 from __future__ import annotations
 
@@ -548,3 +553,81 @@ def attention_grads_batched_float64(ns: Namespace) -> None:
             raise CheckFailed(f"the gradient for {name} is {g.dtype}; it should keep the inputs' dtype torch.float64.")
         expect_close(g, e, f"the gradient for {name} (a (2, 3) batch of heads, 6 queries, 7 keys, float64)",
                      atol=1e-10, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- lstm_cell_step (CNNs and LSTMs next to attention)
+
+_LSTM_BUILTINS = [(torch, "lstm_cell", "torch.lstm_cell"), (torch.nn.LSTMCell, "forward", "nn.LSTMCell"),
+                  (torch.nn.LSTM, "forward", "nn.LSTM")]
+
+
+def _torch_lstm_cell(d_in: int, d: int, seed: int) -> torch.nn.LSTMCell:
+    """PyTorch's own LSTM cell with seeded weights: the independent reference."""
+    torch.manual_seed(seed)
+    return torch.nn.LSTMCell(d_in, d).double()
+
+
+def _cell_weights(cell: torch.nn.LSTMCell) -> tuple[torch.Tensor, ...]:
+    return tuple(p.detach().clone() for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
+
+
+def _learner_lstm_step(ns: Namespace, x, h, c, weights, what: str):
+    with forbid("lstm_cell_step", _LSTM_BUILTINS):
+        got = call(ns, "lstm_cell_step", x, h, c, *weights)
+    return expect_tensors(got, [h.shape, c.shape], ["the new hidden state h", "the new cell state c"], what)
+
+
+@chapter.check("lstm_cell_step", points=1, hint="Split x W_ih^T + b_ih + h W_hh^T + b_hh into four blocks in PyTorch's "
+               "order: input gate i, forget gate f, candidate g, output gate o. Sigmoid for i, f and o, tanh for g; "
+               "then c_new = f * c + i * g and h_new = o * tanh(c_new). Return (h_new, c_new).")
+def lstm_cell_step_matches_torch(ns: Namespace) -> None:
+    cell = _torch_lstm_cell(5, 4, seed=170)
+    x, h, c = (seeded_randn(3, n, seed=171 + i, dtype=torch.float64) for i, n in enumerate((5, 4, 4)))
+    with torch.no_grad():
+        expected_h, expected_c = cell(x, (h, c))
+    got_h, got_c = _learner_lstm_step(ns, x, h, c, _cell_weights(cell), "lstm_cell_step for a batch of 3")
+    expect_close(got_c, expected_c, "the new cell state c (batch 3, 5 inputs, 4 hidden) vs nn.LSTMCell", atol=1e-10)
+    expect_close(got_h, expected_h, "the new hidden state h (batch 3, 5 inputs, 4 hidden) vs nn.LSTMCell", atol=1e-10)
+
+
+@chapter.check("lstm_cell_step", points=1, hint="Run over a sequence, each step feeds its h and c to the next: "
+               "the outputs must equal nn.LSTM's. Keep the leading (batch) dimensions and use the weights as "
+               "PyTorch stores them, (4 * hidden, inputs): multiply by their transpose.")
+def lstm_cell_step_runs_a_sequence(ns: Namespace) -> None:
+    torch.manual_seed(180)
+    lstm = torch.nn.LSTM(3, 6, batch_first=True).double()
+    xs = seeded_randn(2, 7, 3, seed=181, dtype=torch.float64)
+    with torch.no_grad():
+        expected, (h_n, c_n) = lstm(xs)
+    weights = tuple(p.detach().clone() for p in (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0,
+                                                  lstm.bias_hh_l0))
+    h = c = torch.zeros(2, 6, dtype=torch.float64)
+    outputs = []
+    for t in range(7):
+        h, c = _learner_lstm_step(ns, xs[:, t], h, c, weights, f"lstm_cell_step at position {t}")
+        outputs.append(h)
+    expect_close(torch.stack(outputs, dim=1), expected, "the hidden states over 7 positions vs nn.LSTM", atol=1e-10)
+    expect_close(c, c_n[0], "the cell state after 7 positions vs nn.LSTM", atol=1e-10)
+
+
+@chapter.check("lstm_cell_step", points=1, hint="The gates do what their names say: a forget gate near 1 with an input "
+               "gate near 0 keeps the old cell state c unchanged, and an output gate near 0 hides it (h near 0). "
+               "The second block of rows is the forget gate, the fourth the output gate.")
+def lstm_cell_step_gates_do_their_jobs(ns: Namespace) -> None:
+    d_in, d = 3, 4
+    x, h = seeded_randn(2, d_in, seed=190, dtype=torch.float64), seeded_randn(2, d, seed=191, dtype=torch.float64)
+    c = seeded_randn(2, d, seed=192, dtype=torch.float64)
+    w_ih = seeded_randn(4 * d, d_in, seed=193, dtype=torch.float64) * 0.1
+    w_hh = seeded_randn(4 * d, d, seed=194, dtype=torch.float64) * 0.1
+    b_hh = torch.zeros(4 * d, dtype=torch.float64)
+    keep = torch.zeros(4 * d, dtype=torch.float64)
+    keep[:d], keep[d:2 * d], keep[3 * d:] = -40.0, 40.0, 40.0      # input closed, forget open, output open
+    got_h, got_c = _learner_lstm_step(ns, x, h, c, (w_ih, w_hh, keep, b_hh), "lstm_cell_step with the gates set")
+    expect_close(got_c, c, "the cell state with the forget gate open and the input gate closed (it must be kept)",
+                 atol=1e-9)
+    expect_close(got_h, torch.tanh(c), "h with the output gate open (it must be tanh of the kept cell state)", atol=1e-9)
+    hide = keep.clone()
+    hide[3 * d:] = -40.0                                           # output gate closed
+    got_h, got_c = _learner_lstm_step(ns, x, h, c, (w_ih, w_hh, hide, b_hh), "lstm_cell_step with the output closed")
+    expect_close(got_h, torch.zeros_like(h), "h with the output gate closed (it must be 0)", atol=1e-9)
+    expect_close(got_c, c, "the cell state with the output gate closed (the output gate does not change c)", atol=1e-9)
