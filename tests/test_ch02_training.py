@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -537,3 +538,37 @@ def test_learning_rate_view_is_a_plain_function_and_the_explorer_wraps_it():
     assert "diverged" in learning_rate_view(0.5, 30, "bowl")._suptitle.get_text()
     widget = learning_rate_explorer()
     assert {c.description for c in widget.children[:3]} == {"learning rate", "steps", "surface"}
+
+
+def test_two_valleys_has_a_deep_and_a_shallow_minimum_and_a_ridge():
+    surface = D.TWO_VALLEYS
+    deep, ridge, shallow = D.TWO_VALLEYS_STATIONARY
+    # the stationary points along p0 are the real roots of 4 x^3 - 4 x + tilt, found independently by numpy
+    roots = sorted(r.real for r in np.roots([4.0, 0.0, -4.0, D.TWO_VALLEYS_TILT]))
+    np.testing.assert_allclose([deep, ridge, shallow], roots, atol=1e-12)
+    for x, curvature_sign in [(deep, 1), (ridge, -1), (shallow, 1)]:
+        p = torch.tensor([x, 0.0], dtype=F64)
+        torch.testing.assert_close(_autograd(surface.loss, p), torch.zeros(2, dtype=F64), atol=1e-12, rtol=0)
+        hessian = torch.autograd.functional.hessian(surface.loss, p)
+        assert curvature_sign * hessian[0, 0] > 0 and hessian[1, 1] > 0  # minima curve up, the ridge curves down
+    assert surface.loss(torch.tensor([deep, 0.0], dtype=F64)) < surface.loss(torch.tensor([shallow, 0.0], dtype=F64))
+    grid = torch.stack(torch.meshgrid(torch.linspace(-2, 2, 401, dtype=F64), torch.linspace(-2, 2, 401, dtype=F64),
+                                      indexing="ij"), dim=-1)
+    assert surface.loss(grid).min() >= surface.min_value  # the star is the lowest point of the map
+    assert D.TWO_VALLEYS_LOCAL_MINIMUM == (shallow, 0.0) and surface.minimum == (deep, 0.0)
+
+
+def test_descent_on_two_valleys_ends_in_the_valley_its_start_leads_to():
+    deep, ridge, shallow = D.TWO_VALLEYS_STATIONARY
+    left = D.run_descent(D.TWO_VALLEYS.grad, (ridge - 0.05, 1.2), 0.05, 300)[-1]
+    right = D.run_descent(D.TWO_VALLEYS.grad, (ridge + 0.05, 1.2), 0.05, 300)[-1]
+    torch.testing.assert_close(left, torch.tensor([deep, 0.0], dtype=F64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(right, torch.tensor([shallow, 0.0], dtype=F64), atol=1e-8, rtol=0)
+    # the same with torch.optim.SGD on autograd's gradient
+    p = torch.tensor([ridge + 0.05, 1.2], dtype=F64, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        D.two_valleys_loss(p).backward()
+        opt.step()
+    torch.testing.assert_close(p.detach(), right, atol=1e-10, rtol=0)

@@ -4,7 +4,8 @@ Everything here is small enough to run in seconds on a CPU and to draw:
 
 1. **Surfaces.** A loss over just two parameters can be drawn as a contour map.
    :data:`BOWL` is an elongated quadratic bowl, :data:`ROSENBROCK` a curved
-   banana-shaped valley, and :func:`least_squares_surface` the mean squared error
+   banana-shaped valley, :data:`TWO_VALLEYS` a non-convex loss with a deep and a
+   shallow minimum, and :func:`least_squares_surface` the mean squared error
    of fitting a line ``y = w x + b`` to a seeded noisy dataset (:func:`make_line_data`).
 2. **Descent.** :func:`run_descent` is plain gradient descent,
    ``p <- p - lr * grad(p)``, recording every point it visits.
@@ -101,6 +102,35 @@ BOWL = Surface("bowl", bowl_loss, bowl_grad, minimum=(0.0, 0.0), start=(-4.0, 1.
 ROSENBROCK = Surface("rosenbrock", rosenbrock_loss, rosenbrock_grad, minimum=(1.0, 1.0), start=(-1.2, 1.0),
                      xlim=(-2.0, 2.0), ylim=(-1.0, 3.0), good_lr=1e-3)
 
+TWO_VALLEYS_TILT = 0.3  # tilts the double well so that the valley at p0 < 0 is the deeper one
+
+
+def two_valleys_loss(p: Tensor) -> Tensor:
+    """(p0^2 - 1)^2 + 0.3 p0 + p1^2: two valleys near p0 = -1 (deeper) and p0 = +1, split by a ridge."""
+    x, y = p[..., 0], p[..., 1]
+    return (x**2 - 1) ** 2 + TWO_VALLEYS_TILT * x + y**2
+
+
+def two_valleys_grad(p: Tensor) -> Tensor:
+    x, y = p[..., 0], p[..., 1]
+    return torch.stack([4 * x * (x**2 - 1) + TWO_VALLEYS_TILT, 2 * y], dim=-1)
+
+
+def _two_valleys_stationary() -> tuple[float, float, float]:
+    """Where the slope along p0 is 0 (with p1 = 0), by Newton's method: deep minimum, ridge, shallow minimum."""
+    points = []
+    for x in (-1.0, 0.0, 1.0):
+        for _ in range(60):
+            x -= (4 * x * (x * x - 1) + TWO_VALLEYS_TILT) / (12 * x * x - 4)
+        points.append(x)
+    return tuple(points)
+
+
+TWO_VALLEYS_STATIONARY = _two_valleys_stationary()
+TWO_VALLEYS = Surface("two valleys", two_valleys_loss, two_valleys_grad, minimum=(TWO_VALLEYS_STATIONARY[0], 0.0),
+                      start=(0.45, 1.2), xlim=(-2.0, 2.0), ylim=(-1.5, 1.5), good_lr=0.05)
+TWO_VALLEYS_LOCAL_MINIMUM = (TWO_VALLEYS_STATIONARY[2], 0.0)  # the shallower valley: a minimum, not the lowest
+
 
 def make_line_data(n: int = 32, w: float = 2.0, b: float = -1.0, noise: float = 0.5,
                    seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -151,7 +181,8 @@ def least_squares_surface(x: Tensor | None = None, y: Tensor | None = None, star
 
 
 LEAST_SQUARES = least_squares_surface()
-SURFACES: dict[str, Surface] = {"bowl": BOWL, "rosenbrock": ROSENBROCK, "least squares": LEAST_SQUARES}
+SURFACES: dict[str, Surface] = {"bowl": BOWL, "rosenbrock": ROSENBROCK, "least squares": LEAST_SQUARES,
+                               "two valleys": TWO_VALLEYS}
 
 
 def get_surface(surface: str | Surface) -> Surface:
@@ -519,6 +550,8 @@ def overfit_experiment(dropout_p: float = 0.0, epochs: int | None = None, seed: 
 __all__ = [
     "Surface", "BOWL", "ROSENBROCK", "LEAST_SQUARES", "SURFACES", "BOWL_CURVATURES", "get_surface",
     "bowl_loss", "bowl_grad", "rosenbrock_loss", "rosenbrock_grad",
+    "TWO_VALLEYS", "TWO_VALLEYS_TILT", "TWO_VALLEYS_STATIONARY", "TWO_VALLEYS_LOCAL_MINIMUM", "two_valleys_loss",
+    "two_valleys_grad",
     "make_line_data", "least_squares_loss", "least_squares_grad", "least_squares_solution", "least_squares_surface",
     "run_descent", "divergence_step", "steps_per_epoch", "run_minibatch_descent", "compare_batch_sizes",
     "run_optimizer", "SweepResult", "lr_sweep", "sweep_report",
