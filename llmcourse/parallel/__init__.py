@@ -3,6 +3,8 @@
 Modules in reading order. Single-process models of how training is spread over many devices:
 
 * ``schedule`` - pipeline schedules (naive, GPipe, 1F1B) and their bubbles;
+* ``interleaved`` - interleaved 1F1B: several chunks of layers per device, a bubble v times smaller;
+* ``weight_stashing`` - PipeDream's asynchronous 1F1B: which weight version each micro-batch uses;
 * ``memory`` - memory per device, with mixed precision and ZeRO;
 * ``communication`` - how many bytes data parallelism moves per step;
 * ``loss_scaling`` - fp16 underflow and (dynamic) loss scaling;

@@ -50,11 +50,13 @@ def plot_schedule(ops: Sequence[Op], title: str | None = None) -> Figure:
     fig, ax = plt.subplots(figsize=(min(14.0, 2.0 + 0.45 * total), 0.6 + 0.55 * n_stages))
     for s in range(n_stages):
         ax.broken_barh([(0, total)], (s - 0.4, 0.8), facecolors="#e6e6e6")  # idle unless covered
+    chunked = any(getattr(op, "chunk", 0) for op in ops)  # interleaved: later chunks are hatched
     for op in ops:
         color = colors(op.microbatch % colors.N)
         ax.broken_barh([(op.start, op.duration)], (op.stage - 0.4, 0.8), facecolors=color,
-                       alpha=0.45 if op.kind == "F" else 1.0, edgecolor="white", linewidth=0.8)
-        if op.duration >= 0.6:
+                       alpha=0.45 if op.kind == "F" else 1.0, edgecolor="white", linewidth=0.8,
+                       hatch="///" if getattr(op, "chunk", 0) % 2 else None)
+        if op.duration >= (0.3 if chunked else 0.6):
             ax.text(op.start + op.duration / 2, op.stage, f"{op.kind}{op.microbatch}", ha="center", va="center",
                     fontsize=8 if n_micro < 10 else 6, color="black" if op.kind == "F" else "white")
     ax.set_ylim(n_stages - 0.5, -0.5)
@@ -66,7 +68,9 @@ def plot_schedule(ops: Sequence[Op], title: str | None = None) -> Figure:
                  f"bubble {share:.1%} of device time")
     ax.legend(handles=[Patch(facecolor="#999999", alpha=0.45, label="forward"),
                        Patch(facecolor="#999999", label="backward"),
-                       Patch(facecolor="#e6e6e6", label="idle (bubble)")],
+                       Patch(facecolor="#e6e6e6", label="idle (bubble)")]
+              + ([Patch(facecolor="white", edgecolor="#555555", hatch="///", label="odd-numbered chunk")]
+                 if chunked else []),
               loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     plt.close(fig)
