@@ -89,3 +89,17 @@ def test_a_tokenizer_without_single_token_decoding_is_refused():
         C.pieces(Plain(), "x")
     with pytest.raises(TypeError, match="expected a string"):
         C.pieces(cl100k_encoding(), b"bytes")
+
+
+def test_a_typo_changes_few_character_tokens_but_all_bpe_ids(enc, ours):
+    """Fact check: a character tokenizer does not ignore a typo (the ids change) but changes only the swapped letters;
+    BPE can give the misspelt word ids it shares with nothing in the right spelling."""
+    from llmcourse.tokenizers import CharTokenizer
+
+    letters = CharTokenizer().train("the quick brown fox receives every letter: abcdefghijklmnopqrstuvwxyz")
+    right, typo = letters.encode("receive"), letters.encode("recieve")
+    assert right != typo and len(right) == len(typo) == 7
+    assert [i for i, (a, b) in enumerate(zip(right, typo)) if a != b] == [3, 4]
+    for tokenizer in (enc, ours):
+        assert not set(tokenizer.encode_ordinary(" receive")) & set(tokenizer.encode_ordinary(" recieve"))
+    assert len(enc.encode_ordinary(" recieved")) == 1 and enc.encode_ordinary(" recieved") != enc.encode_ordinary(" received")
