@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from check_contract import contract_tests
 from wrong_solutions.ch02 import _Engine as _Build02  # the correct layer the wrong ones break
 
-from llmcourse.basics import optim
+from llmcourse.basics import calibration, optim
 from llmcourse.basics.autograd import mul_rule, topological_order
 from llmcourse.grading.chapters.ch02 import chapter
 from llmcourse.basics.dropout import dropout
@@ -94,6 +94,13 @@ def _momentum_distance(lr, momentum, steps):
     return top_speed * steps - top_speed * momentum * (1 - momentum**steps) / (1 - momentum)
 
 
+def _label_smoothed_cross_entropy(logits, targets, smoothing):
+    # written as (1 - s) * cross-entropy + s * the mean over classes of -log p, from a stable logsumexp
+    log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    nll = -log_p[torch.arange(len(targets)), targets]
+    return ((1 - smoothing) * nll - smoothing * log_p.mean(dim=-1)).mean()
+
+
 CORRECT = {
     "Value": _Build02,
     "finite_difference_gradient": _finite_difference_gradient,
@@ -105,6 +112,7 @@ CORRECT = {
     "inverted_dropout": _inverted_dropout,
     "vanishing_gradient_ratio": _vanishing_gradient_ratio,
     "momentum_distance": _momentum_distance,
+    "label_smoothed_cross_entropy": _label_smoothed_cross_entropy,
 }
 
 
@@ -122,6 +130,7 @@ PACKAGE = {
     "momentum_step": lambda param, grad, buf, lr, momentum=0.9: optim.momentum_step(param, grad, buf, lr, momentum),
     "adam_step": optim.adam_step,
     "inverted_dropout": lambda x, p, training=True, generator=None: dropout(x, p, training, generator),
+    "label_smoothed_cross_entropy": calibration.label_smoothed_cross_entropy,
 }
 
 
@@ -136,6 +145,8 @@ PACKAGE = {
 @pytest.mark.parametrize("exercise, builtin", [
     ("inverted_dropout", lambda x, p, training=True, generator=None: F.dropout(x, p, training)),
     ("inverted_dropout", lambda x, p, training=True, generator=None: torch.nn.Dropout(p)(x) if training else x),
+    ("label_smoothed_cross_entropy", lambda z, t, s: F.cross_entropy(z, t, label_smoothing=s)),
+    ("label_smoothed_cross_entropy", lambda z, t, s: torch.nn.CrossEntropyLoss(label_smoothing=s)(z, t)),
     ("layer_delta", lambda delta_next, W, z: torch.autograd.grad(
         ((torch.sigmoid(z.clone().requires_grad_(True)) @ W) * delta_next).sum(), [z])[0]),
 ])

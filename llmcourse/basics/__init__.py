@@ -15,6 +15,8 @@ Modules in reading order:
 * ``optim`` - SGD, momentum, AdaGrad, RMSProp, Adam and AdamW from scratch (chapter 02);
 * ``dropout`` - dropout and its two conventions (chapter 02);
 * ``descent_plots``, ``descent_widgets`` - chapter 02's pictures and learning-rate explorer.
+* ``calibration`` - label smoothing, calibration (reliability bins, ECE) and temperature scaling (chapter 02);
+* ``calibration_plots`` - reliability diagrams (chapter 02).
 
 Import the modules you need, e.g. ``from llmcourse.basics import activations as act``.
 """

@@ -520,6 +520,48 @@ def distance_one_step_late(lr, momentum, steps):
     return lr / (1 - momentum) * (steps - (1 - momentum**steps) / (1 - momentum))
 
 
+# --------------------------------------------------------------------------- label_smoothed_cross_entropy
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(dim=-1, keepdim=True).values
+    return shifted - torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))
+
+
+def smoothing_over_the_wrong_classes(logits, targets, smoothing):
+    """Gives the right class exactly 1 - smoothing and shares smoothing among the other C - 1 classes only."""
+    C = logits.shape[-1]
+    q = torch.full_like(logits, smoothing / (C - 1))
+    q[torch.arange(len(targets)), targets] = 1 - smoothing
+    return -(q * _log_softmax(logits)).sum(dim=-1).mean()
+
+
+def smoothing_without_the_keep_factor(logits, targets, smoothing):
+    """Adds smoothing * mean(-log p) to the full cross-entropy, forgetting to scale it by 1 - smoothing."""
+    log_p = _log_softmax(logits)
+    return (-log_p[torch.arange(len(targets)), targets] - smoothing * log_p.mean(dim=-1)).mean()
+
+
+def smoothing_with_log_of_softmax(logits, targets, smoothing):
+    """Takes log(softmax(z)): the smallest probabilities round to 0 and their log is -inf."""
+    p = torch.exp(logits) / torch.exp(logits).sum(dim=-1, keepdim=True)
+    q = (1 - smoothing) * torch.nn.functional.one_hot(targets, logits.shape[-1]) + smoothing / logits.shape[-1]
+    return -(q * torch.log(p)).sum(dim=-1).mean()
+
+
+def smoothing_summed_over_the_batch(logits, targets, smoothing):
+    """Sums the examples' losses instead of averaging them."""
+    q = (1 - smoothing) * torch.nn.functional.one_hot(targets, logits.shape[-1]) + smoothing / logits.shape[-1]
+    return -(q * _log_softmax(logits)).sum()
+
+
+def smoothing_of_the_probabilities(logits, targets, smoothing):
+    """Smooths the prediction instead of the target: plain cross-entropy of (1 - s) p + s / C."""
+    p = torch.exp(_log_softmax(logits))
+    smoothed = (1 - smoothing) * p + smoothing / logits.shape[-1]
+    return -torch.log(smoothed[torch.arange(len(targets)), targets]).mean()
+
+
 WRONG: dict[str, list[Callable]] = {
     "Value": [EngineOverwritesGrads, EngineWithoutTopologicalOrder, EngineWrongTanhDerivative, EngineWrongPowerRule,
               EngineReversedSubtraction],
@@ -540,4 +582,7 @@ WRONG: dict[str, list[Callable]] = {
                                  ratio_of_the_weights],
     "momentum_distance": [distance_at_top_speed, distance_with_a_moving_average, distance_of_the_last_step,
                           distance_one_step_late],
+    "label_smoothed_cross_entropy": [smoothing_over_the_wrong_classes, smoothing_without_the_keep_factor,
+                                     smoothing_with_log_of_softmax, smoothing_summed_over_the_batch,
+                                     smoothing_of_the_probabilities],
 }

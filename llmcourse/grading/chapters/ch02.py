@@ -9,6 +9,9 @@ last one's in a deep network), checked against the bounds the slope argument giv
 derivation, ``momentum_distance`` (how far SGD with momentum carries a parameter whose
 gradient is always 1), checked against ``torch.optim.SGD`` run step by step and, for
 runs of up to 10^15 steps, against the same recurrence applied by repeated squaring.
+Last, ``label_smoothed_cross_entropy`` (cross-entropy against a smoothed target),
+checked against ``nn.CrossEntropyLoss(label_smoothing=...)`` while PyTorch's
+cross-entropy is switched off for the learner's code.
 Each exercise is checked on its own: no check needs any other exercise's function.
 """
 from __future__ import annotations
@@ -751,3 +754,54 @@ def momentum_distance_without_momentum_and_near_one(ns: Namespace) -> None:
     for lr, momentum, steps in [(0.2, 0.0, 1), (0.2, 0.0, 5), (0.2, 0.0, 10**9), (0.01, 0.999, 3),
                                 (0.01, 0.999, 1000)]:
         _expect_distance(ns, lr, momentum, steps, _distance_by_matrix_power(lr, momentum, steps))
+
+
+# --------------------------------------------------------------------------- label_smoothed_cross_entropy
+
+_CROSS_ENTROPY = [(F, "cross_entropy", "F.cross_entropy"), (F, "nll_loss", "F.nll_loss"),
+                  (torch.nn.CrossEntropyLoss, "forward", "nn.CrossEntropyLoss")]
+
+
+def _smoothed(ns: Namespace, logits: torch.Tensor, targets: torch.Tensor, smoothing: float, what: str) -> float:
+    with forbid("label_smoothed_cross_entropy", _CROSS_ENTROPY):
+        got = call(ns, "label_smoothed_cross_entropy", logits, targets, smoothing)
+    return as_number(got, what)
+
+
+def _expect_smoothed(ns: Namespace, logits: torch.Tensor, targets: torch.Tensor, smoothing: float, what: str) -> None:
+    got = _smoothed(ns, logits, targets, smoothing, what)
+    want = float(F.cross_entropy(logits, targets, label_smoothing=smoothing))
+    expect(math.isfinite(got), f"{what} is {got}; compute log-softmax with the max-shift, not log(softmax).")
+    expect(abs(got - want) <= 1e-9 * max(1.0, abs(want)),
+           f"{what} is {got:.10g}, but nn.CrossEntropyLoss(label_smoothing={smoothing:g}) gives {want:.10g}.")
+
+
+@chapter.check("label_smoothed_cross_entropy", points=1, hint="The smoothed target puts 1 - smoothing + smoothing / C "
+               "on the right class and smoothing / C on every other class (the right one is included in the even "
+               "share). The loss is -sum_k q_k log p_k, averaged over the batch.")
+def smoothed_matches_torch(ns: Namespace) -> None:
+    logits = _randn(8, 5, seed=300) * 2
+    targets = torch.randint(0, 5, (8,), generator=seeded_generator(301))
+    for smoothing in (0.1, 0.25):
+        _expect_smoothed(ns, logits, targets, smoothing,
+                         f"label_smoothed_cross_entropy on 8 examples, 5 classes, smoothing {smoothing:g}")
+
+
+@chapter.check("label_smoothed_cross_entropy", points=1, hint="With smoothing 0 the loss is plain cross-entropy; with "
+               "smoothing 1 the target is uniform and the loss is the mean of -log p over all classes.")
+def smoothed_at_the_ends(ns: Namespace) -> None:
+    logits = _randn(6, 4, seed=302)
+    targets = torch.tensor([0, 1, 2, 3, 3, 0])
+    for smoothing in (0.0, 1.0):
+        _expect_smoothed(ns, logits, targets, smoothing,
+                         f"label_smoothed_cross_entropy with smoothing {smoothing:g}")
+
+
+@chapter.check("label_smoothed_cross_entropy", points=1, hint="Logits can be huge: shift each row by its maximum "
+               "before exp, and build the smoothed targets in the logits' dtype, for any number of classes.")
+def smoothed_large_logits_and_many_classes(ns: Namespace) -> None:
+    logits = torch.tensor([[1000.0, 0.0, -1000.0], [3.0, 2.0, 1.0]], dtype=F64)
+    _expect_smoothed(ns, logits, torch.tensor([1, 2]), 0.1, "label_smoothed_cross_entropy of logits around ±1000")
+    logits = _randn(3, 50, seed=303) * 5
+    targets = torch.tensor([7, 49, 0])
+    _expect_smoothed(ns, logits, targets, 0.2, "label_smoothed_cross_entropy with 50 classes")
