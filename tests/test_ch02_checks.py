@@ -101,6 +101,16 @@ def _label_smoothed_cross_entropy(logits, targets, smoothing):
     return ((1 - smoothing) * nll - smoothing * log_p.mean(dim=-1)).mean()
 
 
+def _expected_calibration_error(probs, labels, n_bins=10):
+    # vectorised differently from the check's loop: bin k = ceil(c * n) - 1, then one scatter-add per sum
+    confidence, predicted = probs.double().max(dim=-1)
+    which = (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+    counts = torch.bincount(which, minlength=n_bins).double()
+    conf_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, confidence)
+    right_sum = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, (predicted == labels).double())
+    return float((conf_sum - right_sum).abs().sum() / len(labels))
+
+
 CORRECT = {
     "Value": _Build02,
     "finite_difference_gradient": _finite_difference_gradient,
@@ -113,6 +123,7 @@ CORRECT = {
     "vanishing_gradient_ratio": _vanishing_gradient_ratio,
     "momentum_distance": _momentum_distance,
     "label_smoothed_cross_entropy": _label_smoothed_cross_entropy,
+    "expected_calibration_error": _expected_calibration_error,
 }
 
 

@@ -562,6 +562,60 @@ def smoothing_of_the_probabilities(logits, targets, smoothing):
     return -torch.log(smoothed[torch.arange(len(targets)), targets]).mean()
 
 
+# --------------------------------------------------------------------------- expected_calibration_error
+
+
+def _bins(confidence, n_bins, upper_edge_in_upper_bin=False):
+    if upper_edge_in_upper_bin:
+        return (torch.floor(confidence * n_bins).long()).clamp(0, n_bins - 1)
+    return (torch.ceil(confidence * n_bins).long() - 1).clamp(0, n_bins - 1)
+
+
+def _gaps(confidence, correct, which, n_bins):
+    counts = torch.bincount(which, minlength=n_bins).double()
+    conf = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, confidence.double())
+    right = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, correct.double())
+    filled = counts > 0
+    return counts[filled], (right[filled] - conf[filled]).abs() / counts[filled]
+
+
+def ece_unweighted_mean_of_bins(probs, labels, n_bins=10):
+    """Averages the gaps of the filled bins, forgetting to weigh each by its number of predictions."""
+    confidence, predicted = probs.max(dim=-1)
+    _, gaps = _gaps(confidence, predicted == labels, _bins(confidence, n_bins), n_bins)
+    return float(gaps.mean())
+
+
+def ece_probability_of_the_label(probs, labels, n_bins=10):
+    """Uses the probability given to the right class as the confidence, not the largest probability."""
+    confidence = probs[torch.arange(len(labels)), labels]
+    predicted = probs.argmax(dim=-1)
+    counts, gaps = _gaps(confidence, predicted == labels, _bins(confidence, n_bins), n_bins)
+    return float((counts * gaps).sum() / len(labels))
+
+
+def ece_edges_in_the_upper_bin(probs, labels, n_bins=10):
+    """Bins with [lo, hi), so a confidence on an edge lands one bin higher."""
+    confidence, predicted = probs.max(dim=-1)
+    counts, gaps = _gaps(confidence, predicted == labels, _bins(confidence, n_bins, True), n_bins)
+    return float((counts * gaps).sum() / len(labels))
+
+
+def ece_without_bins(probs, labels, n_bins=10):
+    """Averages |correct - confidence| over single predictions: every prediction is its own bin."""
+    confidence, predicted = probs.max(dim=-1)
+    return float(((predicted == labels).double() - confidence.double()).abs().mean())
+
+
+def ece_signed_gaps(probs, labels, n_bins=10):
+    """Adds the signed gaps, so over- and under-confident bins cancel."""
+    confidence, predicted = probs.max(dim=-1)
+    which = _bins(confidence, n_bins)
+    conf = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, confidence.double())
+    right = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, which, (predicted == labels).double())
+    return float(abs((right - conf).sum()) / len(labels))
+
+
 WRONG: dict[str, list[Callable]] = {
     "Value": [EngineOverwritesGrads, EngineWithoutTopologicalOrder, EngineWrongTanhDerivative, EngineWrongPowerRule,
               EngineReversedSubtraction],
@@ -585,4 +639,6 @@ WRONG: dict[str, list[Callable]] = {
     "label_smoothed_cross_entropy": [smoothing_over_the_wrong_classes, smoothing_without_the_keep_factor,
                                      smoothing_with_log_of_softmax, smoothing_summed_over_the_batch,
                                      smoothing_of_the_probabilities],
+    "expected_calibration_error": [ece_unweighted_mean_of_bins, ece_probability_of_the_label,
+                                   ece_edges_in_the_upper_bin, ece_without_bins, ece_signed_gaps],
 }

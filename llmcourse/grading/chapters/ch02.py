@@ -11,7 +11,8 @@ gradient is always 1), checked against ``torch.optim.SGD`` run step by step and,
 runs of up to 10^15 steps, against the same recurrence applied by repeated squaring.
 Last, ``label_smoothed_cross_entropy`` (cross-entropy against a smoothed target),
 checked against ``nn.CrossEntropyLoss(label_smoothing=...)`` while PyTorch's
-cross-entropy is switched off for the learner's code.
+cross-entropy is switched off for the learner's code, and ``expected_calibration_error``,
+checked against a loop that bins one prediction at a time.
 Each exercise is checked on its own: no check needs any other exercise's function.
 """
 from __future__ import annotations
@@ -805,3 +806,76 @@ def smoothed_large_logits_and_many_classes(ns: Namespace) -> None:
     logits = _randn(3, 50, seed=303) * 5
     targets = torch.tensor([7, 49, 0])
     _expect_smoothed(ns, logits, targets, 0.2, "label_smoothed_cross_entropy with 50 classes")
+
+
+# --------------------------------------------------------------------------- expected_calibration_error
+
+def _ece_by_loop(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> float:
+    """The reference: one prediction at a time into bin k with k/n < confidence <= (k+1)/n, then weighted gaps."""
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(n_bins)]
+    for row, label in zip(probs.tolist(), labels.tolist()):
+        confidence = max(row)
+        k = 0
+        while k < n_bins - 1 and confidence > (k + 1) / n_bins:
+            k += 1
+        members[k].append((confidence, row.index(confidence) == label))
+    total = sum(len(m) for m in members)
+    return sum(len(m) / total * abs(sum(ok for _, ok in m) / len(m) - sum(c for c, _ in m) / len(m))
+               for m in members if m)
+
+
+def _expect_ece(ns: Namespace, probs: torch.Tensor, labels: torch.Tensor, n_bins: int, what: str,
+                want: float | None = None, tol: float = 1e-9) -> None:
+    from llmcourse.basics import calibration
+    with forbid("expected_calibration_error", [(calibration, "expected_calibration_error", "calibration.expected_calibration_error"),
+                                               (calibration, "reliability_bins", "calibration.reliability_bins")]):
+        got = as_number(call(ns, "expected_calibration_error", probs, labels, n_bins), what)
+    want = _ece_by_loop(probs, labels, n_bins) if want is None else want
+    expect(abs(got - want) <= tol, f"{what} is {got:.6g}, but it should be {want:.6g}.")
+
+
+def _hand_example() -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.tensor([[0.95, 0.05], [0.08, 0.92], [0.65, 0.35], [0.38, 0.62]], dtype=F64)
+    return probs, torch.tensor([0, 0, 0, 1])
+
+
+@chapter.check("expected_calibration_error", points=1, hint="Confidence is the largest probability of a row and the "
+               "prediction its class. Each bin's gap |accuracy - mean confidence| counts with the share of all "
+               "predictions that fall in the bin.")
+def ece_by_hand_and_at_random(ns: Namespace) -> None:
+    probs, labels = _hand_example()
+    _expect_ece(ns, probs, labels, 10, "expected_calibration_error of the four predictions of the task", want=0.4)
+    g = seeded_generator(310)
+    probs = torch.softmax(torch.randn(300, 5, generator=g, dtype=F64) * 2, dim=-1)
+    labels = torch.randint(0, 5, (300,), generator=g)
+    _expect_ece(ns, probs, labels, 10, "expected_calibration_error of 300 random predictions, 10 bins")
+
+
+@chapter.check("expected_calibration_error", points=1, hint="Bin k holds the confidences c with k/n < c <= (k+1)/n: a "
+               "confidence exactly on an edge belongs to the lower bin (with 4 bins, 0.75 is in (0.5, 0.75]), and a "
+               "confidence of 1 to the last one.")
+def ece_bin_edges_and_bin_counts(ns: Namespace) -> None:
+    # confidences and edges that binary floating point holds exactly, so the edge rule alone decides
+    probs = torch.tensor([[0.5, 0.5], [0.75, 0.25], [0.25, 0.75], [1.0, 0.0], [0.375, 0.625], [0.875, 0.125]],
+                         dtype=F64)
+    labels = torch.tensor([0, 1, 1, 0, 0, 0])
+    for n_bins in (8, 4, 2):
+        _expect_ece(ns, probs, labels, n_bins, f"expected_calibration_error with confidences on the edges, {n_bins} bins")
+    g = seeded_generator(311)
+    probs = torch.softmax(torch.randn(200, 3, generator=g, dtype=F64) * 3, dim=-1)
+    labels = torch.randint(0, 3, (200,), generator=g)
+    for n_bins in (1, 15):
+        _expect_ece(ns, probs, labels, n_bins, f"expected_calibration_error with {n_bins} bin(s)")
+
+
+@chapter.check("expected_calibration_error", points=1, hint="A model that is always right and always sure has ECE 0; "
+               "always wrong and always sure, ECE 1. Return a Python float, also for float32 inputs.")
+def ece_extremes_and_float32(ns: Namespace) -> None:
+    sure = torch.eye(4, dtype=F64)
+    _expect_ece(ns, sure, torch.arange(4), 10, "expected_calibration_error of sure, right predictions", want=0.0)
+    _expect_ece(ns, sure, torch.tensor([1, 2, 3, 0]), 10, "expected_calibration_error of sure, wrong predictions",
+                want=1.0)
+    g = seeded_generator(312)
+    probs = torch.softmax(torch.randn(100, 4, generator=g), dim=-1)
+    labels = torch.randint(0, 4, (100,), generator=g)
+    _expect_ece(ns, probs, labels, 10, "expected_calibration_error of float32 probabilities", tol=1e-5)
