@@ -341,3 +341,53 @@ def test_position_and_embedding_plots_return_figures():
     assert isinstance(plot_embeddings_2d(points, list("abcde"), groups=["x", "x", "y", "y", "y"]), Figure)
     with pytest.raises(ValueError, match="kind"):
         positional_encoding_view("nope")
+
+
+def test_sinusoidal_values_span_minus_one_to_one_and_rows_keep_their_length():
+    """Fact check: the sinusoidal values lie in [-1, 1] (not [0, 1]); every row has length sqrt(d_model / 2)."""
+    pe = P.sinusoidal_encoding(2000, 64)
+    assert pe.min() < -0.999 and pe.max() > 0.999 and pe.abs().max() <= 1.0 + 1e-6
+    assert (pe < 0).float().mean() > 0.2
+    torch.testing.assert_close(pe.norm(dim=1), torch.full((2000,), math.sqrt(32.0)), atol=1e-4, rtol=0)
+
+
+def test_numpy_table_needs_its_import_and_then_equals_the_package():
+    """Fact check: a numpy table builder without ``import numpy as np`` fails with NameError; with it, it matches."""
+    code = ("def table(n, d):\n"
+            "    pos = np.arange(n)[:, None]\n"
+            "    col = np.arange(d)[None, :]\n"
+            "    angles = pos * 10000.0 ** (-2 * (col // 2) / d)\n"
+            "    return np.where(col % 2 == 0, np.sin(angles), np.cos(angles))\n")
+    bare: dict = {}
+    exec(code, bare)
+    with pytest.raises(NameError, match="'np'"):
+        bare["table"](4, 8)
+    fixed: dict = {}
+    exec("import numpy as np\n" + code, fixed)
+    np.testing.assert_allclose(fixed["table"](50, 16), P.sinusoidal_encoding(50, 16).numpy(), atol=1e-6)
+
+
+def test_gpt_adds_positions_once_and_residuals_in_every_block():
+    """Fact check: the position table is added once to the input, not as a residual connection inside the blocks."""
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=50, context_length=16, d_model=16, n_layers=2, n_heads=2)).eval()
+    ids = torch.randint(0, 50, (2, 9))
+    calls = []
+    handle = gpt.wpe.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        logits = gpt(ids)
+        handle.remove()
+        x = gpt.wte(ids) + gpt.wpe.table.weight[:9]
+        for block in gpt.blocks:
+            x = x + block.attn(block.ln_1(x), is_causal=True)
+            x = x + block.mlp(block.ln_2(x))
+        torch.testing.assert_close(gpt.lm_head(gpt.ln_f(x)), logits, atol=1e-5, rtol=1e-5)
+        # the position step adds the same rows whatever the tokens; a block's residual branch depends on them
+        a, b = gpt.wte(ids), gpt.wte((ids + 1) % 50)
+        torch.testing.assert_close(gpt.wpe(a) - a, gpt.wpe(b) - b)
+        block = gpt.blocks[0]
+        assert not torch.allclose(block.attn(block.ln_1(gpt.wpe(a)), is_causal=True),
+                                  block.attn(block.ln_1(gpt.wpe(b)), is_causal=True))
+    assert len(calls) == 1
