@@ -12,5 +12,7 @@ Modules in reading order:
 * ``plots`` - loss curves, live while training;
 * ``trained_attention`` - where a trained GPT's heads look, by distance back;
 * ``course_model`` - the course's GPT pretrained with the course's tokenizer, cached for chapters 09 and 10;
+* ``ngram`` - the counting models that came before: n-grams with add-k smoothing and interpolation;
+* ``evaluation`` - held-out loss per token, bits per byte, multiple-choice scoring;
 * ``diagrams`` - pictures of a window's input/target shift and of gradient accumulation.
 """
