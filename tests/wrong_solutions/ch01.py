@@ -193,7 +193,7 @@ def ce_sum_not_mean(logits, targets):
 
 
 def ce_relu_on_logits(logits, targets):
-    """Puts a ReLU on the logits first, as the training example in source 001 does."""
+    """Puts a ReLU on the logits first, as a widely copied training example does."""
     z = torch.relu(logits)
     shifted = z - z.amax(dim=-1, keepdim=True)
     log_probs = shifted - torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))

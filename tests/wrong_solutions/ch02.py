@@ -182,7 +182,7 @@ def delta_without_slope(delta_next, W, z):
 
 
 def delta_sigmoid_not_its_slope(delta_next, W, z):
-    """Multiplies by σ(z) where σ'(z) belongs (the slip in source 000, §4.2.4)."""
+    """Multiplies by σ(z) where σ'(z) belongs (a slip found in published derivations)."""
     return _sigmoid(z) * (delta_next @ W.T)
 
 
@@ -314,7 +314,7 @@ def dropout_keeps_with_probability_p(x, p, training=True, generator=None):
 
 
 def dropout_classic_convention(x, p, training=True, generator=None):
-    """The classic convention (as source 003 describes inference): no scaling in training, x (1 - p) at inference."""
+    """The classic convention (as some explanations describe inference): no scaling in training, x (1 - p) at inference."""
     if not training:
         return x * (1 - p)
     return x * (torch.rand(x.shape, generator=generator) >= p)
