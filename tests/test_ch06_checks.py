@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from check_contract import contract_tests
 from wrong_solutions.ch06 import _MoE as _Build06  # the correct layer the wrong ones break
 
-from llmcourse.transformer import moe, norms
+from llmcourse.transformer import moe, moe_practice, norms
 from llmcourse.grading.chapters.ch06 import chapter
 from llmcourse.grading.checks import run_checks
 
@@ -74,8 +74,21 @@ def _rms_norm_grads(x, weight, grad_out, eps=1e-6):
     return grad_x, grad_weight
 
 
+def _capacity_keep(indices, n_experts, capacity_factor):
+    """Vectorised: each assignment's place in its expert's queue, first choices first."""
+    n, k = indices.shape
+    capacity = int(capacity_factor * n * k / n_experts + 1e-9)
+    order = indices.T.reshape(-1)
+    place = torch.zeros_like(order)
+    for e in range(n_experts):
+        mine = order == e
+        place[mine] = torch.arange(1, int(mine.sum()) + 1)
+    return (place <= capacity).reshape(k, n).T
+
+
 CORRECT = {
     "MixtureOfExperts": _Build06,
+    "capacity_keep": _capacity_keep,
     "rms_norm": _rms_norm,
     "layer_norm": _layer_norm,
     "swiglu": _swiglu,
@@ -99,6 +112,7 @@ PACKAGE = {
     "rms_norm": norms.rms_norm,
     "layer_norm": norms.layer_norm,
     "top_k_route": moe.top_k_route,
+    "capacity_keep": moe_practice.capacity_keep,
     "count_block_parameters": _package_count,
 }
 

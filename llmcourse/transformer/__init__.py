@@ -15,6 +15,7 @@ Modules in reading order:
 * ``feedforward`` - position-wise feed-forward networks (chapter 06);
 * ``block`` - the Transformer block: attention and feed-forward on a residual stream (chapter 06);
 * ``moe`` - mixture of experts and its router (chapter 06);
+* ``moe_practice`` - shared experts, expert capacity and dropped tokens, what trained experts take (chapter 06);
 * ``counting`` - parameters and FLOPs, part by part (chapter 06);
 * ``block_diagrams`` - chapter 06's conceptual diagrams: the residual stream, pre-norm vs post-norm;
 * ``block_plots``, ``block_widgets`` - chapter 06's pictures and block explorer.

@@ -81,4 +81,29 @@ def plot_expert_load(counts: Sequence[float] | Mapping[str, Sequence[float]]) ->
     return fig
 
 
-__all__ = ["plot_gradient_flow", "plot_loss_curves", "plot_parameter_shares", "plot_expert_load", "PART_COLORS"]
+def plot_routing_table(counts, rows: Sequence[str], titles: Sequence[str] = ("",)) -> Figure:
+    """Heat maps of (rows, experts) routing counts, each row as shares of its tokens; one panel per table.
+
+    ``counts``: one (rows, experts) table or a list of them (e.g. by token kind and by topic).
+    """
+    tables = counts if isinstance(counts, (list, tuple)) else [counts]
+    row_names = rows if isinstance(rows[0], (list, tuple)) else [rows] * len(tables)
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 3.4), squeeze=False)
+    for ax, table, names, title in zip(axes[0], tables, row_names, titles):
+        table = np.asarray(table, dtype=float)
+        shares = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+        ax.imshow(shares, cmap="viridis", vmin=0, vmax=max(0.5, float(shares.max())), aspect="auto")
+        for (r, c), v in np.ndenumerate(shares):
+            ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white" if v < 0.3 else "black")
+        ax.set_xticks(range(table.shape[1]))
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names, fontsize=8)
+        ax.set_xlabel("expert (first choice)")
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ = ["plot_gradient_flow", "plot_loss_curves", "plot_parameter_shares", "plot_expert_load", "plot_routing_table",
+           "PART_COLORS"]

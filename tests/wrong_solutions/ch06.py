@@ -43,7 +43,7 @@ def layer_norm_unbiased_variance(x, weight, bias, eps=1e-5):
 
 
 def layer_norm_times_mean(x, weight, bias, eps=1e-5):
-    """Source 002's formula: multiplies by the mean and by beta instead of subtracting and adding."""
+    """The formula written with products: multiplies by the mean and by beta instead of subtracting and adding."""
     mean = x.mean(dim=-1, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
     return weight * (x * mean) / torch.sqrt(var + eps) * bias
@@ -347,7 +347,56 @@ def rms_grads_eps_outside_sqrt(x, weight, grad_out, eps=1e-6):
     return h / r - x * (h * x).mean(-1, keepdim=True) / r ** 3, (grad_out * x / r).sum(dim=lead)
 
 
+# --------------------------------------------------------------------------- capacity_keep
+
+
+def _keep(indices, n_experts, capacity, order, full=lambda taken, capacity: taken >= capacity):
+    keep = torch.zeros(indices.shape, dtype=torch.bool)
+    taken = [0] * n_experts
+    for token, slot in order:
+        expert = int(indices[token, slot])
+        if not full(taken[expert], capacity):
+            taken[expert] += 1
+            keep[token, slot] = True
+    return keep
+
+
+def _slot_major(indices):
+    return [(t, s) for s in range(indices.shape[1]) for t in range(indices.shape[0])]
+
+
+def keep_token_by_token(indices, n_experts, capacity_factor):
+    """Serves each token's choices together (token-major), so a second choice can push out a first choice."""
+    import math
+    n, k = indices.shape
+    order = [(t, s) for t in range(n) for s in range(k)]
+    return _keep(indices, n_experts, math.floor(capacity_factor * n * k / n_experts), order)
+
+
+def keep_ceil_capacity(indices, n_experts, capacity_factor):
+    """Rounds the capacity up instead of down."""
+    import math
+    n, k = indices.shape
+    return _keep(indices, n_experts, math.ceil(capacity_factor * n * k / n_experts - 1e-9), _slot_major(indices))
+
+
+def keep_capacity_without_k(indices, n_experts, capacity_factor):
+    """Forgets that each token makes k assignments: capacity = factor * n_tokens / n_experts."""
+    import math
+    n, _ = indices.shape
+    return _keep(indices, n_experts, math.floor(capacity_factor * n / n_experts), _slot_major(indices))
+
+
+def keep_one_too_many(indices, n_experts, capacity_factor):
+    """Off by one: an expert accepts capacity + 1 assignments."""
+    import math
+    n, k = indices.shape
+    return _keep(indices, n_experts, math.floor(capacity_factor * n * k / n_experts), _slot_major(indices),
+                 full=lambda taken, capacity: taken > capacity)
+
+
 WRONG: dict[str, list[Callable]] = {
+    "capacity_keep": [keep_token_by_token, keep_ceil_capacity, keep_capacity_without_k, keep_one_too_many],
     "MixtureOfExperts": [MoEWithoutRenormalising, MoEWeightsByLogits, MoEDense, MoEDetachedWeights,
                          MoEBalanceWithoutTopK, MoEBalanceOfMeanProbabilities, MoEReLUExperts],
     "rms_norm": [rms_norm_subtracts_mean, rms_norm_sum_not_mean, rms_norm_eps_outside_sqrt, rms_norm_over_first_dim],

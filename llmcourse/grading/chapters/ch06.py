@@ -19,7 +19,10 @@ Last, an experiment and a derivation:
   and with what the block's order predicts (post-norm stays at 1, pre-norm grows);
 * ``rms_norm_grads``, a derivation: the gradients of RMSNorm with respect to its
   input and its weight, compared with ``torch.autograd`` through ``F.rms_norm``
-  while every autograd entry point is switched off for the learner's code.
+  while every autograd entry point is switched off for the learner's code;
+* ``capacity_keep``, mixture of experts in practice: which assignments fit an
+  expert's capacity, compared with the queue the rule describes (first choices
+  first, floor of the capacity), on skewed routes and on a case made by hand.
 """
 from __future__ import annotations
 
@@ -504,3 +507,65 @@ def rms_norm_grads_batched_with_a_large_eps(ns: Namespace) -> None:
            f"gradients, got {got[0].dtype} and {got[1].dtype}.")
     expect_close(got[0], expected[0], "grad_x for x (2, 4, 16), eps=0.5")
     expect_close(got[1], expected[1], "grad_weight for x (2, 4, 16), eps=0.5")
+
+
+# --------------------------------------------------------------------------- capacity_keep (MoE in practice)
+
+def _queue_keep(indices: torch.Tensor, n_experts: int, capacity_factor: float) -> torch.Tensor:
+    """The capacity rule as the queue it describes: column 0 for every token, then column 1, ...; floor capacity."""
+    n_tokens, k = indices.shape
+    capacity = int(capacity_factor * n_tokens * k / n_experts + 1e-9)
+    taken, keep = [0] * n_experts, torch.zeros(n_tokens, k, dtype=torch.bool)
+    for slot in range(k):
+        for token in range(n_tokens):
+            expert = int(indices[token, slot])
+            if taken[expert] < capacity:
+                taken[expert] += 1
+                keep[token, slot] = True
+    return keep
+
+
+def _learner_keep(ns: Namespace, indices: torch.Tensor, n_experts: int, factor: float) -> torch.Tensor:
+    what = f"capacity_keep(indices {tuple(indices.shape)}, n_experts={n_experts}, capacity_factor={factor})"
+    got = call(ns, "capacity_keep", indices.clone(), n_experts, factor)
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what} should return a tensor of booleans, got {type(got).__name__}")
+    expect_shape(got, tuple(indices.shape), what)
+    if got.dtype != torch.bool and not ((got == 0) | (got == 1)).all():
+        raise CheckFailed(f"{what} should hold True/False (or 1/0), got values such as {got.flatten()[:4].tolist()}")
+    return got.bool()
+
+
+def _skewed_routes(n_tokens: int, n_experts: int, k: int, seed: int) -> torch.Tensor:
+    logits = seeded_randn(n_tokens, n_experts, seed=seed) * 2
+    logits[:, 0] += 1.0                                        # expert 0 is popular, so it overflows
+    return logits.topk(k, dim=-1).indices
+
+
+@chapter.check("capacity_keep", points=1, hint="capacity = floor(capacity_factor * n_tokens * k / n_experts). Walk "
+               "through the assignments, count how many each expert has accepted, and keep an assignment only while "
+               "its expert has accepted fewer than capacity.")
+def capacity_keep_matches_the_queue(ns: Namespace) -> None:
+    for n_tokens, n_experts, k, factor, seed in ((40, 4, 1, 1.0, 200), (64, 8, 2, 1.25, 201), (48, 6, 2, 0.5, 202),
+                                                 (10, 4, 1, 1.0, 203), (30, 5, 3, 8.0, 204)):
+        indices = _skewed_routes(n_tokens, n_experts, k, seed)
+        want = _queue_keep(indices, n_experts, factor)
+        got = _learner_keep(ns, indices, n_experts, factor)
+        expect(torch.equal(got, want), f"with {n_tokens} tokens, {n_experts} experts, k={k} and capacity factor "
+               f"{factor} (capacity {int(factor * n_tokens * k / n_experts + 1e-9)}), {int((~got).sum())} assignments "
+               f"are dropped where {int((~want).sum())} should be; the first difference is token "
+               f"{int(torch.nonzero(got != want)[0][0]) if not torch.equal(got, want) else 0}.")
+
+
+@chapter.check("capacity_keep", points=1, hint="Serve the experts column by column: every token's FIRST choice (column "
+               "0, tokens in order) before anyone's second choice. Going token by token instead lets token 0's second "
+               "choice take a place that token 3 needed for its first.")
+def capacity_keep_serves_first_choices_first(ns: Namespace) -> None:
+    indices = torch.tensor([[0, 1], [0, 2], [1, 0], [1, 3]])
+    want = torch.tensor([[True, False], [True, True], [True, False], [True, True]])
+    got = _learner_keep(ns, indices, 4, 1.0)
+    expect(torch.equal(got, want), f"for indices {indices.tolist()} with 4 experts and factor 1.0 (capacity 2) the "
+           f"kept assignments should be {want.int().tolist()}, got {got.int().tolist()}.")
+    every_first_kept = _learner_keep(ns, torch.tensor([[2, 0], [2, 1], [0, 2], [1, 2]]), 3, 0.75)
+    expect(bool(every_first_kept[:, 0].all()), "with capacity 2 and two tokens choosing expert 2 first, both of their "
+           f"first choices fit; got {every_first_kept.int().tolist()}.")
