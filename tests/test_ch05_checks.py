@@ -11,7 +11,7 @@ from check_contract import contract_tests
 from wrong_solutions.ch05 import _Attention as _Build05  # the correct layer the wrong ones break
 
 from llmcourse.transformer import attention as A
-from llmcourse.transformer.recurrent_and_conv import lstm_cell_step
+from llmcourse.transformer.recurrent_and_conv import causal_conv1d, lstm_cell_step
 from llmcourse.grading.chapters.ch05 import chapter
 from llmcourse.grading.checks import run_checks
 
@@ -92,6 +92,18 @@ def _lstm_cell_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return gate_out * torch.tanh(c_new), c_new
 
 
+def _causal_conv1d(x, weight, bias=None, dilation=1):
+    # nn.Conv1d padded on both sides, its last outputs cut off
+    k = weight.shape[-1]
+    conv = torch.nn.Conv1d(weight.shape[1], weight.shape[0], k, dilation=dilation, padding=(k - 1) * dilation,
+                           bias=bias is not None).to(x.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            conv.bias.copy_(bias)
+        return conv(x)[..., :x.shape[-1]]
+
+
 CORRECT = {
     "CausalSelfAttention": _Build05,
     "attention_scores": _attention_scores,
@@ -104,6 +116,7 @@ CORRECT = {
     "attention_entropy": _attention_entropy,
     "attention_grads": _attention_grads,
     "lstm_cell_step": _lstm_cell_step,
+    "causal_conv1d": _causal_conv1d,
 }
 
 PACKAGE = {
@@ -115,6 +128,7 @@ PACKAGE = {
     "repeat_kv": A.repeat_kv,
     "kv_cache_bytes": A.kv_cache_bytes_per_token,
     "lstm_cell_step": lstm_cell_step,
+    "causal_conv1d": causal_conv1d,
 }
 
 

@@ -399,6 +399,48 @@ def lstm_returns_c_then_h(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return c, torch.sigmoid(o) * torch.tanh(c)
 
 
+# --------------------------------------------------------------------------- causal_conv1d
+
+
+def conv_pads_both_sides(x, weight, bias=None, dilation=1):
+    """Pads both sides and keeps the middle n outputs: a centred convolution, which sees the future."""
+    import torch.nn.functional as F
+    pad = (weight.shape[-1] - 1) * dilation
+    out = F.conv1d(F.pad(x, (pad // 2, pad - pad // 2)), weight, bias, dilation=dilation)
+    return out
+
+
+def conv_pads_on_the_right(x, weight, bias=None, dilation=1):
+    """Puts the zeros after the sequence: output t sees t .. t + (k-1) d, the future."""
+    import torch.nn.functional as F
+    return F.conv1d(F.pad(x, (0, (weight.shape[-1] - 1) * dilation)), weight, bias, dilation=dilation)
+
+
+def conv_keeps_the_wrong_end(x, weight, bias=None, dilation=1):
+    """Pads both sides like nn.Conv1d(padding=p), then cuts off the first p outputs instead of the last p."""
+    import torch.nn.functional as F
+    pad = (weight.shape[-1] - 1) * dilation
+    return F.conv1d(x, weight, bias, padding=pad, dilation=dilation)[..., pad:]
+
+
+def conv_ignores_the_dilation(x, weight, bias=None, dilation=1):
+    """Reads the taps next to each other whatever the dilation."""
+    import torch.nn.functional as F
+    return F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight, bias)
+
+
+def conv_flips_the_kernel(x, weight, bias=None, dilation=1):
+    """The textbook convolution with the kernel reversed; PyTorch's (and the lesson's) tap j reads (k-1-j) d back."""
+    import torch.nn.functional as F
+    return F.conv1d(F.pad(x, ((weight.shape[-1] - 1) * dilation, 0)), weight.flip(-1), bias, dilation=dilation)
+
+
+def conv_pads_only_k_minus_one(x, weight, bias=None, dilation=1):
+    """Pads k - 1 zeros whatever the dilation, so with a dilation it returns fewer outputs than tokens."""
+    import torch.nn.functional as F
+    return F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight, bias, dilation=dilation)
+
+
 WRONG: dict[str, list[Callable]] = {
     "CausalSelfAttention": [AttentionUnscaled, AttentionWithoutMask, AttentionWithoutDropout,
                             AttentionTilesKeyValueHeads, AttentionWithBiases, AttentionSplitsHeadsWrongly],
@@ -418,4 +460,6 @@ WRONG: dict[str, list[Callable]] = {
     "lstm_cell_step": [lstm_gates_in_ifog_order, lstm_without_tanh_on_the_output, lstm_candidate_through_sigmoid,
                        lstm_forget_gate_on_the_candidate, lstm_output_from_the_old_state, lstm_drops_the_hidden_bias,
                        lstm_returns_c_then_h],
+    "causal_conv1d": [conv_pads_both_sides, conv_pads_on_the_right, conv_keeps_the_wrong_end, conv_ignores_the_dilation,
+                      conv_flips_the_kernel, conv_pads_only_k_minus_one],
 }

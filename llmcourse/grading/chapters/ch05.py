@@ -25,7 +25,9 @@ with autograd switched off.
 Last, ``lstm_cell_step`` (CNNs and LSTMs next to attention): one step of an LSTM,
 compared with ``nn.LSTMCell`` and ``nn.LSTM`` on the same weights, and with the
 gates set by hand (keep the cell state, hide it), with PyTorch's LSTM kernels
-switched off.
+switched off; and ``causal_conv1d``, a convolution that only looks back, compared
+with ``F.conv1d`` padded on both sides and trimmed, with a sum written index by index,
+and with a change to one token that must not reach any earlier output.
 """
 from __future__ import annotations
 
@@ -631,3 +633,67 @@ def lstm_cell_step_gates_do_their_jobs(ns: Namespace) -> None:
     got_h, got_c = _learner_lstm_step(ns, x, h, c, (w_ih, w_hh, hide, b_hh), "lstm_cell_step with the output closed")
     expect_close(got_h, torch.zeros_like(h), "h with the output gate closed (it must be 0)", atol=1e-9)
     expect_close(got_c, c, "the cell state with the output gate closed (the output gate does not change c)", atol=1e-9)
+
+
+# --------------------------------------------------------------------------- causal_conv1d
+
+
+def _causal_conv_by_index(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          dilation: int) -> torch.Tensor:
+    """out[b, o, t] = bias[o] + sum over i, j of weight[o, i, j] * x[b, i, t - (k - 1 - j) * dilation], one t at a time."""
+    batch, _, seq = x.shape
+    k = weight.shape[-1]
+    out = torch.zeros(batch, weight.shape[0], seq, dtype=x.dtype)
+    for t in range(seq):
+        for j in range(k):
+            source = t - (k - 1 - j) * dilation
+            if source >= 0:
+                out[:, :, t] += x[:, :, source] @ weight[:, :, j].T
+    return out if bias is None else out + bias[:, None]
+
+
+def _learner_conv(ns: Namespace, x, weight, bias, dilation, what: str) -> torch.Tensor:
+    got = call(ns, "causal_conv1d", x, weight, bias, dilation)
+    return expect_shape(got, (x.shape[0], weight.shape[0], x.shape[-1]), what)
+
+
+@chapter.check("causal_conv1d", points=1, hint="Pad (k - 1) * dilation zeros on the LEFT of the sequence only (F.pad(x, "
+               "(left, 0))), then convolve without padding: n outputs for n tokens, output t made from inputs t - (k-1) * "
+               "dilation ... t. nn.Conv1d(padding=p) pads both sides; its first n outputs are the causal ones.")
+def causal_conv1d_matches_conv1d_trimmed(ns: Namespace) -> None:
+    x = seeded_randn(2, 3, 9, seed=200, dtype=torch.float64)
+    weight, bias = seeded_randn(4, 3, 3, seed=201, dtype=torch.float64), seeded_randn(4, seed=202, dtype=torch.float64)
+    expected = F.conv1d(x, weight, bias, padding=2)[..., :9]
+    expect_close(_learner_conv(ns, x, weight, bias, 1, "causal_conv1d of (2, 3, 9) with kernel 3"), expected,
+                 "causal_conv1d (kernel 3, dilation 1) vs nn.Conv1d(padding=2) with its last 2 outputs cut", atol=1e-10)
+    expect_close(_learner_conv(ns, x, weight, None, 1, "causal_conv1d without a bias"), expected - bias[:, None],
+                 "causal_conv1d with bias=None", atol=1e-10)
+
+
+@chapter.check("causal_conv1d", points=1, hint="With a dilation d, tap j of the kernel reads the input (k - 1 - j) * d "
+               "steps back, so the left padding is (k - 1) * d. Any kernel size works, k = 1 too (no padding at all).")
+def causal_conv1d_dilations_and_kernels(ns: Namespace) -> None:
+    for k, dilation, c_in, c_out, seq, seed in [(2, 3, 2, 2, 10, 210), (4, 2, 3, 1, 12, 220), (1, 1, 2, 3, 5, 230),
+                                                (3, 4, 1, 2, 6, 240)]:
+        x = seeded_randn(1, c_in, seq, seed=seed, dtype=torch.float64)
+        weight = seeded_randn(c_out, c_in, k, seed=seed + 1, dtype=torch.float64)
+        bias = seeded_randn(c_out, seed=seed + 2, dtype=torch.float64)
+        expect_close(_learner_conv(ns, x, weight, bias, dilation, f"causal_conv1d with kernel {k}, dilation {dilation}"),
+                     _causal_conv_by_index(x, weight, bias, dilation),
+                     f"causal_conv1d with kernel {k}, dilation {dilation}, {seq} tokens", atol=1e-10)
+
+
+@chapter.check("causal_conv1d", points=1, hint="Causal means blind to the future: changing token t may change outputs t, "
+               "t+1, ... but never an earlier one. Padding on the right (or both sides) lets outputs see later tokens.")
+def causal_conv1d_never_looks_ahead(ns: Namespace) -> None:
+    x = seeded_randn(1, 2, 10, seed=250, dtype=torch.float64)
+    weight = seeded_randn(2, 2, 3, seed=251, dtype=torch.float64)
+    changed = x.clone()
+    changed[..., 6] += 4.0
+    before = _learner_conv(ns, x, weight, None, 2, "causal_conv1d with dilation 2")
+    after = _learner_conv(ns, changed, weight, None, 2, "causal_conv1d with dilation 2, token 6 changed")
+    expect_close(after[..., :6], before[..., :6], "outputs 0-5 after changing token 6 (they must not change)", atol=1e-12)
+    moved = (after - before).abs().amax(dim=1)[0]
+    expect(bool(moved[6] > 0 and moved[8] > 0 and moved[7] == 0 and moved[9] == 0),
+           "with kernel 3 and dilation 2, changing token 6 should change outputs 6 and 8 (and not 7 or 9); the "
+           f"changes were {[round(v, 3) for v in moved.tolist()]}")
