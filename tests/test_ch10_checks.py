@@ -8,7 +8,7 @@ from wrong_solutions.ch10 import _Buckets as _Build10  # the correct program the
 
 from llmcourse.grading.chapters.ch10 import chapter
 from llmcourse.grading.checks import run_checks
-from llmcourse.parallel import communication, loss_scaling, memory, schedule
+from llmcourse.parallel import communication, loss_scaling, memory, schedule, weight_stashing
 
 # --------------------------------------------------------------------------- correct solutions, written here
 
@@ -76,6 +76,18 @@ def _column_parallel_input_grads(grad_output, weight, world_size):
     return list(torch.einsum("...rs,rsi->r...i", blocks_g, blocks_w))
 
 
+def _stashed_version(n_stages, stage, microbatch):
+    # counted the long way: walk the stage's 1F1B order and count the updates before ('F', microbatch)
+    if n_stages < 1 or not 0 <= stage < n_stages or microbatch < 0:
+        raise ValueError("no such pass")
+    warmup = n_stages - stage - 1
+    updates = 0
+    for i in range(microbatch + 1):
+        if i > warmup:
+            updates += 1
+    return updates
+
+
 CORRECT = {
     "GradientBuckets": _Build10,
     "average_gradients": _average_gradients,
@@ -86,6 +98,7 @@ CORRECT = {
     "dynamic_scale_update": _dynamic_scale_update,
     "fp16_accumulation_error": _fp16_accumulation_error,
     "column_parallel_input_grads": _column_parallel_input_grads,
+    "stashed_version": _stashed_version,
 }
 
 PACKAGE = {
@@ -94,6 +107,7 @@ PACKAGE = {
     "gpipe_order": lambda p, m, stage: schedule.order("gpipe", p, m, stage),
     "zero_memory_per_device": memory.zero_memory_per_device,
     "dynamic_scale_update": loss_scaling.dynamic_scale_update,
+    "stashed_version": weight_stashing.stashed_version,
 }
 
 

@@ -66,3 +66,14 @@ def stash_sizes(n_stages: int, n_microbatches: int) -> list[int]:
             peak = max(peak, len({current} | {version_of[j] for j in in_flight}))
         sizes.append(peak)
     return sizes
+
+
+def stashed_version(n_stages: int, stage: int, microbatch: int) -> int:
+    """The weight version stage ``stage`` uses for micro-batch ``microbatch`` (forward, and backward when stashed)."""
+    if isinstance(n_stages, bool) or not isinstance(n_stages, int) or n_stages < 1:
+        raise ValueError(f"n_stages must be a whole number of at least 1, got {n_stages!r}.")
+    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < n_stages:
+        raise ValueError(f"stage must be a whole number from 0 to {n_stages - 1}, got {stage!r}.")
+    if isinstance(microbatch, bool) or not isinstance(microbatch, int) or microbatch < 0:
+        raise ValueError(f"microbatch must be a whole number of at least 0, got {microbatch!r}.")
+    return weight_versions(n_stages, microbatch + 1)[stage][microbatch].forward

@@ -340,6 +340,43 @@ def input_grads_split_by_input_features(grad_output, weight, world_size):
     return [grad_output @ weight[:, r * size:(r + 1) * size] for r in range(world_size)]
 
 
+# --------------------------------------------------------------------------- stashed_version
+
+
+def _stash_ok(n_stages, stage, microbatch):
+    if n_stages < 1 or not 0 <= stage < n_stages or microbatch < 0:
+        raise ValueError("no such stage or micro-batch")
+
+
+def stashed_uses_current(n_stages, stage, microbatch):
+    """No stashing: the newest version at the backward pass, i updates, on every stage."""
+    _stash_ok(n_stages, stage, microbatch)
+    return microbatch
+
+
+def stashed_off_by_one(n_stages, stage, microbatch):
+    """Counts p - s warm-up forwards instead of p - s - 1."""
+    _stash_ok(n_stages, stage, microbatch)
+    return max(0, microbatch - (n_stages - stage))
+
+
+def stashed_stages_reversed(n_stages, stage, microbatch):
+    """Gives the last stage the most warm-up forwards (numbering the stages from the end)."""
+    _stash_ok(n_stages, stage, microbatch)
+    return max(0, microbatch - stage)
+
+
+def stashed_goes_negative(n_stages, stage, microbatch):
+    """Forgets that no stage has fewer than 0 updates."""
+    _stash_ok(n_stages, stage, microbatch)
+    return microbatch - (n_stages - stage - 1)
+
+
+def stashed_unchecked(n_stages, stage, microbatch):
+    """Right versions, but accepts stages that do not exist."""
+    return max(0, microbatch - (n_stages - stage - 1))
+
+
 WRONG: dict[str, list[Callable]] = {
     "GradientBuckets": [BucketsSumInsteadOfAverage, BucketsBlockingAllReduce, BucketsOneCallPerParameter,
                         BucketsNeverReset],
@@ -357,4 +394,6 @@ WRONG: dict[str, list[Callable]] = {
                                 fp16_error_absolute],
     "column_parallel_input_grads": [input_grads_whole_gradient_everywhere, input_grads_averaged,
                                     input_grads_strided_rows, input_grads_split_by_input_features],
+    "stashed_version": [stashed_uses_current, stashed_off_by_one, stashed_stages_reversed, stashed_goes_negative,
+                        stashed_unchecked],
 }

@@ -14,7 +14,12 @@ between fp16 numbers sets (a total past 2048 no longer grows by numbers below 1)
 ``column_parallel_input_grads`` is each device's part of dL/dx in a
 column-parallel linear layer, checked device by device and summed (the backward
 all-reduce) against ``torch.autograd`` while every autograd entry point is
-switched off for the learner's code. No check needs another exercise's function.
+switched off for the learner's code.
+
+``stashed_version`` is the weight version a stage of PipeDream's asynchronous
+1F1B uses for a micro-batch, checked by hand and against the versions read off
+the simulator's 1F1B order (``llmcourse.parallel.weight_stashing``). No check
+needs another exercise's function.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ from llmcourse.grading.checks import (
     seeded_randn,
 )
 from llmcourse.parallel.schedule import bubble_share, run_orders, simulate
+from llmcourse.parallel.weight_stashing import weight_versions
 
 chapter = Chapter("10", "Parallel training")
 
@@ -512,3 +518,43 @@ def column_parallel_grads_add_up(ns: Namespace) -> None:
         expect_close(torch.stack([torch.as_tensor(p) for p in got]).sum(0), want,
                      f"{what}, added up over the devices (what the all-reduce computes), against dL/dx of the "
                      f"whole layer", atol=1e-10, rtol=1e-8)
+
+
+# --------------------------------------------------------------------------- stashed_version
+
+def _stashed(ns: Namespace, p: int, s: int, i: int) -> float:
+    return as_number(call(ns, "stashed_version", p, s, i), f"stashed_version({p}, {s}, {i})")
+
+
+@chapter.check("stashed_version", points=1, hint="Stage s runs p - s - 1 warm-up forwards before its first backward, "
+               "and updates its weights after every backward. So micro-batch i's forward comes after "
+               "i - (p - s - 1) backwards (never fewer than 0): that many updates, that version. The last stage "
+               "runs each backward right after its forward: version i.")
+def stashed_version_by_hand(ns: Namespace) -> None:
+    for p, s, i, expected in [(4, 0, 0, 0), (4, 0, 3, 0), (4, 0, 4, 1), (4, 0, 7, 4), (4, 3, 5, 5), (4, 2, 5, 4),
+                              (4, 1, 2, 0), (1, 0, 6, 6), (8, 0, 10, 3)]:
+        got = _stashed(ns, p, s, i)
+        expect(got == expected, f"stashed_version(n_stages={p}, stage={s}, microbatch={i}) returned {got:g}, "
+                                f"expected {expected}.")
+
+
+@chapter.check("stashed_version", points=1, hint="Count, in stage s's 1F1B order, the backward passes that come "
+               "before ('F', i): each one was followed by an update. Stage 0 is the stage whose micro-batches wait "
+               "longest for their backward pass, not the last one.")
+def stashed_version_matches_the_schedule(ns: Namespace) -> None:
+    for p, m in [(3, 7), (5, 12), (6, 9)]:
+        for s, rows in enumerate(weight_versions(p, m)):
+            for row in rows:
+                got = _stashed(ns, p, s, row.microbatch)
+                expect(got == row.forward, f"stashed_version({p}, {s}, {row.microbatch}) returned {got:g}, but in "
+                                           f"the 1F1B order stage {s} has updated its weights {row.forward} times "
+                                           f"when micro-batch {row.microbatch}'s forward pass starts.")
+
+
+@chapter.check("stashed_version", points=1, hint="Raise a ValueError for n_stages < 1, a stage outside "
+               "0 .. n_stages - 1, or a negative micro-batch.")
+def stashed_version_rejects_bad_input(ns: Namespace) -> None:
+    expect_raises_value_error(ns, "stashed_version", 0, 0, 0)
+    expect_raises_value_error(ns, "stashed_version", 4, 4, 0)
+    expect_raises_value_error(ns, "stashed_version", 4, -1, 2)
+    expect_raises_value_error(ns, "stashed_version", 4, 1, -1)
