@@ -80,7 +80,7 @@ def test_unbalanced_stages_break_the_formula():
 
 
 def test_source_example_four_devices_four_microbatches():
-    """Source 000, figure 39: 4 devices, 4 micro-batches; it says each device waits 6 of 14 time steps, 42%."""
+    """The Datawhale article's pipeline picture: 4 devices, 4 micro-batches; it says each device waits 6 of 14 time steps, 42%."""
     ops = simulate("gpipe", 4, 4, forward_time=1, backward_time=1)  # the figure draws F and B equally wide
     assert makespan(ops) == 14
     assert idle_time(ops) == [6, 6, 6, 6]  # exactly 6 on every device, not "at least"
