@@ -10,6 +10,7 @@ from check_contract import contract_tests
 from wrong_solutions.ch08 import _Loop as _Build08  # the correct loop the wrong ones break
 
 from llmcourse.grading.chapters.ch08 import chapter
+from llmcourse.pretraining import evaluation
 from llmcourse.pretraining.data import TokenWindows
 from llmcourse.grading.checks import run_checks
 from llmcourse.pretraining.schedules import warmup_cosine_lr
@@ -91,6 +92,20 @@ def _adamw_after_steps(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), 
     return keep * param - (1 - keep) * update / (lr * weight_decay)
 
 
+def _bigram_table(ids, vocab_size, k):
+    if k <= 0 or ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError("k must be > 0 and ids within the vocabulary")
+    counts = torch.bincount(ids[:-1] * vocab_size + ids[1:], minlength=vocab_size ** 2).double()
+    counts = counts.view(vocab_size, vocab_size)
+    return (counts + k) / (counts.sum(1, keepdim=True) + k * vocab_size)
+
+
+def _bits_per_byte(mean_loss, n_tokens, n_bytes):
+    if n_tokens < 1 or n_bytes < 1:
+        raise ValueError("need at least one token and one byte")
+    return mean_loss * n_tokens / (n_bytes * math.log(2))
+
+
 CORRECT = {
     "TrainingLoop": _Build08,
     "make_windows": _make_windows,
@@ -101,6 +116,8 @@ CORRECT = {
     "perplexity": _perplexity,
     "initial_loss": _initial_loss,
     "adamw_after_steps": _adamw_after_steps,
+    "bigram_table": _bigram_table,
+    "bits_per_byte": _bits_per_byte,
 }
 
 
@@ -114,10 +131,17 @@ def _torch_clip(parameters, max_norm):
     return torch.nn.utils.clip_grad_norm_(list(parameters), max_norm)
 
 
+def _package_bits_per_byte(mean_loss, n_tokens, n_bytes):
+    if n_tokens < 1:
+        raise ValueError("need at least one token")
+    return evaluation.bits_per_byte(mean_loss * n_tokens, n_bytes)   # the package takes the summed loss
+
+
 PACKAGE = {
     "make_windows": _package_windows,
     "warmup_cosine_lr": warmup_cosine_lr,
     "next_token_loss": lambda logits, ids: F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:]),
+    "bits_per_byte": _package_bits_per_byte,
 }
 
 

@@ -476,6 +476,93 @@ def adamw_loops_over_the_steps(param, grad, steps, lr, weight_decay, betas=(0.9,
     return p
 
 
+# --------------------------------------------------------------------------- bigram_table
+
+
+def _bigram_ok(ids, vocab_size, k):
+    if k <= 0 or ids.min() < 0 or ids.max() >= vocab_size:
+        raise ValueError("bad input")
+
+
+def _pair_counts(ids, vocab_size):
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), accumulate=True)
+    return counts
+
+
+def bigram_counts_every_token(ids, vocab_size, k):
+    """Divides by how often a token occurs at all, counting the last token, which starts no pair."""
+    _bigram_ok(ids, vocab_size, k)
+    occurrences = torch.bincount(ids, minlength=vocab_size).double()
+    return (_pair_counts(ids, vocab_size) + k) / (occurrences[:, None] + k * vocab_size)
+
+
+def bigram_k_once(ids, vocab_size, k):
+    """Adds k to the row total once instead of once per possible next token: rows no longer sum to 1."""
+    _bigram_ok(ids, vocab_size, k)
+    counts = _pair_counts(ids, vocab_size)
+    return (counts + k) / (counts.sum(1, keepdim=True) + k)
+
+
+def bigram_transposed(ids, vocab_size, k):
+    """Row = next token, column = previous token: P(previous | next)."""
+    _bigram_ok(ids, vocab_size, k)
+    counts = _pair_counts(ids, vocab_size).T
+    return (counts + k) / (counts.sum(1, keepdim=True) + k * vocab_size)
+
+
+def bigram_float32(ids, vocab_size, k):
+    """Right numbers, but in float32: the rows sum to 1 only to about 1e-7."""
+    _bigram_ok(ids, vocab_size, k)
+    counts = _pair_counts(ids, vocab_size).float()
+    return (counts + k) / (counts.sum(1, keepdim=True) + k * vocab_size)
+
+
+def bigram_unchecked(ids, vocab_size, k):
+    """Right table, but accepts k = 0 (a division by zero for unseen rows) and ids outside the vocabulary."""
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+    for a, b in zip(ids[:-1].tolist(), ids[1:].tolist()):
+        counts[a % vocab_size, b % vocab_size] += 1
+    return (counts + k) / (counts.sum(1, keepdim=True) + k * vocab_size)
+
+
+# --------------------------------------------------------------------------- bits_per_byte
+
+
+def _bpb_ok(n_tokens, n_bytes):
+    if n_tokens < 1 or n_bytes < 1:
+        raise ValueError("bad input")
+
+
+def bpb_per_token(mean_loss, n_tokens, n_bytes):
+    """Bits per token: forgets to spread the total over the bytes."""
+    _bpb_ok(n_tokens, n_bytes)
+    return mean_loss / math.log(2)
+
+
+def bpb_in_nats(mean_loss, n_tokens, n_bytes):
+    """Nats per byte: never converts to bits."""
+    _bpb_ok(n_tokens, n_bytes)
+    return mean_loss * n_tokens / n_bytes
+
+
+def bpb_log10(mean_loss, n_tokens, n_bytes):
+    """Divides by ln 10 instead of ln 2."""
+    _bpb_ok(n_tokens, n_bytes)
+    return mean_loss * n_tokens / (n_bytes * math.log(10))
+
+
+def bpb_inverted(mean_loss, n_tokens, n_bytes):
+    """Multiplies by bytes per token instead of tokens per byte."""
+    _bpb_ok(n_tokens, n_bytes)
+    return mean_loss * n_bytes / (n_tokens * math.log(2))
+
+
+def bpb_unchecked(mean_loss, n_tokens, n_bytes):
+    """Right formula, but an empty text gives a ZeroDivisionError (or 0) instead of a clear ValueError."""
+    return mean_loss * n_tokens / (n_bytes * math.log(2)) if n_bytes else 0.0
+
+
 WRONG: dict[str, list[Callable]] = {
     "TrainingLoop": [LoopDecaysEverything, LoopWithAdamDefaults, LoopRateOneStepAhead, LoopConstantRate,
                      LoopClipsEachParameter, LoopNeverClips, LoopStepsEachMicroBatch, LoopNeverZeroes,
@@ -492,4 +579,6 @@ WRONG: dict[str, list[Callable]] = {
                      initial_loss_not_shifted],
     "adamw_after_steps": [adamw_without_bias_correction, adamw_decay_coupled, adamw_plain_sgd_step,
                           adamw_loops_over_the_steps],
+    "bigram_table": [bigram_counts_every_token, bigram_k_once, bigram_transposed, bigram_float32, bigram_unchecked],
+    "bits_per_byte": [bpb_per_token, bpb_in_nats, bpb_log10, bpb_inverted, bpb_unchecked],
 }

@@ -21,11 +21,16 @@ Last, an experiment and a derivation:
 * ``adamw_after_steps``, a derivation: where AdamW takes a parameter whose
   gradient never changes, in closed form, compared with ``torch.optim.AdamW``
   (switched off for the learner's code) and with the fixed point of the update.
+
+And the statistics of sections 14 and 15: ``bigram_table`` (add-k smoothed, checked
+against a table counted one pair at a time with a Counter) and ``bits_per_byte``
+(checked on hand cases and against ``F.cross_entropy(reduction="sum")``).
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from typing import Any, Mapping
 
 import torch
@@ -47,6 +52,7 @@ from llmcourse.grading.checks import (
     seeded_generator,
     seeded_randn,
 )
+from llmcourse.pretraining import ngram as _ngram
 
 chapter = Chapter("08", "Pretraining")
 
@@ -683,6 +689,99 @@ def adamw_closed_form_for_a_billion_steps(ns: Namespace) -> None:
     got = _learner_adamw(ns, param, grads, 10**6, 1e-3, 0.0, "adamw_after_steps(steps=10**6, weight_decay=0)")
     expect_close(got, param - 10**6 * 1e-3 * u, "the parameter after 10**6 steps without weight decay",
                  atol=1e-9, rtol=1e-9)
+
+
+# --------------------------------------------------------------------------- bigram_table (n-grams)
+
+_NGRAM = [(_ngram, "NGramModel", "llmcourse.pretraining.ngram.NGramModel")]
+
+
+def _counter_table(ids: list[int], vocab_size: int, k: float) -> torch.Tensor:
+    """The add-k bigram table counted one pair at a time with a Counter: the reference."""
+    pairs, firsts = Counter(zip(ids[:-1], ids[1:])), Counter(ids[:-1])
+    return torch.tensor([[(pairs[(a, b)] + k) / (firsts[a] + k * vocab_size) for b in range(vocab_size)]
+                         for a in range(vocab_size)], dtype=torch.float64)
+
+
+def _learner_table(ns: Namespace, ids: torch.Tensor, vocab_size: int, k: float, what: str) -> torch.Tensor:
+    with forbid("bigram_table", _NGRAM):
+        got = call(ns, "bigram_table", ids.clone(), vocab_size, k)
+    return expect_shape(got, (vocab_size, vocab_size), what)
+
+
+@chapter.check("bigram_table", points=1, hint="Row a is P(next | a): (N(a, b) + k) / (N(a) + k * vocab_size), where "
+               "N(a, b) counts the pairs (ids[t], ids[t+1]) and N(a) counts how often a is FOLLOWED by a token "
+               "(the last token of the text starts no pair). A row that never occurs is uniform.")
+def bigram_table_by_hand(ns: Namespace) -> None:
+    ids = [0, 1, 0, 2, 0, 1]
+    expected = _counter_table(ids, 3, 1.0)      # row 0: (1, 3, 2) / 6; rows 1 and 2: (2, 1, 1) / 4
+    got = _learner_table(ns, torch.tensor(ids), 3, 1.0, "bigram_table([0, 1, 0, 2, 0, 1], 3, k=1)")
+    expect_close(got, expected, "the add-1 bigram table of [0, 1, 0, 2, 0, 1] (row = previous token)",
+                 atol=1e-12, rtol=1e-10)
+
+
+@chapter.check("bigram_table", points=1, hint="Count with the whole tensor at once (e.g. index_put_ with "
+               "accumulate=True, or torch.bincount of a * vocab_size + b), then add k and divide each row by its sum. "
+               "Return float64: the rows must sum to 1.")
+def bigram_table_matches_a_counter(ns: Namespace) -> None:
+    generator = seeded_generator(201)
+    for vocab_size, k, n in [(50, 0.01, 3000), (7, 0.5, 40), (20, 2.0, 5)]:
+        ids = torch.randint(0, vocab_size, (n,), generator=generator)
+        expected = _counter_table(ids.tolist(), vocab_size, k)
+        got = _learner_table(ns, ids, vocab_size, k, f"bigram_table(ids, {vocab_size}, k={k})")
+        expect(got.dtype == torch.float64, f"bigram_table should return float64 probabilities, got {got.dtype}.")
+        expect_close(got, expected, f"the add-{k} bigram table of {n} random ids over {vocab_size} tokens, against "
+                     f"counting one pair at a time", atol=1e-12, rtol=1e-10)
+        expect_close(got.sum(1), torch.ones(vocab_size, dtype=torch.float64), "the sum of every row", atol=1e-12,
+                     rtol=0)
+
+
+@chapter.check("bigram_table", points=1, hint="k must be positive (k = 0 divides by zero for a token never seen "
+               "first), and every id must lie in 0 .. vocab_size - 1: raise a ValueError otherwise.")
+def bigram_table_rejects_bad_input(ns: Namespace) -> None:
+    ids = torch.tensor([0, 1, 2, 1])
+    expect_raises_value_error(ns, "bigram_table", ids.clone(), 3, 0.0)
+    expect_raises_value_error(ns, "bigram_table", ids.clone(), 3, -1.0)
+    expect_raises_value_error(ns, "bigram_table", ids.clone(), 2, 1.0)
+    expect_raises_value_error(ns, "bigram_table", torch.tensor([0, -1, 1]), 3, 1.0)
+
+
+# --------------------------------------------------------------------------- bits_per_byte
+
+
+def _learner_bpb(ns: Namespace, mean_loss: float, n_tokens: int, n_bytes: int) -> float:
+    return as_number(call(ns, "bits_per_byte", mean_loss, n_tokens, n_bytes),
+                     f"bits_per_byte({mean_loss:g}, {n_tokens}, {n_bytes})")
+
+
+@chapter.check("bits_per_byte", points=1, hint="A mean loss in nats per token times the number of tokens is the "
+               "text's total loss in nats; divide by ln 2 for bits and by the number of bytes for bits per byte.")
+def bits_per_byte_by_hand(ns: Namespace) -> None:
+    for mean_loss, n_tokens, n_bytes, expected in [(math.log(2), 100, 100, 1.0), (math.log(2), 100, 400, 0.25),
+                                                   (math.log(256), 10, 10, 8.0), (5.875, 1000, 4120, None)]:
+        if expected is None:
+            expected = 5.875 * 1000 / (4120 * math.log(2))
+        got = _learner_bpb(ns, mean_loss, n_tokens, n_bytes)
+        expect(abs(got - expected) < 1e-9 * max(1.0, expected), f"bits_per_byte(mean_loss={mean_loss:.4f}, "
+               f"n_tokens={n_tokens}, n_bytes={n_bytes}) returned {got:.6f}, expected {expected:.6f}.")
+
+
+@chapter.check("bits_per_byte", points=1, hint="Check it on a real loss: F.cross_entropy(..., reduction='sum') is "
+               "the total in nats. Two tokenizers with different numbers of tokens for one text must get the same "
+               "bits per byte if they assign the text the same total probability. Refuse n_tokens or n_bytes below 1 "
+               "with a ValueError.")
+def bits_per_byte_matches_a_summed_loss(ns: Namespace) -> None:
+    generator = seeded_generator(202)
+    for n_tokens, n_bytes in [(37, 150), (64, 64), (5, 23)]:
+        logits = torch.randn(n_tokens, 30, generator=generator, dtype=torch.float64) * 2
+        targets = torch.randint(0, 30, (n_tokens,), generator=generator)
+        total = F.cross_entropy(logits, targets, reduction="sum").item()
+        expected = total / (n_bytes * math.log(2))
+        got = _learner_bpb(ns, total / n_tokens, n_tokens, n_bytes)
+        expect(abs(got - expected) < 1e-9 * max(1.0, expected), f"for {n_tokens} tokens of a {n_bytes}-byte text "
+               f"with a summed loss of {total:.4f} nats, bits_per_byte returned {got:.6f}, expected {expected:.6f}.")
+    expect_raises_value_error(ns, "bits_per_byte", 2.0, 10, 0)
+    expect_raises_value_error(ns, "bits_per_byte", 2.0, 0, 10)
 
 
 __all__ = ["chapter"]
