@@ -408,16 +408,34 @@ def run_checks(chapter: Chapter | str | int, ns: Mapping[str, Any], exercise: st
     return [run_check(c, ns) for c in checks]
 
 
-def report_checks(chapter: str, namespace: Mapping[str, Any], skip: list[str]) -> None:
-    """Run each check of ``chapter`` (but those in ``skip``) and print its result as a JSON line.
+def report_checks(chapter: str, namespace: Mapping[str, Any], skip: list[str], channel: str | None = None,
+                  token: str = "") -> None:
+    """Run each check of ``chapter`` (but those in ``skip``) and report its result as a JSON line.
 
-    The notebook grader calls this inside the learner's kernel. A line is
-    printed before each check starts too, so when a check crashes the kernel
-    the grader knows which one did.
+    The notebook grader calls this inside the learner's kernel, with ``channel`` the path of a file of its
+    own and ``token`` a fresh random string: each result is one line written to that file in a single
+    write (never to stdout, where the learner's own prints, threads and progress bars would mix with it),
+    and carries the token. A line is written before each check starts too, so when a check crashes the
+    kernel the grader knows which one did. Without ``channel`` the lines are printed, prefixed with
+    :data:`RESULT_PREFIX`.
     """
-    for check in load_chapter(chapter).checks:
-        if check.name in skip:
-            continue
-        print(RESULT_PREFIX + json.dumps({"started": check.name}), flush=True)
-        result = run_check(check, namespace)
-        print(RESULT_PREFIX + json.dumps(result.to_dict()), flush=True)
+    out = open(channel, "a", encoding="utf-8") if channel else None
+
+    def emit(record: dict[str, Any]) -> None:
+        line = json.dumps({**record, "token": token}) if out else RESULT_PREFIX + json.dumps(record)
+        if out is None:
+            print(line, flush=True)
+        else:
+            out.write(line + "\n")
+            out.flush()
+
+    try:
+        for check in load_chapter(chapter).checks:
+            if check.name in skip:
+                continue
+            emit({"started": check.name})
+            result = run_check(check, namespace)
+            emit(result.to_dict())
+    finally:
+        if out is not None:
+            out.close()

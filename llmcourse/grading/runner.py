@@ -1,12 +1,24 @@
-"""Grading a learner's notebook safely (the spine of every chapter's exercises).
+"""Grading a learner's notebook on a copy, in a sandboxed kernel (the spine of every chapter's exercises).
 
-:func:`grade_notebook` never writes to the learner's file. It reads it once,
-copies it into a temporary folder and runs the copy in a fresh Jupyter kernel
-(a separate process), one code cell at a time, with a time limit per cell (longer
-for the cell that defines an exercise with a time budget, see
-:meth:`~llmcourse.grading.checks.Chapter.time_budget`).
-Then it runs the chapter's checks inside that kernel, one at a time, each with
-its own time limit, and collects the results as they are printed.
+:func:`grade_notebook` never writes to the learner's file. It reads it once, copies it under a neutral
+name into a fresh sandbox (:mod:`llmcourse.grading.sandbox`: a private folder, HOME and TMPDIR, limits on
+memory, CPU time, file size and processes, bubblewrap where installed) and runs the copy in a fresh
+Jupyter kernel there, one code cell at a time, with a time limit per cell (longer for the cell that
+defines an exercise with a time budget, see :meth:`~llmcourse.grading.checks.Chapter.time_budget`).
+Then it runs the chapter's checks inside that kernel, one at a time, each with its own time limit, and
+reads their results from a file of their own (not from what the notebook prints). When grading ends,
+every process the kernel started is killed.
+
+What the grader decides itself, whatever the notebook says:
+
+* the chapter, from the file name (``01_topic.ipynb``) or ``chapter=`` (``--chapter``); notebook
+  metadata that names another chapter, or is malformed, stops grading with a :class:`GradingError`;
+* the points: each check is worth what the chapter defines, no more; a result line for a check the
+  chapter does not define, a second result for the same check, or other points than the definition are
+  ignored and reported as problems; the maximum is always the chapter's total;
+* the time limits: positive, finite and at least :data:`MIN_CELL_TIMEOUT`;
+* the text it shows: learner-controlled text (messages, exception text, file names) has its control
+  characters escaped, so it cannot move the cursor, clear the screen or fake a line.
 
 Whatever the notebook does, the rest of the grading goes on:
 
@@ -14,44 +26,114 @@ Whatever the notebook does, the rest of the grading goes on:
 * a cell that runs past its time limit, or kills the kernel, is noted and skipped:
   the kernel is restarted and the notebook replayed without that cell;
 * a check that loops forever or kills the kernel fails alone; the others still run.
+
+What this does not yet give: the checks themselves still run inside the learner's kernel, so code in
+the notebook that hooks the kernel or the package (wrapping ``run_check``, an IPython hook that writes
+to the result file) can still forge results. The sandbox keeps such a notebook away from the grader's
+files and processes, not from its own grade.
+
+Design for later (NOT BUILT YET): a typed channel between a grader process and the learner's kernel
+--------------------------------------------------------------------------------------------------------
+The code that decides a grade should never share a process with the learner's code:
+
+1. The learner's notebook runs, as now, in its sandboxed kernel. At its end the grader runs one fixed
+   cell that starts a small *server* in that kernel: it answers requests on a socket (or a pipe pair)
+   inside the sandbox folder, looks names up in the notebook's namespace and calls them.
+2. The checks run in a separate *grader process* outside the sandbox. A check no longer receives the
+   learner's namespace; it receives a proxy. ``call(ns, "softmax", x)`` becomes a request
+   ``{"call": "softmax", "args": [...]}`` whose values are limited to a typed vocabulary: tensors (dtype,
+   shape and raw bytes), numbers, strings, lists/tuples/dicts of those, state dicts, and handles to
+   objects that stay in the kernel (a learner's module or class instance, addressed by an id, whose
+   methods and attributes are reached by further requests). No pickle: nothing the kernel sends can run
+   code in the grader.
+3. The grader computes every expected value itself, before the call, on its own copies; the kernel only
+   ever sees clones. A reply is decoded into fresh tensors and compared in the grader process.
+4. "Do not use the built-in" checks ask the server to run the call under a ``TorchFunctionMode`` /
+   ``TorchDispatchMode`` that records which operations ran (however they were reached: a captured
+   reference, ``torch.ops.aten``, the package's own reference implementation); the grader decides from
+   the record, and the server is started before any learner cell could replace those modes.
+5. Points, time limits and messages stay where they are now: in the grader process, from the chapter's
+   own definition. Each request has its own time limit enforced from outside (a kill of the kernel).
+
+The pieces built here are meant to stay: the sandbox, the chapter and points rules, the escaping, the
+result file (it becomes the server's socket), the batch gradebook. Only :func:`_run_in_kernel`'s last
+step (the grading cell) and the chapter modules' access to ``ns`` change.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import math
 import os
 import re
+import secrets
+import shutil
 import subprocess
-import tempfile
-from contextlib import contextmanager
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from llmcourse.grading.checks import RESULT_PREFIX, Chapter, CheckResult, load_chapter
+from llmcourse.grading import sandbox as sandboxes
+from llmcourse.grading.checks import Chapter, CheckResult, load_chapter
 
 DEFAULT_CELL_TIMEOUT = 60
+MIN_CELL_TIMEOUT = 1.0  # below this nbclient's whole-second limits would mean "no limit"
+MAX_CELL_TIMEOUT = 24 * 3600.0
 MAX_RESTARTS = 8
+MAX_MESSAGE = 1000  # characters of one learner-controlled message that are shown
 _CHECK_CALL = re.compile(r"^\s*grader\.check(_all)?\(.*\)\s*;?\s*$")
 _CHECKED_EXERCISE = re.compile(r"^\s*grader\.check\(\s*['\"]([^'\"]+)['\"]")
 
 
 class GradingError(Exception):
-    """The notebook cannot be graded at all (e.g. its chapter is unknown)."""
+    """The notebook cannot be graded at all (its chapter is unknown or disputed, a bad argument)."""
+
+
+def safe_text(text: Any, limit: int = MAX_MESSAGE) -> str:
+    """``text`` with every control or format character escaped (ANSI escapes, carriage returns, newlines,
+    bidirectional overrides), cut to ``limit`` characters: safe to print on a terminal, one line."""
+    text = str(text)
+    shown = []
+    for ch in text[:limit]:
+        if ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            shown.append(ch)
+        elif ord(ch) < 0x100:
+            shown.append(f"\\x{ord(ch):02x}")
+        else:
+            shown.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(shown) + (f"... ({len(text) - limit} more characters)" if len(text) > limit else "")
+
+
+def check_timeout(value: Any) -> float:
+    """A cell time limit in seconds: a finite number from :data:`MIN_CELL_TIMEOUT` to a day."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise GradingError(f"the time limit must be a number of seconds, got {safe_text(repr(value), 60)}") from None
+    if isinstance(value, bool) or not math.isfinite(seconds) or not MIN_CELL_TIMEOUT <= seconds <= MAX_CELL_TIMEOUT:
+        raise GradingError(f"the time limit must be a finite number of seconds from {MIN_CELL_TIMEOUT:g} to "
+                           f"{MAX_CELL_TIMEOUT:g}, got {safe_text(value, 60)}")
+    return seconds
 
 
 @dataclass
 class GradeReport:
-    """What the grader found: one result per check, and notes about the notebook."""
+    """What the grader found: one result per check of the chapter, and notes about the notebook."""
 
     notebook: str
     chapter: str
     checks: list[CheckResult]
     problems: list[str] = field(default_factory=list)
+    max_points: int | None = None  # the chapter's own total (default: the sum over ``checks``)
+    sandbox: str = ""
 
     @property
     def score(self) -> int:
@@ -59,7 +141,12 @@ class GradeReport:
 
     @property
     def max_score(self) -> int:
-        return sum(c.max_points for c in self.checks)
+        return self.max_points if self.max_points is not None else sum(c.max_points for c in self.checks)
+
+    @property
+    def full_marks(self) -> bool:
+        """Every point of a chapter that has points: what exit status 0 means."""
+        return self.max_score > 0 and self.score == self.max_score
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +156,7 @@ class GradeReport:
             "max_score": self.max_score,
             "checks": [c.to_dict() for c in self.checks],
             "problems": list(self.problems),
+            "sandbox": self.sandbox,
         }
 
     def to_table(self) -> str:
@@ -77,7 +165,7 @@ class GradeReport:
         for c in self.checks:
             rows.append((c.name, c.exercise, f"{c.points}/{c.max_points}", "PASS" if c.passed else "FAIL"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [f"Chapter {self.chapter}: {self.notebook}", ""]
+        lines = [f"Chapter {self.chapter}: {safe_text(self.notebook)}", ""]
         for n, row in enumerate(rows):
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
             if n == 0:
@@ -86,28 +174,89 @@ class GradeReport:
         if failed:
             lines += ["", "What went wrong:"]
             for c in failed:
-                lines.append(f"- {c.name}: {c.message}")
+                lines.append(f"- {c.name}: {safe_text(c.message)}")
                 if c.hint:
-                    lines.append(f"  hint: {c.hint}")
+                    lines.append(f"  hint: {safe_text(c.hint)}")
         if self.problems:
             lines += ["", "Problems while running your notebook:"]
-            lines += [f"- {p}" for p in self.problems]
+            lines += [f"- {safe_text(p)}" for p in self.problems]
         lines += ["", f"Total: {self.score}/{self.max_score} points"]
         return "\n".join(lines)
 
 
-def chapter_of(path: Path, nb: nbformat.NotebookNode | None) -> str:
-    """The chapter number from the notebook's metadata, else from its file name (``01_...``)."""
-    if nb is not None:
-        number = nb.metadata.get("llmcourse", {}).get("chapter")
-        if number is not None:
-            return f"{int(number):02d}"
+def chapter_from_name(path: Path) -> str | None:
+    """``"01"`` for ``01_topic.ipynb``; None for a name without a chapter number."""
     match = re.match(r"(\d{2})_", path.name)
-    if match:
-        return match.group(1)
-    raise GradingError(
-        f"Cannot tell which chapter {path.name} belongs to: name it like '01_topic.ipynb' or pass --chapter."
-    )
+    return match.group(1) if match else None
+
+
+def _chapter_number(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def resolve_chapter(path: Path, nb: nbformat.NotebookNode | None, chapter: str | int | None) -> tuple[str, Chapter]:
+    """The chapter to grade ``path`` against: ``chapter`` when given, else the file name's number.
+
+    The notebook's own metadata may only agree: when it names another chapter, or is malformed, the
+    file is not graded (:class:`GradingError`).
+    """
+    if chapter is not None:
+        spec = str(chapter).strip()
+    else:
+        spec = chapter_from_name(path) or ""
+        if not spec:
+            raise GradingError(f"Cannot tell which chapter {safe_text(path.name)} belongs to: name it like "
+                               f"'01_topic.ipynb' or pass --chapter.")
+    if spec.isdigit():
+        spec = f"{int(spec):02d}"
+    try:
+        chapter_obj = load_chapter(spec)
+    except LookupError as exc:
+        raise GradingError(safe_text(exc)) from None
+    except Exception as exc:  # a "module:attribute" that does not import
+        raise GradingError(f"cannot load the checks of chapter {safe_text(spec, 80)}: {type(exc).__name__}: "
+                           f"{safe_text(exc, 200)}") from None
+    if not isinstance(chapter_obj, Chapter):
+        raise GradingError(f"{safe_text(spec, 80)} is not a chapter of checks")
+    if not chapter_obj.checks or chapter_obj.max_score <= 0:
+        raise GradingError(f"chapter {chapter_obj.number} defines no checks: there is nothing to grade")
+    if nb is not None:
+        meta = nb.metadata.get("llmcourse")
+        if meta is not None and not isinstance(meta, dict):
+            raise GradingError(f"{safe_text(path.name)}: its 'llmcourse' metadata is malformed (a "
+                               f"{type(meta).__name__}, not an object); not graded")
+        if meta and "chapter" in meta:
+            claimed = _chapter_number(meta["chapter"])
+            if claimed is None:
+                raise GradingError(f"{safe_text(path.name)}: its metadata names chapter "
+                                   f"{safe_text(repr(meta['chapter']), 60)}, which is not a chapter number; "
+                                   f"not graded")
+            own = _chapter_number(chapter_obj.number)
+            if own is not None and claimed != own:
+                raise GradingError(f"{safe_text(path.name)} is graded as chapter {chapter_obj.number}, but its "
+                                   f"metadata says chapter {claimed:02d}; not graded (rename the file or pass "
+                                   f"--chapter to match)")
+    return spec, chapter_obj
+
+
+def _structure_problem(nb: Any) -> str | None:
+    """Why ``nb`` cannot be run as a notebook (its cells or metadata are malformed), or None."""
+    if not isinstance(nb, dict) or not isinstance(nb.get("metadata"), dict):
+        return "its metadata is not an object"
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        return "its cells are not a list"
+    for n, cell in enumerate(cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str) \
+                or not isinstance(cell.get("source"), str):
+            return f"cell {n + 1} is malformed"
+    return None
 
 
 def grade_notebook(
@@ -115,40 +264,58 @@ def grade_notebook(
     chapter: str | int | None = None,
     cell_timeout: float = DEFAULT_CELL_TIMEOUT,
     fast: bool = True,
+    sandbox: str = "auto",
+    limits: sandboxes.Limits | None = None,
 ) -> GradeReport:
     """Grade the notebook at ``path`` against its chapter's checks. The file is only read."""
     path = Path(path)
+    cell_timeout = check_timeout(cell_timeout)
+    try:
+        kind = sandboxes.sandbox_kind(sandbox)
+        (limits or sandboxes.Limits()).validate()
+    except ValueError as exc:
+        raise GradingError(str(exc)) from None
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise GradingError(f"Cannot read {path}: {exc.strerror or exc}") from None
+        raise GradingError(f"Cannot read {safe_text(path)}: {exc.strerror or exc}") from None
 
     nb: nbformat.NotebookNode | None = None
     read_problem = None
     try:
         nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+        why = _structure_problem(nb)
+        if why:
+            nb, read_problem = None, f"{path.name} is not a valid notebook ({why})."
     except UnicodeDecodeError:
         read_problem = f"{path.name} is not UTF-8 text, so it is not a notebook file."
     except Exception as exc:  # invalid JSON or not a notebook
         read_problem = f"{path.name} is not a valid notebook ({type(exc).__name__}: {str(exc)[:200]})."
 
-    number = str(chapter) if chapter is not None else chapter_of(path, nb)
-    if number.isdigit():
-        number = f"{int(number):02d}"
-    try:
-        chapter_obj = load_chapter(number)
-    except LookupError as exc:
-        raise GradingError(str(exc)) from None
+    number, chapter_obj = resolve_chapter(path, nb, chapter)
+    shown_name = safe_text(path.name)
     if nb is None:
         assert read_problem is not None
+        read_problem = safe_text(read_problem)
         failed = [_not_run(c, "Not graded: " + read_problem) for c in chapter_obj.checks]
-        return GradeReport(path.name, number, failed, [read_problem])
+        return GradeReport(shown_name, chapter_obj.number, failed, [read_problem], chapter_obj.max_score, kind)
 
-    with tempfile.TemporaryDirectory(prefix="llmcourse-grade-") as workdir:
-        copy = Path(workdir) / path.name
-        copy.write_bytes(data)  # the kernel works next to a copy, never next to the original
-        results, problems = _run_in_kernel(nb, chapter_obj, number, workdir, cell_timeout, fast)
-    return GradeReport(path.name, number, results, problems)
+    box = sandboxes.new_sandbox(kind, limits)
+    try:
+        (box.workdir / sandboxes.SUBMISSION_NAME).write_bytes(data)  # the kernel sees a copy, by a neutral name
+        results, problems = _run_in_kernel(nb, chapter_obj, number, box, cell_timeout, fast)
+    finally:
+        box.kill_all()
+        shutil.rmtree(box.root, ignore_errors=True)
+    try:
+        changed = hashlib.sha256(path.read_bytes()).digest() != hashlib.sha256(data).digest()
+    except OSError:
+        changed = True
+    if changed:
+        problems.append("The submitted file changed while it was graded; the grade is for its content as read "
+                        "before grading began.")
+    return GradeReport(shown_name, chapter_obj.number, results, [safe_text(p) for p in problems],
+                       chapter_obj.max_score, kind)
 
 
 # --------------------------------------------------------------------------- running in a kernel
@@ -158,26 +325,10 @@ def _not_run(check: Any, message: str) -> CheckResult:
     return CheckResult(check.name, check.exercise, 0, check.points, False, message, check.hint)
 
 
-@contextmanager
-def _environment(fast: bool) -> Iterator[None]:
-    """Environment variables the kernel inherits while grading."""
-    wanted = {"LLMCOURSE_FAST": "1" if fast else "0", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
-    saved = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _grading_source(chapter: str, skip: list[str]) -> str:
+def _grading_source(chapter: str, skip: list[str], channel: str, token: str) -> str:
     return (
         "from llmcourse.grading.checks import report_checks as _llmcourse_report\n"
-        f"_llmcourse_report({chapter!r}, globals(), skip={skip!r})\n"
+        f"_llmcourse_report({chapter!r}, globals(), skip={skip!r}, channel={channel!r}, token={token!r})\n"
     )
 
 
@@ -205,8 +356,28 @@ def _cell_error(cell: nbformat.NotebookNode) -> str | None:
     return None
 
 
+def _manager_class(box: sandboxes.Sandbox, attempt: int) -> type[AsyncKernelManager]:
+    """A kernel manager whose kernel runs in ``box``: its sockets are files there (IPC, so kernels graded
+    side by side never race for TCP ports) and its command goes through the sandbox's launcher."""
+
+    class SandboxedKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(box.root / f"ipc-{attempt}")
+            self.connection_file = str(box.root / f"kernel-{attempt}.json")
+            self.cache_ports = False
+
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file, *(extra_arguments or [])]
+            return box.kernel_command(cmd)
+
+    return SandboxedKernelManager
+
+
 def _run_in_kernel(
-    nb: nbformat.NotebookNode, chapter: Chapter, chapter_spec: str, workdir: str, cell_timeout: float, fast: bool
+    nb: nbformat.NotebookNode, chapter: Chapter, chapter_spec: str, box: sandboxes.Sandbox, cell_timeout: float,
+    fast: bool,
 ) -> tuple[list[CheckResult], list[str]]:
     code_cells = [  # the learner's code cells, without the one-line grader.check calls
         (i, c) for i, c in enumerate(nb.cells)
@@ -223,31 +394,37 @@ def _run_in_kernel(
     while True:
         run_nb = copy.deepcopy(nb)  # a fresh copy per attempt; the grading cell goes at its end
         remaining = [c for c in chapter.checks if c.name not in done]
-        grading = nbformat.v4.new_code_cell(_grading_source(chapter_spec, sorted(done)))
+        token = secrets.token_hex(16)
+        channel = box.channel_dir / f"{token}.jsonl"
+        grading = nbformat.v4.new_code_cell(_grading_source(chapter_spec, sorted(done), str(channel), token))
         run_nb.cells.append(grading)
         client = NotebookClient(
-            run_nb, timeout=int(cell_timeout), kernel_name="python3", allow_errors=True,
-            record_timing=False, startup_timeout=120, resources={"metadata": {"path": workdir}},
+            run_nb, timeout=math.ceil(cell_timeout), kernel_name="python3", allow_errors=True,
+            record_timing=False, startup_timeout=120, resources={"metadata": {"path": str(box.workdir)}},
+            kernel_manager_class=_manager_class(box, restarts),
         )
         current: int | None = None
+        group: int | None = None
         try:
-            with _environment(fast), client.setup_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+            with client.setup_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=box.environment(fast), cwd=str(box.workdir)):
+                group = getattr(getattr(client.km, "provisioner", None), "pid", None)
                 for index, _ in code_cells:
                     cell = run_nb.cells[index]
                     if index in skipped:
                         continue
                     current = index
-                    client.timeout = int(limits[index])
+                    client.timeout = math.ceil(limits[index])
                     client.execute_cell(cell, index)
                     error = _cell_error(cell)
                     if error:
                         errors[index] = f"Cell {index + 1} raised {error}"
                 current = None
-                client.timeout = int(sum(c.timeout for c in remaining) + 30)
+                client.timeout = math.ceil(sum(c.timeout for c in remaining) + 30)
                 try:
                     client.execute_cell(grading, len(run_nb.cells) - 1)
                 finally:
-                    _collect(grading, chapter, done)
+                    problems += collect_results(channel, token, chapter, done)
                 error = _cell_error(grading)
                 if error:
                     problems.append(f"The checks could not run: {error}")
@@ -256,7 +433,7 @@ def _run_in_kernel(
             what = "ran longer than its time limit" if isinstance(exc, CellTimeoutError) else "made the kernel die"
             if current is not None:
                 skipped[current] = (
-                    f"Cell {current + 1} {what} ({int(limits[current])} s for this cell); it was skipped. "
+                    f"Cell {current + 1} {what} ({math.ceil(limits[current])} s for this cell); it was skipped. "
                     "Look for an endless loop or a crash in it."
                 )
             restarts += 1
@@ -266,6 +443,8 @@ def _run_in_kernel(
         except Exception as exc:  # the kernel could not start, or something unforeseen
             problems.append(f"The notebook could not be run: {type(exc).__name__}: {exc}")
             break
+        finally:
+            box.kill_all(group)  # the kernel's process group and everything carrying its token
 
     problems = [{**errors, **skipped}[i] for i in sorted({**errors, **skipped})] + problems
     results = [done.get(c.name) or _not_run(c, "Not run: the grader could not reach this check.")
@@ -273,22 +452,58 @@ def _run_in_kernel(
     return results, problems
 
 
-def _collect(cell: nbformat.NotebookNode, chapter: Chapter, done: dict[str, CheckResult]) -> None:
-    """Read the results printed by :func:`_report_checks`; a check that started but never
-    finished killed or hung the kernel and is failed here."""
-    text = "".join(out.get("text", "") for out in cell.get("outputs", []) if out.get("output_type") == "stream")
-    started = None
+def collect_results(channel: Path, token: str, chapter: Chapter, done: dict[str, CheckResult]) -> list[str]:
+    """Read the results :func:`~llmcourse.grading.checks.report_checks` wrote to ``channel`` into ``done``.
+
+    Only lines carrying ``token`` count. Points and maxima come from the chapter's definition: a result
+    for a check the chapter does not define, a second result for one check, or other points than its
+    definition are ignored and returned as problems. A check that started but never finished killed or
+    hung the kernel and is failed here.
+    """
+    problems: list[str] = []
     by_name = {c.name: c for c in chapter.checks}
-    for line in text.splitlines():
-        if not line.startswith(RESULT_PREFIX):
+    try:
+        with open(channel, "rb") as f:
+            raw = f.read(16 * 1024 * 1024)
+    except OSError:
+        return problems
+    started = None
+    seen_here: set[str] = set()
+    for line in raw.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            problems.append(f"Ignored a result line that is not JSON: {safe_text(line, 80)}")
             continue
-        record = json.loads(line[len(RESULT_PREFIX):])
+        if not isinstance(record, dict) or record.get("token") != token:
+            problems.append("Ignored a result line without this run's token.")
+            continue
         if "started" in record:
             started = record["started"]
-        else:
-            done[record["name"]] = CheckResult(**record)
+            continue
+        name = record.get("name")
+        check = by_name.get(name) if isinstance(name, str) else None
+        if check is None:
+            problems.append(f"Ignored a result for {safe_text(repr(name), 80)}, a check chapter {chapter.number} "
+                            f"does not define.")
+            continue
+        if name in done or name in seen_here:
+            problems.append(f"Ignored a second result for the check {name}.")
+            continue
+        passed = record.get("passed") is True
+        earned = check.points if passed else 0
+        if record.get("points") != earned or record.get("max_points") != check.points:
+            problems.append(f"Ignored the points reported for {name} ({safe_text(record.get('points'), 20)}/"
+                            f"{safe_text(record.get('max_points'), 20)}): the chapter defines it as worth "
+                            f"{check.points}; counted {earned}/{check.points}.")
+        message = safe_text(record.get("message", ""))
+        done[name] = CheckResult(name, check.exercise, earned, check.points, passed, message,
+                                 "" if passed else check.hint)
+        seen_here.add(name)
+        if started == name:
             started = None
     if started is not None and started in by_name and started not in done:
         done[started] = _not_run(
             by_name[started], f"Your code for `{by_name[started].exercise}` stopped the kernel or never returned "
                               "while this check ran (an endless loop or a crash?).")
+    return problems
