@@ -14,5 +14,7 @@ Modules in reading order:
 * ``course_model`` - the course's GPT pretrained with the course's tokenizer, cached for chapters 09 and 10;
 * ``ngram`` - the counting models that came before: n-grams with add-k smoothing and interpolation;
 * ``evaluation`` - held-out loss per token, bits per byte, multiple-choice scoring;
+* ``encoder_pretraining`` - chapter 07's BERT-style encoder trained on the course's data next to a GPT, and both
+  filling the same blanks;
 * ``diagrams`` - pictures of a window's input/target shift and of gradient accumulation.
 """
