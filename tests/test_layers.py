@@ -1,7 +1,7 @@
 """The package reads as the course's table of contents: each part may import the parts before it, never a later one.
 
 Order (the course's): shared helpers -> basics (ch00-02) -> tokenizers (03) -> transformer (04-06) -> models (07)
--> pretraining (08) -> finetuning (09) -> parallel (10) -> grading -> authoring and the CLI on top.
+-> pretraining (08) -> finetuning (09) -> parallel (10) -> inference (11) -> grading -> authoring and the CLI on top.
 """
 import ast
 from pathlib import Path
@@ -13,7 +13,7 @@ import llmcourse
 PACKAGE = Path(llmcourse.__file__).parent
 SHARED = {"__init__", "config", "device", "seed", "files", "explorer", "progress", "source_view", "artifacts"}
 PARTS = ["shared", "basics", "tokenizers", "transformer", "models", "pretraining", "finetuning", "parallel",
-         "grading", "authoring", "cli"]
+         "inference", "grading", "authoring", "cli"]
 
 
 def part_of(dotted: str) -> str:

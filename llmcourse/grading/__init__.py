@@ -3,7 +3,7 @@
 * :mod:`llmcourse.grading.checks` — how a check is written and run.
 * :mod:`llmcourse.grading.notebook` — the one-line feedback inside a notebook.
 * :mod:`llmcourse.grading.runner` — grading a whole notebook safely, on a copy.
-* :mod:`llmcourse.grading.chapters` — each chapter's checks (``chapters.ch00`` ... ``chapters.ch10``).
+* :mod:`llmcourse.grading.chapters` — each chapter's checks (``chapters.ch00`` ... ``chapters.ch11``).
 
 Modules: ``checks``, ``notebook``, ``runner``, and the ``chapters`` folder.
 """

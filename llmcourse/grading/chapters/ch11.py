@@ -1,0 +1,282 @@
+"""Graded checks of chapter 11, "Inference and serving".
+
+Seven exercises, each checked on seeded inputs against an independent reference: hand-counted FLOPs and
+PyTorch's ``FlopCounterMode``; keys and values laid out contiguously; ``F.scaled_dot_product_attention`` on the
+contiguous cache (the build exercise: attention read through a block table); hand-padded batches; the package's
+scheduler simulator (``llmcourse.inference.batching.simulate``) and hand-played schedules; and
+``torch.quantize_per_channel`` / ``torch.quantize_per_tensor`` for the integers. No check needs another
+exercise's function.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from llmcourse.grading.checks import (
+    Chapter,
+    CheckFailed,
+    as_number,
+    call,
+    expect,
+    expect_close,
+    expect_shape,
+    seeded_randn,
+)
+from llmcourse.inference.batching import Request, simulate
+
+chapter = Chapter("11", "Inference and serving")
+
+Namespace = Mapping[str, Any]
+
+
+def _torch_quantize(kind: str, *args):
+    with warnings.catch_warnings():  # PyTorch announces that quantized tensors will move to another package
+        warnings.simplefilter("ignore")
+        return getattr(torch, kind)(*args).int_repr()
+
+
+def _pair(value: Any, what: str, names: tuple[str, ...]) -> tuple:
+    if not isinstance(value, (tuple, list)) or len(value) != len(names):
+        raise CheckFailed(f"{what} should return a tuple ({', '.join(names)}), got {type(value).__name__}.")
+    return tuple(value)
+
+
+# --------------------------------------------------------------------------- arithmetic_intensity
+
+@chapter.check("arithmetic_intensity", points=1, hint="A (m, k) @ (k, n) product does m·n dot products of length "
+               "k: k multiplies and k adds each, 2·m·k·n FLOPs. Divide by the bytes of both inputs and the output.")
+def intensity_by_hand(ns: Namespace) -> None:
+    for (m, k, n, b), want in [((1, 4, 4, 4), 32 / (4 * 24)), ((2, 3, 5, 2), 60 / (2 * 31)),
+                               ((8, 8, 8, 1), 1024 / 192)]:
+        got = as_number(call(ns, "arithmetic_intensity", m, k, n, b), f"arithmetic_intensity({m}, {k}, {n}, {b})")
+        expect(math.isclose(got, want, rel_tol=1e-9),
+               f"arithmetic_intensity({m}, {k}, {n}, {b}) = {got:.6g}, expected {want:.6g} FLOPs per byte.")
+
+
+@chapter.check("arithmetic_intensity", points=1, hint="Count FLOPs as PyTorch's FlopCounterMode does (2·m·k·n) and "
+               "bytes as m·k + k·n + m·n values of bytes_per_value each: one token against a big weight matrix "
+               "does about 1 FLOP per byte in bf16, a 2,048-token prompt about a thousand.")
+def intensity_matches_flop_counter(ns: Namespace) -> None:
+    for m, k, n in [(1, 512, 512), (64, 256, 128), (2048, 1024, 1024)]:
+        with FlopCounterMode(display=False) as counter:
+            torch.empty(m, k) @ torch.empty(k, n)
+        want = counter.get_total_flops() / (2 * (m * k + k * n + m * n))
+        got = as_number(call(ns, "arithmetic_intensity", m, k, n, 2), f"arithmetic_intensity({m}, {k}, {n}, 2)")
+        expect(math.isclose(got, want, rel_tol=1e-9),
+               f"arithmetic_intensity({m}, {k}, {n}, 2) = {got:.6g}, expected {want:.6g}.")
+
+
+# --------------------------------------------------------------------------- gather_blocks
+
+def _scattered(lengths: list[int], block_size: int, heads: int = 2, dim: int = 4, seed: int = 0):
+    """A pool with each sequence's blocks at shuffled places, and each sequence's contiguous keys."""
+    gen = torch.Generator().manual_seed(seed)
+    n_blocks = [math.ceil(n / block_size) for n in lengths]
+    order = torch.randperm(sum(n_blocks) + 3, generator=gen).tolist()
+    pool = torch.randn(sum(n_blocks) + 3, heads, block_size, dim, generator=gen)  # + 3 blocks nobody owns
+    tables, contiguous, start = [], [], 0
+    for n, count in zip(lengths, n_blocks):
+        table = order[start:start + count]
+        start += count
+        tables.append(table)
+        contiguous.append(torch.cat([pool[b] for b in table], dim=1)[:, :n])
+    return pool, tables, contiguous
+
+
+@chapter.check("gather_blocks", points=1, hint="pool[block_table] picks the blocks in the table's order: "
+               "(n_blocks, heads, block_size, dim). Move the heads first, join blocks along the token axis "
+               "(reshape to (heads, n_blocks * block_size, dim)), then keep the first `length` tokens.")
+def gather_in_table_order(ns: Namespace) -> None:
+    pool, tables, contiguous = _scattered([7, 12, 1, 4], block_size=4)
+    for table, want in zip(tables, contiguous):
+        got = call(ns, "gather_blocks", pool.clone(), list(table), want.shape[1])
+        expect_close(got, want, f"gather_blocks(pool, {table}, {want.shape[1]})", atol=0, rtol=0)
+
+
+@chapter.check("gather_blocks", points=1, hint="The last block is usually only partly filled: cut the joined "
+               "tokens at `length`. A block table may also be a tensor of block ids.")
+def gather_cuts_the_last_block(ns: Namespace) -> None:
+    pool, tables, contiguous = _scattered([5, 8, 3], block_size=8, seed=1)
+    for table, want in zip(tables, contiguous):
+        got = call(ns, "gather_blocks", pool.clone(), torch.tensor(table), want.shape[1])
+        expect_close(got, want, f"gather_blocks(pool, tensor({table}), {want.shape[1]})", atol=0, rtol=0)
+
+
+# --------------------------------------------------------------------------- paged_attention
+
+chapter.time_budget("paged_attention", 20)
+
+
+def _reference_attention(q, k, v):
+    q_len, n = q.shape[-2], k.shape[-2]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(q_len, n, dtype=torch.bool).tril(n - q_len))
+
+
+@chapter.check("paged_attention", points=2, hint="Read the sequence's keys and values through its block table "
+               "(as in gather_blocks), then attend: softmax(q·kᵀ / √head_dim) · v over the `length` tokens.")
+def paged_attention_one_query(ns: Namespace) -> None:
+    k_pool, tables, ks = _scattered([9, 16, 2], block_size=4, heads=3, dim=8, seed=2)
+    v_pool, _, vs = _scattered([9, 16, 2], block_size=4, heads=3, dim=8, seed=2)
+    v_pool = v_pool * -0.5 + 1  # the same layout, other numbers
+    vs = [v * -0.5 + 1 for v in vs]
+    for i, (table, k, v) in enumerate(zip(tables, ks, vs)):
+        q = seeded_randn(3, 1, 8, seed=10 + i)
+        got = call(ns, "paged_attention", q, k_pool, v_pool, list(table), k.shape[1])
+        expect_close(got, _reference_attention(q, k, v),
+                     f"paged_attention for one new query over {k.shape[1]} cached tokens", atol=1e-5)
+
+
+@chapter.check("paged_attention", points=1, hint="With q_len > 1 queries (the last q_len positions, as in a "
+               "prefill), query i may see the keys up to position length - q_len + i: a causal mask shifted by "
+               "length - q_len.")
+def paged_attention_several_queries(ns: Namespace) -> None:
+    k_pool, tables, ks = _scattered([11, 6], block_size=4, heads=2, dim=4, seed=3)
+    v_pool = k_pool.flip(-1)
+    for i, (table, k) in enumerate(zip(tables, ks)):
+        v = torch.cat([v_pool[b] for b in table], dim=1)[:, :k.shape[1]]
+        q = seeded_randn(2, 4, 4, seed=20 + i)
+        got = call(ns, "paged_attention", q, k_pool, v_pool, list(table), k.shape[1])
+        expect_close(got, _reference_attention(q, k, v),
+                     f"paged_attention for the last 4 queries of {k.shape[1]} tokens", atol=1e-5)
+
+
+# --------------------------------------------------------------------------- left_pad
+
+def _expect_pad(ns: Namespace, prompts, pad_id, ids, mask) -> None:
+    got = call(ns, "left_pad", prompts, pad_id)
+    got_ids, got_mask = _pair(got, f"left_pad({prompts}, {pad_id})", ("ids", "mask"))
+    got_ids = expect_shape(got_ids, tuple(ids.shape), f"left_pad({prompts}, {pad_id}) ids")
+    got_mask = expect_shape(got_mask, tuple(mask.shape), f"left_pad({prompts}, {pad_id}) mask")
+    expect(got_ids.tolist() == ids.tolist(),
+           f"left_pad({prompts}, {pad_id}) ids are {got_ids.tolist()}, expected {ids.tolist()}.")
+    expect(got_mask.bool().tolist() == mask.tolist(),
+           f"left_pad({prompts}, {pad_id}) mask is {got_mask.tolist()}, expected {mask.tolist()}.")
+
+
+@chapter.check("left_pad", points=1, hint="Every row is as long as the longest prompt; the pads go BEFORE the "
+               "prompt, so every prompt ends in the last column. The mask is True on real tokens.")
+def left_pad_by_hand(ns: Namespace) -> None:
+    _expect_pad(ns, [[4, 5], [6], [7, 8, 9]], 0, torch.tensor([[0, 4, 5], [0, 0, 6], [7, 8, 9]]),
+                torch.tensor([[False, True, True], [False, False, True], [True, True, True]]))
+
+
+@chapter.check("left_pad", points=1, hint="Use pad_id for the pads, not 0, and mark by position, not by value: a "
+               "prompt may itself contain the pad id.")
+def left_pad_mask_by_position(ns: Namespace) -> None:
+    _expect_pad(ns, [[3, 3], [1, 3, 2, 2]], 3, torch.tensor([[3, 3, 3, 3], [1, 3, 2, 2]]),
+                torch.tensor([[False, False, True, True], [True, True, True, True]]))
+
+
+# --------------------------------------------------------------------------- continuous_finish_steps
+
+def _reference_steps(new_tokens: list[int], max_batch: int) -> list[int]:
+    result = simulate([Request(0.0, n) for n in new_tokens], max_batch, "continuous", (1.0, 0.0))
+    return [int(round(t)) for t in result["finish"]]
+
+
+@chapter.check("continuous_finish_steps", points=2, hint="Keep a batch of at most max_batch running requests. "
+               "Before every step, admit waiting requests in order into free slots; each step gives every "
+               "running request one token; a request whose last token came at step s finishes at s (steps "
+               "count from 1) and frees its slot for the next step.")
+def continuous_by_hand(ns: Namespace) -> None:
+    for tokens, batch, want in [([1, 3, 2], 2, [1, 3, 3]), ([2, 2, 2, 2], 2, [2, 2, 4, 4]), ([5], 3, [5]),
+                                ([1, 1, 1], 1, [1, 2, 3])]:
+        got = call(ns, "continuous_finish_steps", list(tokens), batch)
+        expect(list(got) == want, f"continuous_finish_steps({tokens}, {batch}) = {list(got)}, expected {want}.")
+
+
+@chapter.check("continuous_finish_steps", points=1, hint="A freed slot is refilled at the very next step, not "
+               "when the whole batch has finished (that would be static batching).")
+def continuous_matches_the_simulator(ns: Namespace) -> None:
+    gen = torch.Generator().manual_seed(4)
+    for batch in [3, 8]:
+        tokens = torch.randint(1, 30, (25,), generator=gen).tolist()
+        got = call(ns, "continuous_finish_steps", list(tokens), batch)
+        want = _reference_steps(tokens, batch)
+        expect(list(got) == want, f"continuous_finish_steps for 25 requests, max_batch={batch}: first differences "
+               f"at request {next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), len(want))} "
+               f"(got {list(got)[:8]}..., expected {want[:8]}...).")
+
+
+# --------------------------------------------------------------------------- absmax_quantize
+
+@chapter.check("absmax_quantize", points=1, hint="scale = max|w| / (2^(bits-1) - 1), q = round(w / scale) as "
+               "int8. With dim=None one scale covers the whole tensor (return it as a one-element tensor).")
+def absmax_per_tensor(ns: Namespace) -> None:
+    w = seeded_randn(6, 10, seed=5)
+    q, scale = _pair(call(ns, "absmax_quantize", w.clone(), 8, None), "absmax_quantize(w, 8, None)", ("q", "scale"))
+    want_scale = w.abs().max() / 127
+    expect_close(as_number(scale, "absmax_quantize's scale"), want_scale, "absmax_quantize(w, 8, None) scale")
+    q = expect_shape(q, (6, 10), "absmax_quantize(w, 8, None) q")
+    expect(q.dtype == torch.int8, f"q should be int8, got {q.dtype}.")
+    want = _torch_quantize("quantize_per_tensor", w, float(want_scale), 0, torch.qint8)
+    expect(torch.equal(q, want), "absmax_quantize(w, 8, None) integers differ from torch.quantize_per_tensor's "
+           f"(first row {q[0].tolist()}, expected {want[0].tolist()}).")
+
+
+@chapter.check("absmax_quantize", points=2, hint="With dim=0 each output row gets its own scale: take max|w| over "
+               "every other dimension with keepdim=True, so scale has shape (rows, 1) and divides row by row.")
+def absmax_per_channel(ns: Namespace) -> None:
+    w = seeded_randn(8, 16, seed=6) * torch.logspace(-2, 1, 8)[:, None]  # rows of very different sizes
+    q, scale = _pair(call(ns, "absmax_quantize", w.clone(), 8, 0), "absmax_quantize(w, 8, 0)", ("q", "scale"))
+    want_scale = w.abs().amax(dim=1, keepdim=True) / 127
+    expect_close(scale, want_scale, "absmax_quantize(w, 8, 0) scale (one per row, shape (8, 1))")
+    want = _torch_quantize("quantize_per_channel", w, want_scale[:, 0].double(), torch.zeros(8, dtype=torch.long), 0,
+                           torch.qint8)
+    q = expect_shape(q, (8, 16), "absmax_quantize(w, 8, 0) q")
+    expect(torch.equal(q.to(torch.int8), want), "absmax_quantize(w, 8, 0) integers differ from "
+           "torch.quantize_per_channel's.")
+
+
+@chapter.check("absmax_quantize", points=1, hint="For 4 bits the integers run from -7 to 7: scale = max|w| / 7.")
+def absmax_four_bits(ns: Namespace) -> None:
+    w = seeded_randn(4, 8, seed=7)
+    q, scale = _pair(call(ns, "absmax_quantize", w.clone(), 4, 0), "absmax_quantize(w, 4, 0)", ("q", "scale"))
+    want_scale = w.abs().amax(dim=1, keepdim=True) / 7
+    expect_close(scale, want_scale, "absmax_quantize(w, 4, 0) scale")
+    q = expect_shape(q, (4, 8), "absmax_quantize(w, 4, 0) q").to(torch.int64)
+    expect(q.tolist() == torch.round(w / want_scale).to(torch.int64).tolist() and int(q.abs().max()) == 7,
+           "absmax_quantize(w, 4, 0) integers are wrong: each row's largest |w| must map to ±7.")
+
+
+# --------------------------------------------------------------------------- zero_point_quantize
+
+@chapter.check("zero_point_quantize", points=2, hint="low = min(w.min(), 0), high = max(w.max(), 0); scale = "
+               "(high - low) / (2^bits - 1); zero_point = round(-low / scale); q = round(w / scale) + zero_point, "
+               "clamped to 0 .. 2^bits - 1, as uint8.")
+def zero_point_matches_torch(ns: Namespace) -> None:
+    for seed, shift in [(8, 0.7), (9, -0.3), (10, 0.0)]:
+        w = seeded_randn(5, 12, seed=seed) + shift
+        out = _pair(call(ns, "zero_point_quantize", w.clone(), 8), "zero_point_quantize(w, 8)",
+                    ("q", "scale", "zero_point"))
+        low, high = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+        want_scale = (high - low) / 255
+        want_zero = round(-low / want_scale)
+        expect_close(as_number(out[1], "the scale"), want_scale, f"zero_point_quantize scale (w shifted by {shift})")
+        expect(int(as_number(out[2], "the zero point")) == want_zero,
+               f"zero_point_quantize zero_point is {as_number(out[2], 'the zero point')}, expected {want_zero}.")
+        want = _torch_quantize("quantize_per_tensor", w, want_scale, want_zero, torch.quint8)
+        q = expect_shape(out[0], (5, 12), "zero_point_quantize q").to(torch.int64)
+        expect(torch.equal(q, want.to(torch.int64)), f"zero_point_quantize(w shifted by {shift}) integers differ "
+               "from torch.quantize_per_tensor's (quint8).")
+
+
+@chapter.check("zero_point_quantize", points=1, hint="The zero point is an integer level: 0.0 must come back as "
+               "exactly 0.0 after scale · (q - zero_point), and all-positive weights still use low = 0.")
+def zero_point_keeps_zero(ns: Namespace) -> None:
+    w = torch.tensor([[0.0, 0.5, 1.0, 3.0], [0.2, 0.0, 2.0, 1.5]])
+    q, scale, zero = _pair(call(ns, "zero_point_quantize", w.clone(), 8), "zero_point_quantize(w, 8)",
+                           ("q", "scale", "zero_point"))
+    back = as_number(scale, "the scale") * (torch.as_tensor(q).double() - as_number(zero, "the zero point"))
+    expect(float(back[0, 0]) == 0.0 and float(back[1, 1]) == 0.0, "0.0 does not come back as exactly 0.0.")
+    expect_close(back, w, "zero_point_quantize then dequantize of [[0, .5, 1, 3], [.2, 0, 2, 1.5]]", atol=3 / 255)
+    positive = torch.tensor([[0.5, 1.0, 3.0], [0.2, 2.0, 1.5]])
+    q, scale, zero = _pair(call(ns, "zero_point_quantize", positive.clone(), 8), "zero_point_quantize(w, 8)",
+                           ("q", "scale", "zero_point"))
+    expect(as_number(zero, "the zero point") == 0.0, f"for weights that are all positive the range is [0, max], so "
+           f"the zero point is 0; got {as_number(zero, 'the zero point')}.")

@@ -1,0 +1,12 @@
+"""Chapter 11: inference and serving, how a trained model answers many people fast.
+
+Modules in reading order:
+
+* ``costs`` - where generation time goes: prefill vs decode, arithmetic intensity, the roofline;
+* ``paged_cache`` - the KV cache as memory to manage: fixed-size blocks, block tables, shared prefixes;
+* ``batching`` - padded batched generation with attention masks, and static vs continuous batching;
+* ``quantization`` - int8 (absmax, zero-point; per tensor, per channel) and 4-bit group-wise weights;
+* ``plots`` - pictures of all of the above.
+
+Import the submodules you need, e.g. ``from llmcourse.inference import paged_cache``.
+"""

@@ -1,0 +1,114 @@
+"""Tests of chapter 11's graded checks: they pass correct solutions (written here independently, and the
+package's own functions), fail the untouched stub, and are quick and deterministic."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from check_contract import contract_tests
+
+from llmcourse.grading.chapters.ch11 import chapter
+from llmcourse.grading.checks import run_checks
+from llmcourse.inference import batching, costs, paged_cache, quantization
+
+# --------------------------------------------------------------------------- correct solutions, written here
+
+
+def _arithmetic_intensity(m, k, n, bytes_per_value):
+    return (m * n * (2 * k)) / float((m * k + k * n + m * n) * bytes_per_value)
+
+
+def _gather_blocks(pool, block_table, length):
+    return torch.cat([pool[int(b)] for b in block_table], dim=1)[:, :length]
+
+
+def _paged_attention(q, k_pool, v_pool, block_table, length):
+    k, v = _gather_blocks(k_pool, block_table, length), _gather_blocks(v_pool, block_table, length)
+    q_len = q.shape[1]
+    rows = []
+    for i in range(q_len):  # one query at a time, each over the keys it may see
+        visible = length - q_len + i + 1
+        rows.append(F.scaled_dot_product_attention(q[:, i:i + 1], k[:, :visible], v[:, :visible]))
+    return torch.cat(rows, dim=1)
+
+
+def _left_pad(prompts, pad_id):
+    width = max(map(len, prompts))
+    ids = [[pad_id] * (width - len(p)) + list(p) for p in prompts]
+    mask = [[False] * (width - len(p)) + [True] * len(p) for p in prompts]
+    return torch.tensor(ids), torch.tensor(mask)
+
+
+def _continuous_finish_steps(new_tokens, max_batch):
+    # event by event: each slot is a queue; a request goes to the slot that frees first
+    free_at = [0] * max_batch
+    finish = []
+    for n in new_tokens:
+        slot = min(range(max_batch), key=lambda s: free_at[s])
+        free_at[slot] += n
+        finish.append(free_at[slot])
+    return finish
+
+
+def _absmax_quantize(w, bits, dim):
+    top = 2 ** (bits - 1) - 1
+    if dim is None:
+        scale = w.abs().max() / top
+    else:
+        scale = w.abs().transpose(0, dim).reshape(w.shape[dim], -1).max(dim=1).values / top
+        scale = scale.reshape([-1 if d == dim else 1 for d in range(w.dim())])
+    return torch.round(w / scale).to(torch.int8), scale
+
+
+def _zero_point_quantize(w, bits):
+    low, high = min(float(w.min()), 0.0), max(float(w.max()), 0.0)
+    scale = (high - low) / (2 ** bits - 1)
+    zero = round(-low / scale)
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2 ** bits - 1).to(torch.uint8), scale, zero
+
+
+CORRECT = {
+    "arithmetic_intensity": _arithmetic_intensity,
+    "gather_blocks": _gather_blocks,
+    "paged_attention": _paged_attention,
+    "left_pad": _left_pad,
+    "continuous_finish_steps": _continuous_finish_steps,
+    "absmax_quantize": _absmax_quantize,
+    "zero_point_quantize": _zero_point_quantize,
+}
+
+
+def _package_finish_steps(new_tokens, max_batch):
+    result = batching.simulate([batching.Request(0.0, n) for n in new_tokens], max_batch, "continuous", (1.0, 0.0))
+    return [round(t) for t in result["finish"]]
+
+
+PACKAGE = {
+    "arithmetic_intensity": costs.arithmetic_intensity,
+    "gather_blocks": paged_cache.gather_blocks,
+    "paged_attention": paged_cache.paged_attention,
+    "left_pad": batching.left_pad,
+    "continuous_finish_steps": _package_finish_steps,
+    "absmax_quantize": quantization.absmax_quantize,
+    "zero_point_quantize": lambda w, bits: quantization.zero_point_quantize(w, bits),
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError
+
+
+(test_chapter_registers_its_exercises, test_checks_pass_for_a_correct_implementation,
+ test_the_package_functions_pass_the_checks,
+ test_checks_are_quick_and_deterministic) = contract_tests(chapter, "11", CORRECT, PACKAGE, at_least=7)
+
+
+def test_an_untouched_stub_fails_every_check():
+    results = run_checks(chapter, {name: _stub for name in CORRECT})
+    assert results and not any(r.passed for r in results)
+
+
+def test_static_batching_is_told_apart_from_continuous():
+    failed = [r.name for r in run_checks(chapter, {"continuous_finish_steps": lambda t, b: [
+        sum(max(t[j:j + b]) for j in range(0, i - i % b, b)) + t[i] for i in range(len(t))]},
+        "continuous_finish_steps") if not r.passed]
+    assert failed == ["continuous_by_hand", "continuous_matches_the_simulator"]

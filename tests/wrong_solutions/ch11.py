@@ -1,0 +1,240 @@
+"""Common mistakes in chapter 11's exercises; each must fail at least one graded check.
+
+``WRONG`` maps an exercise name to wrong implementations of it. Every function is
+self-contained, so it can be graded from a namespace that holds only that name.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+# --------------------------------------------------------------------------- arithmetic_intensity
+
+
+def intensity_without_the_add(m, k, n, bytes_per_value):
+    """Counts one FLOP per multiply-add instead of two."""
+    return m * k * n / (bytes_per_value * (m * k + k * n + m * n))
+
+
+def intensity_forgets_the_output(m, k, n, bytes_per_value):
+    """Counts the bytes of the inputs only."""
+    return 2 * m * k * n / (bytes_per_value * (m * k + k * n))
+
+
+def intensity_in_values(m, k, n, bytes_per_value):
+    """FLOPs per value moved, not per byte."""
+    return 2 * m * k * n / (m * k + k * n + m * n)
+
+
+# --------------------------------------------------------------------------- gather_blocks
+
+
+def gather_sorted_blocks(pool, block_table, length):
+    """Reads the blocks in pool order instead of the table's order."""
+    blocks = pool[torch.as_tensor(sorted(int(b) for b in block_table))]
+    n, heads, size, dim = blocks.shape
+    return blocks.permute(1, 0, 2, 3).reshape(heads, n * size, dim)[:, :length]
+
+
+def gather_without_moving_heads(pool, block_table, length):
+    """Reshapes (n_blocks, heads, block_size, dim) directly: tokens of different heads get mixed."""
+    blocks = pool[torch.as_tensor(block_table, dtype=torch.long)]
+    n, heads, size, dim = blocks.shape
+    return blocks.reshape(heads, n * size, dim)[:, :length]
+
+
+def gather_whole_blocks(pool, block_table, length):
+    """Forgets to cut the partly filled last block."""
+    blocks = pool[torch.as_tensor(block_table, dtype=torch.long)]
+    n, heads, size, dim = blocks.shape
+    return blocks.permute(1, 0, 2, 3).reshape(heads, n * size, dim)
+
+
+# --------------------------------------------------------------------------- paged_attention
+
+
+def _gather(pool, table, length):
+    blocks = pool[torch.as_tensor(table, dtype=torch.long)]
+    n, heads, size, dim = blocks.shape
+    return blocks.permute(1, 0, 2, 3).reshape(heads, n * size, dim)[:, :length]
+
+
+def paged_attention_reads_padding(q, k_pool, v_pool, block_table, length):
+    """Attends over whole blocks, including the empty slots after the last token."""
+    k = _gather(k_pool, block_table, 10 ** 9)
+    v = _gather(v_pool, block_table, 10 ** 9)
+    return torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), -1) @ v
+
+
+def paged_attention_unscaled(q, k_pool, v_pool, block_table, length):
+    """Forgets the 1 / sqrt(head_dim)."""
+    k, v = _gather(k_pool, block_table, length), _gather(v_pool, block_table, length)
+    q_len = q.shape[-2]
+    allowed = torch.ones(q_len, length, dtype=torch.bool).tril(diagonal=length - q_len)
+    return torch.softmax((q @ k.transpose(-1, -2)).masked_fill(~allowed, float("-inf")), -1) @ v
+
+
+def paged_attention_unshifted_mask(q, k_pool, v_pool, block_table, length):
+    """A causal mask that starts at key 0: the queries are the LAST positions, not the first."""
+    k, v = _gather(k_pool, block_table, length), _gather(v_pool, block_table, length)
+    q_len = q.shape[-2]
+    allowed = torch.ones(q_len, length, dtype=torch.bool).tril()
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores, -1) @ v
+
+
+# --------------------------------------------------------------------------- left_pad
+
+
+def right_pad(prompts, pad_id):
+    """Pads after the prompt: the last column is then a pad for short prompts."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        ids[row, :len(p)] = torch.tensor(p)
+        mask[row, :len(p)] = True
+    return ids, mask
+
+
+def left_pad_with_zeros(prompts, pad_id):
+    """Pads with 0 whatever pad_id is."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.zeros((len(prompts), longest), dtype=torch.long)
+    mask = torch.zeros(len(prompts), longest, dtype=torch.bool)
+    for row, p in enumerate(prompts):
+        ids[row, longest - len(p):] = torch.tensor(p)
+        mask[row, longest - len(p):] = True
+    return ids, mask
+
+
+def left_pad_mask_by_value(prompts, pad_id):
+    """Marks real tokens as 'not the pad id': a prompt that contains the pad id loses tokens."""
+    longest = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
+    for row, p in enumerate(prompts):
+        ids[row, longest - len(p):] = torch.tensor(p)
+    return ids, ids != pad_id
+
+
+# --------------------------------------------------------------------------- continuous_finish_steps
+
+
+def static_finish_steps(new_tokens, max_batch):
+    """Static batching: a new batch starts only when the whole previous one has finished."""
+    finish, step = [0] * len(new_tokens), 0
+    for start in range(0, len(new_tokens), max_batch):
+        group = range(start, min(start + max_batch, len(new_tokens)))
+        for i in group:
+            finish[i] = step + new_tokens[i]
+        step += max(new_tokens[i] for i in group)
+    return finish
+
+
+def continuous_refills_a_step_late(new_tokens, max_batch):
+    """Checks for free slots before removing the requests that just finished: a slot is refilled a step late."""
+    finish, running, waiting, step = [0] * len(new_tokens), {}, list(range(len(new_tokens))), 0
+    while waiting or running:
+        while waiting and len(running) < max_batch:
+            r = waiting.pop(0)
+            running[r] = new_tokens[r]
+        running = {r: left for r, left in running.items() if left > 0}
+        if not running:
+            continue
+        step += 1
+        for r in running:
+            running[r] -= 1
+            if running[r] == 0:
+                finish[r] = step
+    return finish
+
+
+def continuous_counts_from_zero(new_tokens, max_batch):
+    """Steps counted from 0: every finish is one too early."""
+    finish, running, waiting, step = [0] * len(new_tokens), {}, list(range(len(new_tokens))), 0
+    while waiting or running:
+        while waiting and len(running) < max_batch:
+            r = waiting.pop(0)
+            running[r] = new_tokens[r]
+        for r in list(running):
+            running[r] -= 1
+            if running[r] == 0:
+                finish[r] = step
+                del running[r]
+        step += 1
+    return finish
+
+
+# --------------------------------------------------------------------------- absmax_quantize
+
+
+def absmax_over_128(w, bits, dim):
+    """Divides max|w| by 2^(bits-1) = 128: the range -127..127 is never filled."""
+    absmax = w.abs().max() if dim is None else w.abs().amax(dim=[d for d in range(w.dim()) if d != dim], keepdim=True)
+    scale = absmax / 2 ** (bits - 1)
+    return torch.round(w / scale).to(torch.int8), scale
+
+
+def absmax_truncates(w, bits, dim):
+    """Truncates towards zero instead of rounding."""
+    qmax = 2 ** (bits - 1) - 1
+    absmax = w.abs().max() if dim is None else w.abs().amax(dim=[d for d in range(w.dim()) if d != dim], keepdim=True)
+    scale = absmax / qmax
+    return (w / scale).to(torch.int8), scale
+
+
+def absmax_one_scale_always(w, bits, dim):
+    """Ignores dim: one scale for the whole tensor even when one per row is asked for."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = w.abs().max() / qmax
+    return torch.round(w / scale).to(torch.int8), scale
+
+
+def absmax_per_column(w, bits, dim):
+    """Takes the maximum along dim instead of over the other dimensions: one scale per column."""
+    qmax = 2 ** (bits - 1) - 1
+    absmax = w.abs().max() if dim is None else w.abs().amax(dim=dim, keepdim=True)
+    scale = absmax / qmax
+    return torch.round(w / scale).to(torch.int8), scale
+
+
+# --------------------------------------------------------------------------- zero_point_quantize
+
+
+def zero_point_without_zero(w, bits):
+    """Uses [w.min(), w.max()] even when it does not contain 0."""
+    levels = 2 ** bits - 1
+    low, high = w.min(), w.max()
+    scale = (high - low) / levels
+    zero = torch.round(-low / scale)
+    return (torch.round(w / scale) + zero).clamp(0, levels).to(torch.uint8), scale, zero
+
+
+def zero_point_unrounded(w, bits):
+    """A fractional zero point: 0.0 no longer maps to an integer level."""
+    levels = 2 ** bits - 1
+    low, high = w.min().clamp(max=0), w.max().clamp(min=0)
+    scale = (high - low) / levels
+    zero = -low / scale
+    return torch.round(w / scale + zero).clamp(0, levels).to(torch.uint8), scale, zero
+
+
+def zero_point_unclamped_wraps(w, bits):
+    """Casts to uint8 without clamping, and divides by 2^bits: values wrap around."""
+    low, high = w.min().clamp(max=0), w.max().clamp(min=0)
+    scale = (high - low) / 2 ** bits
+    zero = torch.round(-low / scale)
+    return (torch.round(w / scale) + zero).to(torch.uint8), scale, zero
+
+
+WRONG: dict[str, list[Callable]] = {
+    "arithmetic_intensity": [intensity_without_the_add, intensity_forgets_the_output, intensity_in_values],
+    "gather_blocks": [gather_sorted_blocks, gather_without_moving_heads, gather_whole_blocks],
+    "paged_attention": [paged_attention_reads_padding, paged_attention_unscaled, paged_attention_unshifted_mask],
+    "left_pad": [right_pad, left_pad_with_zeros, left_pad_mask_by_value],
+    "continuous_finish_steps": [static_finish_steps, continuous_refills_a_step_late, continuous_counts_from_zero],
+    "absmax_quantize": [absmax_over_128, absmax_truncates, absmax_one_scale_always, absmax_per_column],
+    "zero_point_quantize": [zero_point_without_zero, zero_point_unrounded, zero_point_unclamped_wraps],
+}
