@@ -2,6 +2,7 @@
 
     llmcourse doctor                 what a bug report needs: versions, device, kernel, fast mode
     llmcourse grade NOTEBOOK [--json]  grade your exercise notebook (the file is only read)
+    llmcourse grade FOLDER... --jobs N --csv F --json F   instructors: grade a class, write a gradebook
     llmcourse start NN               copy chapter NN's exercise into workspace/ to work on
     llmcourse reset NN               put lesson NN back as committed (your run is kept in workspace/)
     llmcourse build [--check]        instructors: regenerate exercises/ from solutions/ and self-check
@@ -105,6 +106,12 @@ def doctor_report() -> list[tuple[str, str]]:
             rows.append((package, version(package)))
         except Exception:
             rows.append((package, "not installed"))
+    try:
+        from llmcourse.grading.sandbox import describe_sandbox
+
+        rows.append(("grading sandbox", describe_sandbox()))
+    except Exception as exc:  # report, never crash
+        rows.append(("grading sandbox", f"error: {exc}"))
     missing = missing_for_lessons()
     rows.append(("lessons can run", "yes, every package they import is here" if not missing else
                  f"NO: missing {', '.join(missing)}; run `python3 course.py lab` (or `pip install -e .`) "
@@ -124,21 +131,47 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    from llmcourse.grading.runner import GradingError, grade_notebook
+    """One notebook: its table (or JSON). Several, a folder, --csv or a --json file: a class gradebook."""
+    from llmcourse.grading.runner import GradingError, check_timeout, grade_notebook
+
+    notebooks = list(args.notebooks)
+    json_to = args.json
+    if json_to and json_to != "-" and json_to.endswith(".ipynb"):  # `--json NOTEBOOK`: the flag, then a notebook
+        notebooks.append(json_to)
+        json_to = "-"
+    single = len(notebooks) == 1 and not Path(notebooks[0]).is_dir() and not args.csv and json_to in (None, "-")
+
+    def fail(message: str) -> int:
+        if json_to == "-":
+            print(json.dumps({"error": message}))
+        else:
+            print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
-        report = grade_notebook(args.notebook, chapter=args.chapter, cell_timeout=args.timeout)
-    except GradingError as exc:
-        if args.json:
-            print(json.dumps({"error": str(exc)}))
+        timeout = check_timeout(args.timeout)
+        if single:
+            report = grade_notebook(notebooks[0], chapter=args.chapter, cell_timeout=timeout, sandbox=args.sandbox)
         else:
-            print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report.to_table())
-    return EXIT_OK if report.score == report.max_score else EXIT_FAIL
+            from llmcourse.grading.batch import Settings, grade_class
+
+            for out in (args.csv, json_to):
+                if out and out != "-" and not Path(out).resolve().parent.is_dir():
+                    raise GradingError(f"cannot write {out}: its folder does not exist")
+            settings = Settings(chapter=args.chapter, timeout=timeout, sandbox=args.sandbox)
+            book = grade_class(notebooks, settings, jobs=args.jobs,
+                               previous=Path(json_to) if json_to and json_to != "-" else None)
+    except GradingError as exc:
+        return fail(str(exc))
+    if single:
+        print(json.dumps(report.to_dict(), indent=2) if json_to == "-" else report.to_table())
+        return EXIT_OK if report.full_marks else EXIT_FAIL
+    if json_to and json_to != "-":
+        book.write_json(Path(json_to))
+    if args.csv:
+        book.write_csv(Path(args.csv))
+    print(json.dumps(book.to_dict(), indent=2) if json_to == "-" else book.to_table())
+    return EXIT_OK if book.all_full_marks else EXIT_FAIL
 
 
 # --------------------------------------------------------------------------- start
@@ -410,11 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="print versions, device and settings (paste into a bug report)")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("grade", help="grade an exercise notebook (the file is only read, never changed)")
-    p.add_argument("notebook")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p = sub.add_parser("grade", help="grade exercise notebooks, one or a class (files are only read, never changed)")
+    p.add_argument("notebooks", nargs="+", help="notebooks, or folders of them (graded as a class)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="print one JSON object instead of a table; with FILE, write the class gradebook there "
+                        "(and on a re-run, skip submissions unchanged since)")
+    p.add_argument("--csv", metavar="FILE", help="write the class gradebook as CSV (one row per submission)")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     p.add_argument("--chapter", help="chapter number, when the file name does not start with it")
-    p.add_argument("--timeout", type=float, default=60, help="seconds each cell may run (default 60)")
+    p.add_argument("--timeout", type=float, default=60, help="seconds each cell may run (default 60, at least 1)")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits"], default="auto",
+                   help="bwrap: bubblewrap plus limits; rlimits: limits and a private folder only; auto: bwrap "
+                        "where it works (see `llmcourse doctor`)")
     p.set_defaults(func=cmd_grade)
 
     p = sub.add_parser("start", help="copy chapter NN's exercise into workspace/ (never overwrites)")
