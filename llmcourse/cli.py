@@ -22,7 +22,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """An expected failure (a bad setting, a missing file): ``main`` prints it as one ``error:`` line, exit 2."""
 
 
 def course_root(start: Path | None = None) -> Path:
@@ -187,6 +191,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     source = matches[0]
     dest_dir = Path(args.dest) if args.dest else root / "workspace"
+    from llmcourse.files import check_writable_folder
+
+    check_writable_folder(dest_dir, "--dest")
     dest = dest_dir / source.name
     if dest.exists():
         print(f"error: {dest} already exists and holds your work; it was left as it is. "
@@ -262,7 +269,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     solutions = sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb"))
     if args.chapters:
-        solutions = [s for s in solutions if s.name[:2] in {f"{int(c):02d}" for c in args.chapters}]
+        available = [s.name[:2] for s in solutions]
+        wanted = set()
+        for c in args.chapters:
+            if not c.isdigit() or f"{int(c):02d}" not in available:
+                raise UsageError(f"no solutions notebook for chapter {c!r}; chapters with exercises: "
+                                 f"{', '.join(available)}")
+            wanted.add(f"{int(c):02d}")
+        solutions = [s for s in solutions if s.name[:2] in wanted]
     status = EXIT_OK
     for sol in solutions:
         if not args.no_execute:
@@ -293,6 +307,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_execute(args: argparse.Namespace) -> int:
     from llmcourse.authoring import execute_notebook
 
+    for name in args.notebooks:  # every name is checked before the first one runs
+        if not Path(name).is_file():
+            raise UsageError(f"no notebook at {name}" + (" (it is a folder)" if Path(name).is_dir() else ""))
+        if not name.endswith(".ipynb"):
+            raise UsageError(f"{name} is not a notebook (.ipynb)")
     for name in args.notebooks:
         changed = execute_notebook(Path(name), fast=args.fast or None)
         print(f"{name}: {'outputs updated' if changed else 'unchanged'}")
@@ -333,7 +352,23 @@ def load_train_settings(config_path: str | None, overrides: list[str]) -> tuple[
         key, value = parse_setting(text)
         settings[key] = value
     data = {k: settings.pop(k, v) for k, v in DATA_DEFAULTS.items()}
+    check_data_settings(data)
     return data, settings
+
+
+def check_data_settings(data: dict) -> None:
+    """Raise ``ValueError`` naming the setting unless dataset is a name or path, dataset_size a whole number
+    >= 1 and val_fraction a number strictly between 0 and 1."""
+    if not isinstance(data["dataset"], str) or not data["dataset"].strip():
+        raise ValueError(f"dataset must be 'synthetic', 'python-docs' or the path of a UTF-8 text file, got "
+                         f"{data['dataset']!r}")
+    size = data["dataset_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"dataset_size must be a whole number >= 1 (tokens to take), got {size!r}")
+    fraction = data["val_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ValueError(f"val_fraction must be a number strictly between 0 and 1 (the share held out for "
+                         f"validation), got {fraction!r}")
 
 
 def build_dataset(dataset: str, size: int, val_fraction: float, seed: int = 0):
@@ -367,18 +402,24 @@ def parameter_checksum(model) -> float:
 def cmd_train(args: argparse.Namespace) -> int:
     from llmcourse.pretraining.trainer import TrainConfig, Trainer
 
-    try:
+    from llmcourse.files import check_writable_folder
+
+    try:  # every setting is checked here, before any training starts
         data, settings = load_train_settings(args.config, args.set or [])
         out = Path(args.out)
+        check_writable_folder(out, "--out")
         settings.setdefault("checkpoint_path", str(out / "checkpoint.pt"))
         config = TrainConfig.from_dict(settings)
         train_ids, val_ids, tokenizer, entropy = build_dataset(data["dataset"], int(data["dataset_size"]),
                                                                float(data["val_fraction"]), seed=config.seed)
+        trainer = Trainer(config, train_ids, val_ids, tokenizer=tokenizer)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         also = f" (and the data settings {sorted(DATA_DEFAULTS)})" if "unknown TrainConfig setting" in str(exc) else ""
         print(f"error: {exc}{also}", file=sys.stderr)
         return EXIT_USAGE
-    trainer = Trainer(config, train_ids, val_ids, tokenizer=tokenizer)
+    if config.checkpoint_path is None:
+        print("warning: checkpoint_path is null, so nothing is saved: not at the end and not on Ctrl-C "
+              "(only history.json and config.json)", file=sys.stderr)
     acc = trainer.accelerator
     acc.print(f"training on {data['dataset']}: {len(train_ids):,} training tokens, vocabulary "
               f"{trainer.unwrapped_model.vocab_size}, {trainer.unwrapped_model.num_parameters():,} parameters, "
@@ -400,10 +441,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     acc.wait_for_everyone()
     acc.end_training()
+    if trainer.interrupted:
+        print(f"error: training was interrupted at step {trainer.step} of {config.max_steps}"
+              + (f"; the checkpoint is saved: run again with --resume to continue" if config.checkpoint_path
+                 else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
 # --------------------------------------------------------------------------- generate
+
+
+def check_device(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is a device this PyTorch build can use now."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device name: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch has no usable CUDA GPU "
+                             f"(built for CUDA {torch.version.cuda}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: Apple's MPS is not available here; use --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name!r}: use cpu, cuda, cuda:N or mps")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -414,6 +480,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from llmcourse.pretraining.trainer import load_trained_model
 
     try:
+        check_device(args.device)
         model, tokenizer, _ = load_trained_model(args.checkpoint, device=args.device)
         if tokenizer is None:
             ids = [int(t) for t in args.prompt.split()]
@@ -502,8 +569,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. An expected failure (a bad setting or path, a damaged checkpoint, a notebook that
+    cannot be built) is one ``error:`` line and exit status 2; Ctrl-C is exit status 130. Set
+    LLMCOURSE_DEBUG=1 to see the traceback instead."""
+    from llmcourse.authoring import AuthoringError
+    from llmcourse.pretraining.checkpoint import CheckpointError
+    from llmcourse.pretraining.trainer import TrainingDiverged
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UsageError, CheckpointError, AuthoringError, TrainingDiverged, ValueError, TypeError, OSError) as exc:
+        if os.environ.get("LLMCOURSE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ def check_ids(ids: Tensor, vocab_size: int, context_length: int | None = None) -
 
 
 @torch.no_grad()
-def generate(model: nn.Module, ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+def generate(model: nn.Module, ids: Tensor | list[int], max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
              use_cache: bool = True, generator: torch.Generator | None = None,
              sliding_window: bool = False) -> Tensor:
-    """Append up to ``max_new_tokens`` sampled tokens to ``ids`` (seq,) or (batch, seq).
+    """Append up to ``max_new_tokens`` sampled tokens to ``ids`` (seq,) or (batch, seq) (a tensor or a list).
 
     Sampling: logits / temperature, then top-k, then top-p, then one draw
     (``top_k=1`` is greedy decoding). Once a row has produced ``eos_id`` it gets
@@ -63,6 +63,14 @@ def generate(model: nn.Module, ids: Tensor, max_new_tokens: int, temperature: fl
     check_sampling_params(temperature, top_k, top_p)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
+    if isinstance(ids, (list, tuple)):  # a plain list of ids, e.g. tokenizer.encode(text)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in (x for row in ids for x in (
+                row if isinstance(row, (list, tuple)) else [row]))):
+            raise ValueError("token ids given as a list must be whole numbers (or lists of them, one per row)")
+        device = next(model.parameters()).device if any(True for _ in model.parameters()) else None
+        ids = torch.tensor(ids, dtype=torch.long, device=device)
+    elif not isinstance(ids, Tensor):
+        raise ValueError(f"ids must be a tensor or a list of token ids, got {type(ids).__name__}")
     one_dim = ids.dim() == 1
     ids = ids[None] if one_dim else ids
     check_ids(ids, model.vocab_size, None if sliding_window else model.context_length)

@@ -97,7 +97,14 @@ def filter_logits(logits: Tensor, temperature: float = 1.0, top_k: int | None = 
                   top_p: float | None = None) -> Tensor:
     """logits / T, then top-k, then top-p (the order ``transformers`` uses): the logits to sample from."""
     check_sampling_params(temperature, top_k, top_p)
-    logits = logits / temperature
+    if not torch.isfinite(logits).any(dim=-1).all():
+        raise ValueError("the logits hold no finite value in some row (NaN or infinite weights?): a model "
+                         "that diverged in training cannot be sampled from")
+    scaled = logits / temperature
+    if bool((torch.isinf(scaled) & torch.isfinite(logits)).any()):
+        # a tiny temperature overflows: shift each row's best logit to 0 first (softmax is unchanged by a shift)
+        scaled = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    logits = scaled
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None and top_p < 1.0:

@@ -47,11 +47,40 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from llmcourse.progress import tqdm
 
+from llmcourse.files import check_writable
 from llmcourse.pretraining.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.seed import seed_everything
 
 PRECISIONS = ("no", "bf16", "fp16", "auto")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN or infinite: training stopped before the step changed any weight."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int, allowed_prefix: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"TrainConfig.{name} must be {allowed_prefix}a whole number >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None, low_open: bool = False,
+                 allowed_prefix: str = "") -> float:
+    """``value`` as a float if it is a finite number in the range, else a ValueError naming the setting."""
+    if high is not None:
+        allowed = f"a number in [{low:g}, {high:g})"
+    else:
+        allowed = f"a finite number {'>' if low_open else '>='} {low:g}"
+    ok = _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low) and (
+        high is None or value < high)
+    if not ok:
+        raise ValueError(f"TrainConfig.{name} must be {allowed_prefix}{allowed}, got {value!r}")
+    return float(value)
+
 
 # --------------------------------------------------------------------------- 1. the configuration
 
@@ -91,33 +120,45 @@ class TrainConfig:
     cpu: bool = False  # force the CPU even when a GPU is there
 
     def __post_init__(self) -> None:
+        """Check every setting before any work starts: one message naming the setting, its value and what is
+        allowed. Wrong types (a string for a number), non-finite numbers and out-of-range values are refused."""
         positive = ("context_length", "d_model", "n_layers", "n_heads", "batch_size", "grad_accum_steps",
                     "eval_steps", "max_steps")
         for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a whole number >= 1, got {value!r}")
+            _check_int(name, getattr(self, name), 1)
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
+            _check_int(name, getattr(self, name), 0)
+        if self.vocab_size is not None:
+            _check_int("vocab_size", self.vocab_size, 2, "None (take it from the tokenizer) or ")
+        for name in ("bias", "progress", "cpu"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"TrainConfig.{name} must be a whole number >= 0, got {value!r}")
-        if self.vocab_size is not None and (not isinstance(self.vocab_size, int) or self.vocab_size < 1):
-            raise ValueError(f"TrainConfig.vocab_size must be None or a whole number >= 1, got {self.vocab_size!r}")
-        if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+            if not isinstance(value, bool):
+                raise ValueError(f"TrainConfig.{name} must be true or false, got {value!r}")
+        self.lr = _check_float("lr", self.lr, 0.0, low_open=True)
+        self.min_lr = _check_float("min_lr", self.min_lr, 0.0)
+        if self.min_lr > self.lr:
+            raise ValueError(f"need 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        self.weight_decay = _check_float("weight_decay", self.weight_decay, 0.0)
+        self.dropout = _check_float("dropout", self.dropout, 0.0, 1.0)
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} is longer than the whole run (max_steps="
                              f"{self.max_steps}); use fewer warmup steps")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        betas = tuple(self.betas)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), e.g. (0.9, 0.99); got {self.betas!r}")
+        betas = self.betas
+        if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(
+                _is_number(b) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), e.g. [0.9, 0.99]; got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
-        if self.grad_clip is not None and self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be None, 0 (off) or a positive number, got {self.grad_clip}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        if self.grad_clip is not None:
+            self.grad_clip = _check_float("grad_clip", self.grad_clip, 0.0, allowed_prefix="null, 0 (off) or ")
+        if not isinstance(self.mixed_precision, str) or self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}, got "
+                             f"{self.mixed_precision!r}")
+        if self.checkpoint_path is not None:
+            if isinstance(self.checkpoint_path, Path):
+                self.checkpoint_path = str(self.checkpoint_path)
+            if not isinstance(self.checkpoint_path, str) or not self.checkpoint_path.strip():
+                raise ValueError(f"TrainConfig.checkpoint_path must be null (no checkpoints) or the path of a "
+                                 f"file, got {self.checkpoint_path!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
 
@@ -452,6 +493,8 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
+        if config.checkpoint_path:  # refuse an unwritable path now, not after the last step
+            check_writable(config.checkpoint_path, "TrainConfig.checkpoint_path")
         self.accelerator = make_accelerator(config.mixed_precision, config.cpu, config.grad_accum_steps)
         self.precision = resolve_precision(config.mixed_precision, config.cpu)
         self.tokenizer = tokenizer
@@ -472,6 +515,7 @@ class Trainer:
         self.history = History()
         self._batches = None
         self._rng_at_stop: dict[str, Any] | None = None  # the generators' state when fit was interrupted
+        self.interrupted = False  # True when the last fit() was stopped by Ctrl-C or a callback
 
     def _make_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         from llmcourse.pretraining.schedules import warmup_cosine_schedule
@@ -526,8 +570,15 @@ class Trainer:
                     logits = self.model(x)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
                 acc.backward(loss)  # divides by grad_accum_steps, scales the loss for fp16
-                if acc.sync_gradients and cfg.grad_clip:
-                    acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if acc.sync_gradients:
+                    if cfg.grad_clip:
+                        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    elif self.precision != "fp16":  # fp16's grad scaler skips steps with inf gradients itself
+                        norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters()
+                                                              if p.grad is not None])
+                    else:
+                        norm = None
+                    self._stop_if_diverged(loss_sum + loss.detach(), norm)  # before the step changes a weight
                 self.optimizer.step()  # only acts on the last micro-batch
                 self.optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
@@ -537,6 +588,22 @@ class Trainer:
         if acc.num_processes > 1:
             mean_loss = acc.reduce(mean_loss, reduction="mean")
         return mean_loss.item()
+
+    def _stop_if_diverged(self, loss_sum: Tensor, grad_norm: Tensor | None) -> None:
+        """Raise :class:`TrainingDiverged` (on every process alike) when the loss or the gradient is not finite."""
+        bad = torch.stack([(~torch.isfinite(loss_sum)).float(),
+                           torch.zeros((), device=loss_sum.device) if grad_norm is None or self.precision == "fp16"
+                           else (~torch.isfinite(grad_norm.to(loss_sum.device))).float()])
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bool(bad.any()):
+            self.optimizer.optimizer.zero_grad(set_to_none=True)
+            what = "the loss" if bool(bad[0]) else "the gradient"
+            raise TrainingDiverged(f"training diverged at step {self.step + 1}: {what} is not finite (loss sum "
+                                   f"{float(loss_sum):.4g}, gradient norm "
+                                   f"{'?' if grad_norm is None else f'{float(grad_norm):.4g}'}) with lr="
+                                   f"{self.config.lr:g}; the weights are those after step {self.step}. Try a "
+                                   f"smaller lr or grad_clip")
 
     def evaluate(self) -> EvalResult:
         """Loss on a fixed validation subset (the same windows every time), shared out between processes."""
@@ -567,6 +634,9 @@ class Trainer:
     def save(self, path: str | Path | None = None, rng: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (the main process writes; all processes wait for it)."""
         path = Path(path or self.config.checkpoint_path or "checkpoint.pt")
+        if not all(bool(torch.isfinite(p).all()) for p in self.unwrapped_model.parameters()):
+            raise TrainingDiverged(f"training diverged: the weights after step {self.step} are not finite, so "
+                                   f"they were not saved to {path}")
         if self.accelerator.is_main_process:
             save_checkpoint(path, self.state_dict(rng))
         self.accelerator.wait_for_everyone()
@@ -611,6 +681,7 @@ class Trainer:
         elif self._rng_at_stop is not None:  # continuing in memory after an interrupt
             set_rng_state(self._rng_at_stop)
         self._rng_at_stop = None
+        self.interrupted = False
         acc.step = 0  # accelerate's micro-batch counter: a fresh optimizer step starts here
         self.optimizer.optimizer.zero_grad(set_to_none=True)
         self._batches = self._loader()
@@ -642,7 +713,13 @@ class Trainer:
                 bar.set_postfix(postfix, refresh=False)
                 for callback in self.callbacks:
                     callback(h)
+        except TrainingDiverged as exc:
+            saved = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
+            kept = (f"; the last good checkpoint {saved} is kept as it was" if saved is not None and saved.exists()
+                    else "; no checkpoint was written")
+            raise TrainingDiverged(f"{exc}{kept}") from None
         except KeyboardInterrupt:
+            self.interrupted = True
             if self.step == boundary_step:  # stopped inside a step: forget its partial work
                 _set_torch_rng(boundary_rng)
                 self.optimizer.optimizer.zero_grad(set_to_none=True)
@@ -675,11 +752,15 @@ def train(config: TrainConfig, train_data: Dataset | Tensor, val_data: Dataset |
 def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Any, dict[str, Any]]:
     """(model in eval mode, tokenizer or None, the whole checkpoint) from a checkpoint file."""
     state = load_checkpoint(path, map_location="cpu")
-    model = GPT(GPTConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+    try:
+        model = GPT(GPTConfig(**state["model_config"]))
+        model.load_state_dict(state["model"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the model the checkpoint describes "
+                              f"({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), tokenizer_from_description(state.get("tokenizer")), state
 
 
-__all__ = ["TrainConfig", "configure_optimizer", "EvalResult", "evaluate", "StepBatchSampler", "as_windows",
+__all__ = ["TrainingDiverged", "TrainConfig", "configure_optimizer", "EvalResult", "evaluate", "StepBatchSampler", "as_windows",
            "eval_indices", "rng_state", "set_rng_state", "describe_tokenizer", "tokenizer_from_description",
            "resolve_precision", "make_accelerator", "History", "Trainer", "train", "load_trained_model"]
