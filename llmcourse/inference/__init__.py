@@ -6,6 +6,7 @@ Modules in reading order:
 * ``paged_cache`` - the KV cache as memory to manage: fixed-size blocks, block tables, shared prefixes;
 * ``batching`` - padded batched generation with attention masks, and static vs continuous batching;
 * ``quantization`` - int8 (absmax, zero-point; per tensor, per channel) and 4-bit group-wise weights;
+* ``tiled_attention`` - the online softmax, attention by tiles without the score matrix, sliding windows;
 * ``plots`` - pictures of all of the above.
 
 Import the submodules you need, e.g. ``from llmcourse.inference import paged_cache``.

@@ -1,7 +1,8 @@
-"""Pictures for chapter 11: the roofline, cache memory, batching timelines."""
+"""Pictures for chapter 11: the roofline, cache memory, batching timelines, attention tiles."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.figure import Figure
 
 from llmcourse.inference.batching import Request
@@ -65,4 +66,28 @@ def plot_batching_timeline(requests: list[Request], results: dict[str, dict], ma
     return fig
 
 
-__all__ = ["plot_batching_timeline", "plot_cache_memory", "plot_roofline"]
+def plot_tiles(plans: dict[str, torch.Tensor], block: int) -> Figure:
+    """Which (query tile, key tile) blocks tiled attention computes (plans from ``tiled_attention.tile_plan``):
+    white skipped, light partly masked, dark fully computed; one panel per plan."""
+    from matplotlib.colors import ListedColormap
+
+    fig, axes = plt.subplots(1, len(plans), figsize=(3.2 * len(plans), 3.3))
+    axes = [axes] if len(plans) == 1 else list(axes)
+    cmap = ListedColormap(["white", "#9ecae1", "#08519c"])
+    for ax, (name, plan) in zip(axes, plans.items()):
+        ax.imshow(plan.numpy(), cmap=cmap, vmin=0, vmax=2)
+        nq, nk = plan.shape
+        ax.set_xticks([x - 0.5 for x in range(nk + 1)], minor=True)
+        ax.set_yticks([y - 0.5 for y in range(nq + 1)], minor=True)
+        ax.grid(which="minor", color="grey", linewidth=0.5)
+        ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
+        done = int((plan > 0).sum())
+        ax.set_title(f"{name}\n{done} of {plan.numel()} tiles computed", fontsize=10)
+        ax.set_xlabel(f"key tiles of {block}")
+        ax.set_ylabel(f"query tiles of {block}")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+__all__ = ["plot_batching_timeline", "plot_cache_memory", "plot_roofline", "plot_tiles"]
