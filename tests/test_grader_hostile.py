@@ -290,3 +290,19 @@ def test_a_class_is_graded_in_one_command_with_a_gradebook_and_skips_unchanged_w
     reused = {os.path.basename(r["file"]): r["reused"] for r in again.rows}
     assert reused == {"good.ipynb": True, "forger.ipynb": True, "untouched.ipynb": False, "other.ipynb": False}
     assert {os.path.basename(r["file"]): r["score"] for r in again.rows}["untouched.ipynb"] == 2
+
+
+def test_the_kernel_sees_a_private_home_and_not_the_graders_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMCOURSE_GRADER_SECRET", "do-not-show")
+    probe = ("import os, tempfile\n"
+             "private = os.environ['HOME'].startswith(os.getcwd()) and tempfile.gettempdir().startswith(os.getcwd())\n"
+             "def add(a, b):\n    return a + b if private and 'LLMCOURSE_GRADER_SECRET' not in os.environ else None")
+    report = grade(write_notebook(tmp_path / "nb.ipynb", probe, GOOD_MUL))
+    assert report.score == 4
+
+
+def test_doctor_names_the_grading_sandbox():
+    from llmcourse.cli import doctor_report
+
+    rows = dict(doctor_report())
+    assert rows["grading sandbox"].startswith("bubblewrap" if BWRAP else "rlimits")
