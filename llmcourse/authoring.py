@@ -13,8 +13,12 @@ learner's part of each exercise sits between two marker lines::
 ``NotImplementedError`` and clears all outputs; everything else is kept. The
 result is byte-for-byte stable, so ``llmcourse build --check`` can tell when
 ``exercises/`` is out of date. Each generated notebook records a digest of its
-cells; a file whose cells no longer match it was edited by a person, and
-:func:`write_exercise` refuses to overwrite it.
+cells. Any difference from what the builder writes counts as a person's edit
+(:func:`is_hand_edited`): a source, an output or execution count, a cell's tags
+or metadata, the notebook's metadata, even the formatting. :func:`write_exercise`
+refuses to overwrite an edited file; with ``force`` it first keeps the file as
+``*.ipynb.edited`` (then ``.edited-2``, ``.edited-3``, ...: no copy is ever
+overwritten).
 """
 from __future__ import annotations
 
@@ -100,36 +104,67 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def is_hand_edited(path: Path) -> bool:
-    """True when ``path`` is an exercise whose cells no longer match the digest it was generated with."""
+def _metadata_view(nb: nbformat.NotebookNode) -> list:
+    """The notebook's and every cell's metadata (tags included), without the builder's own digest entry."""
+    meta = copy.deepcopy(dict(nb.metadata))
+    meta.get("llmcourse", {}).pop("cells_digest", None)
+    return [meta, [[c.cell_type, dict(c.metadata)] for c in nb.cells]]
+
+
+def is_hand_edited(path: Path, expected: nbformat.NotebookNode | None = None) -> bool:
+    """True when ``path`` differs in any way from a notebook the builder wrote.
+
+    The builder's output is a fixed point of :func:`make_exercise` (stubs, no outputs, digest of the
+    cells), so a source, an output, an execution count or a reformatted file shows up as a difference
+    from ``make_exercise`` of the file itself. Tags and metadata are compared with ``expected`` (the
+    exercise the builder would write now), since the builder copies them from the solution unchanged.
+    """
     try:
-        nb = nbformat.read(path, as_version=4)
+        text = path.read_text(encoding="utf-8")
+        nb = nbformat.reads(text, as_version=4)
+        meta = nb.metadata.get("llmcourse", {})
+        if meta.get("kind") != "exercise" or meta.get("cells_digest") != cells_digest(nb):
+            return True
+        if notebook_text(make_exercise(nb, meta.get("generated_from", "").removeprefix("solutions/"))) != text:
+            return True
     except Exception:
         return True  # unreadable: treat as a person's work and leave it alone
-    recorded = nb.metadata.get("llmcourse", {}).get("cells_digest")
-    return recorded is None or recorded != cells_digest(nb)
+    return expected is not None and _metadata_view(nb) != _metadata_view(expected)
+
+
+def numbered_backup(path: Path) -> Path:
+    """A free name for a kept copy of ``path``: ``NAME.edited``, else ``NAME.edited-2``, ``-3``, ..."""
+    backup = path.with_name(path.name + ".edited")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.edited-{n}")
+    return backup
 
 
 def write_exercise(solution_path: Path, exercise_path: Path, force: bool = False) -> str:
     """Write the exercise for ``solution_path``. Returns 'created', 'updated' or 'unchanged'.
 
-    An existing exercise that a person has edited is never overwritten unless
-    ``force``; then it is first saved next to itself as ``*.ipynb.edited``.
+    An existing exercise that differs in any way from what the builder wrote is never overwritten unless
+    ``force``; then it is first kept next to itself as ``*.ipynb.edited`` (or ``.edited-2``, ... when that
+    name is taken: every kept copy stays).
     """
     exercise = make_exercise(nbformat.read(solution_path, as_version=4), solution_path.name)
     text = notebook_text(exercise)
     if exercise_path.exists():
         if exercise_path.read_text(encoding="utf-8") == text:
             return "unchanged"
-        if is_hand_edited(exercise_path):
+        if is_hand_edited(exercise_path, exercise):
+            backup = numbered_backup(exercise_path)
             if not force:
                 raise AuthoringError(
-                    f"{exercise_path} has been edited by hand, so it was not overwritten. Move your copy away "
-                    f"(e.g. `llmcourse start` works in workspace/), or rebuild with --force to keep it as "
-                    f"{exercise_path.name}.edited and regenerate."
+                    f"{exercise_path} has been edited by hand (its sources, outputs, tags or metadata differ "
+                    f"from what the builder wrote), so it was not overwritten. Move your copy away (e.g. "
+                    f"`llmcourse start` works in workspace/), or rebuild with --force to keep it as "
+                    f"{backup.name} and regenerate."
                 )
-            backup = exercise_path.with_name(exercise_path.name + ".edited")
-            backup.write_bytes(exercise_path.read_bytes())
+            with atomic_write(backup) as f:
+                f.write(exercise_path.read_bytes())
         _atomic_write(exercise_path, text)
         return "updated"
     exercise_path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,15 +240,19 @@ def execute_notebook(path: Path, fast: bool | None = None, timeout: int = 600) -
 
 
 def coalesce_streams(outputs: list) -> list:
-    """Join neighbouring prints to the same stream into one output, however the kernel happened to chunk them,
-    so the same run always gives the same file."""
+    """Join every print to the same stream (stdout, stderr) into one output at the place of its first piece,
+    however the kernel happened to chunk or interleave them, so the same run always gives the same file
+    (nbval compares streams the same way)."""
     joined: list = []
+    first: dict[str, dict] = {}
     for out in outputs:
-        if (out.get("output_type") == "stream" and joined and joined[-1].get("output_type") == "stream"
-                and joined[-1].get("name") == out.get("name")):
-            joined[-1]["text"] = joined[-1]["text"] + out["text"]
-        else:
-            joined.append(out)
+        if out.get("output_type") == "stream":
+            name = out.get("name")
+            if name in first:
+                first[name]["text"] = first[name]["text"] + out["text"]
+                continue
+            first[name] = out
+        joined.append(out)
     return joined
 
 

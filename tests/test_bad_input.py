@@ -232,3 +232,150 @@ def test_sampling_from_non_finite_logits_is_a_clear_error():
 
     with pytest.raises(ValueError, match="no finite value"):
         sample_next(torch.full((1, 5), float("nan")))
+
+
+# --------------------------------------------------------------------------- checkpoints on disk
+
+
+def small_trained_state(tmp_path):
+    path = tmp_path / "ck.pt"
+    Trainer(tiny(max_steps=2, checkpoint_path=str(path)), synthetic_ids()).fit()
+    return path
+
+
+def test_a_flipped_bit_in_the_tensor_data_is_refused(tmp_path):
+    path = tmp_path / "ck.pt"
+    weights = {"w": torch.arange(64, dtype=torch.float32) + 0.5}
+    save_checkpoint(path, {"model": weights, "model_config": {}, "step": 3})
+    assert torch.equal(load_checkpoint(path)["model"]["w"], weights["w"])
+    raw = bytearray(path.read_bytes())
+    where = bytes(raw).find(weights["w"].numpy().tobytes())
+    assert where > 0  # the tensor's bytes are stored as they are
+    raw[where + 40] ^= 0x01  # one bit of one float
+    path.write_bytes(bytes(raw))
+    torch.load(path, weights_only=True)  # PyTorch itself does not notice
+    with pytest.raises(CheckpointError, match="damaged: its contents no longer match the checksum"):
+        load_checkpoint(path)
+
+
+def test_a_changed_plain_value_is_refused(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "model_config": {"d": 1}, "step": 3})
+    state = torch.load(path, weights_only=True)
+    state["step"] = 4
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_stale_temporary_files_are_removed_by_the_next_save_and_by_resume(tmp_path):
+    path = small_trained_state(tmp_path)
+    leftover = tmp_path / ".ck.pt.k1ll3d.tmp"  # what `kill -9` during a save leaves
+    leftover.write_bytes(b"\0" * 1000)
+    Trainer(tiny(max_steps=3, checkpoint_path=str(path)), synthetic_ids()).fit(resume=True)
+    assert not leftover.exists()
+    leftover.write_bytes(b"\0" * 1000)
+    save_checkpoint(path, load_checkpoint(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_written_files_keep_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        from llmcourse.authoring import write_exercise
+        from llmcourse.tokenizers.regex_bpe import RegexTokenizer
+
+        path = small_trained_state(tmp_path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        tok = RegexTokenizer()
+        tok.train("hello hello world", 260)
+        tok.save(tmp_path / "tok.json")
+        assert stat.S_IMODE((tmp_path / "tok.json").stat().st_mode) == 0o644
+        sol = tmp_path / "99_demo.ipynb"
+        nbformat.write(demo_solution(), sol)
+        write_exercise(sol, tmp_path / "ex" / "99_demo.ipynb")
+        assert stat.S_IMODE((tmp_path / "ex" / "99_demo.ipynb").stat().st_mode) == 0o644
+        os.umask(0o077)
+        save_checkpoint(path, load_checkpoint(path))
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # the umask is respected, as open() would
+    finally:
+        os.umask(old)
+
+
+# --------------------------------------------------------------------------- build --force and byte-identical rebuilds
+
+import nbformat  # noqa: E402
+
+
+def demo_solution(extra_code: str = "") -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Demo"),
+                nbformat.v4.new_code_cell("def relu(x):\n    ### BEGIN SOLUTION\n    return max(x, 0)\n"
+                                          "    ### END SOLUTION"),
+                nbformat.v4.new_code_cell(extra_code or "print(relu(-2), relu(3))")]
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return nb
+
+
+def edit_source(nb):
+    nb.cells[1].source += "  # mine"
+
+
+def edit_output(nb):
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="0 3\n")]
+    nb.cells[2].execution_count = 1
+
+
+def edit_tags(nb):
+    nb.cells[2].metadata["tags"] = ["my-note"]
+
+
+def edit_metadata(nb):
+    nb.metadata["kernelspec"]["display_name"] = "My Python"
+
+
+@pytest.mark.parametrize("edit", [edit_source, edit_output, edit_tags, edit_metadata])
+def test_every_kind_of_edit_is_kept_by_build_force(edit, tmp_path):
+    from llmcourse.authoring import AuthoringError, is_hand_edited, make_exercise, write_exercise
+
+    sol, ex = tmp_path / "99_demo.ipynb", tmp_path / "ex" / "99_demo.ipynb"
+    nbformat.write(demo_solution(), sol)
+    write_exercise(sol, ex)
+    assert not is_hand_edited(ex, make_exercise(demo_solution(), "99_demo.ipynb"))
+    kept = []
+    for round_ in range(3):  # three edits, three --force rebuilds: three kept copies
+        nb = nbformat.read(ex, as_version=4)
+        edit(nb)
+        nb.cells[0].metadata["round"] = round_ if edit is edit_metadata else nb.cells[0].metadata.get("round")
+        if edit is not edit_metadata:
+            nb.cells[0].metadata.pop("round")
+        if edit is edit_source:
+            nb.cells[1].source += f" {round_}"
+        nbformat.write(nb, ex)
+        edited = ex.read_bytes()
+        with pytest.raises(AuthoringError, match="edited by hand"):
+            write_exercise(sol, ex)
+        assert ex.read_bytes() == edited  # a plain build leaves the edit alone
+        assert write_exercise(sol, ex, force=True) == "updated"
+        kept.append(edited)
+    names = ["99_demo.ipynb.edited", "99_demo.ipynb.edited-2", "99_demo.ipynb.edited-3"]
+    assert [(ex.parent / n).read_bytes() for n in names] == kept
+    assert write_exercise(sol, ex) == "unchanged"
+
+
+def test_building_twice_with_execution_is_byte_identical(tmp_path, monkeypatch, capsys):
+    """The solution is executed each time; a stream printed in many pieces must be stored the same way."""
+    from llmcourse.cli import main as cli
+
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "exercises").mkdir()
+    chunky = ("import sys, time\nfor i in range(6):\n    print(i, end=' ', flush=True)\n    time.sleep(0.02)\n"
+              "    sys.stderr.write('.'); sys.stderr.flush()\nprint(relu(-2), relu(3))")
+    nbformat.write(demo_solution(chunky), tmp_path / "solutions" / "99_demo.ipynb")
+    monkeypatch.setenv("LLMCOURSE_ROOT", str(tmp_path))
+    assert cli(["build", "--no-self-check"]) == 0
+    first = [(tmp_path / d / "99_demo.ipynb").read_bytes() for d in ("solutions", "exercises")]
+    assert b"0 1 2 3 4 5 0 3" in first[0]
+    assert cli(["build", "--no-self-check"]) == 0
+    assert [(tmp_path / d / "99_demo.ipynb").read_bytes() for d in ("solutions", "exercises")] == first
+    assert "exercises/99_demo.ipynb: unchanged" in capsys.readouterr().out

@@ -15,6 +15,15 @@ Two things can go wrong with checkpoint files, and this module guards against bo
    program) should give a message that says what is wrong, not a pickle
    traceback. :func:`load_checkpoint` raises :class:`CheckpointError` for each case.
 
+3. **A file changed after it was written** (a flipped bit on a disk, a copy cut
+   and pasted together): every checkpoint carries a SHA-256 ``checksum`` of its
+   contents (every tensor's bytes, dtype and shape, every plain value), and
+   :func:`load_checkpoint` refuses a file whose contents no longer match it.
+
+Files are written with the permissions of an ordinary write (0666 minus the
+umask), and a save first removes what an earlier save killed half-way
+(``kill -9``) left behind: no temporary file outlives the next save.
+
 Files are loaded with ``torch.load(weights_only=True)``, which refuses to run
 arbitrary code from the file; so checkpoints store only tensors and plain
 Python values (dicts, lists, tuples, numbers, strings), with random number
@@ -22,13 +31,14 @@ generator states converted to tensors.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmcourse.files import atomic_write
+from llmcourse.files import atomic_write, remove_stale_temporaries
 
 FORMAT = "llmcourse-checkpoint"
 VERSION = 1
@@ -37,6 +47,32 @@ REQUIRED_KEYS = ("format", "version", "model", "model_config", "step")
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, damaged or not an llmcourse checkpoint."""
+
+
+def _feed(h: "hashlib._Hash", value: Any) -> None:
+    """Hash ``value`` (tensors, dicts, lists, tuples and plain values) in a fixed order, with its structure."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(value, dict):
+        h.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            h.update(repr(key).encode())
+            _feed(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}".encode())
+        for item in value:
+            _feed(h, item)
+    else:
+        h.update(f"V{type(value).__name__}:{value!r}".encode())
+
+
+def contents_checksum(state: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's contents (everything but its ``checksum`` entry), as hex."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != "checksum"})
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -50,9 +86,19 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     missing = [k for k in REQUIRED_KEYS[2:] if k not in state]
     if missing:
         raise ValueError(f"a checkpoint needs the keys {list(REQUIRED_KEYS[2:])}; missing {missing}")
+    model = state["model"]
+    if isinstance(model, dict):
+        bad = [k for k, v in model.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise ValueError(f"refusing to save a checkpoint whose weights are not finite (NaN or infinite in "
+                             f"{bad[:3]}{' ...' if len(bad) > 3 else ''}): training diverged")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **state}
+    remove_stale_temporaries(path)  # what a save killed half-way left behind
+    payload = {"format": FORMAT, "version": VERSION,
+               **{k: v for k, v in state.items() if k not in ("format", "version", "checksum")}}
+    payload["checksum"] = contents_checksum(payload)
     with atomic_write(path) as f:
         torch.save(payload, f)
     return path
@@ -82,7 +128,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path} is incomplete: it lacks {missing}")
+    if "checksum" in state:  # files written before checksums existed have none
+        expected = state.pop("checksum")
+        if contents_checksum(state) != expected:
+            raise CheckpointError(f"{path} is damaged: its contents no longer match the checksum written with "
+                                  f"them (a changed byte on the disk or in a copy); use an earlier checkpoint "
+                                  f"or retrain")
     return state
 
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "contents_checksum", "FORMAT", "VERSION"]

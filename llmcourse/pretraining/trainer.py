@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from llmcourse.progress import tqdm
 
-from llmcourse.files import check_writable
+from llmcourse.files import check_writable, remove_stale_temporaries
 from llmcourse.pretraining.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.seed import seed_everything
@@ -673,6 +673,8 @@ class Trainer:
         """
         cfg, acc = self.config, self.accelerator
         if resume:
+            if cfg.checkpoint_path and acc.is_main_process:
+                remove_stale_temporaries(cfg.checkpoint_path)  # left by a save that was killed half-way
             if cfg.checkpoint_path and Path(cfg.checkpoint_path).exists():
                 self.load(cfg.checkpoint_path)
                 acc.print(f"resumed from {cfg.checkpoint_path} at step {self.step}")
