@@ -5,7 +5,7 @@ Every graded kernel gets:
 * a fresh temporary folder as its working directory, holding only a copy of the notebook under a neutral
   name (``submission.ipynb``), with a private HOME and TMPDIR inside it;
 * a small environment of its own (fast mode, seeds, the thread settings and PYTHONPATH) instead of the grader's;
-* limits set with ``resource.setrlimit`` before the kernel starts: address space (memory), CPU seconds,
+* limits set with ``resource.setrlimit`` before the kernel starts: writable memory, CPU seconds,
   the size of any file it writes, the number of processes, no core files;
 * its own session and process group; when grading ends, that group is killed, and so is every process
   whose environment carries this kernel's grading token (children that started a session of their own or
@@ -48,8 +48,8 @@ INHERITED = ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPAB
 class Limits:
     """What one graded kernel may use."""
 
-    memory_mb: int = 8192  # address space of each process (torch alone maps about 1.5 GB)
-    cpu_seconds: int = 1800  # CPU time of each process
+    memory_mb: int = 8192  # writable private memory (RLIMIT_DATA) of each process
+    cpu_seconds: int = 3600  # CPU time of each process (all its threads together)
     file_mb: int = 256  # largest file it may write
     processes: int = 512  # tasks (processes and threads) of its user
 
@@ -63,7 +63,9 @@ class Limits:
 def apply_limits(limits: Limits) -> None:
     """Set the rlimits of the current process (inherited by everything it starts)."""
     mb = 1024 * 1024
-    wanted = {resource.RLIMIT_AS: limits.memory_mb * mb, resource.RLIMIT_CPU: limits.cpu_seconds,
+    # RLIMIT_DATA rather than RLIMIT_AS: it counts the memory a process writes (every malloc, every tensor)
+    # but not address space reserved and never written, which CUDA reserves by the hundreds of gigabytes.
+    wanted = {resource.RLIMIT_DATA: limits.memory_mb * mb, resource.RLIMIT_CPU: limits.cpu_seconds,
               resource.RLIMIT_FSIZE: limits.file_mb * mb, resource.RLIMIT_CORE: 0,
               resource.RLIMIT_NPROC: _tasks_of_user() + limits.processes}
     for which, value in wanted.items():
