@@ -7,6 +7,7 @@ from check_contract import contract_tests
 from wrong_solutions.ch07 import _GPT as _Build07  # the correct layer the wrong ones break
 
 from llmcourse.models import sampling as S
+from llmcourse.models.masked_lm import mask_tokens
 from llmcourse.grading.chapters.ch07 import chapter
 from llmcourse.grading.checks import run_checks
 
@@ -73,6 +74,22 @@ def _temperature_gradient(logits, temperature):
     return log_p.exp() * d_log_p
 
 
+def _mask_tokens(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    # written differently from the solution: a Bernoulli choice, then two more Bernoulli draws (0.8, then 0.5)
+    special = torch.zeros(vocab_size, dtype=torch.bool)
+    special[list(special_ids) + [mask_id]] = True
+    chosen = torch.bernoulli(torch.full(ids.shape, float(p)), generator=generator).bool() & ~special[ids]
+    as_mask = chosen & torch.bernoulli(torch.full(ids.shape, 0.8), generator=generator).bool()
+    as_random = chosen & ~as_mask & torch.bernoulli(torch.full(ids.shape, 0.5), generator=generator).bool()
+    ordinary = (~special).nonzero().flatten()
+    inputs = ids.clone()
+    inputs[as_mask] = mask_id
+    inputs[as_random] = ordinary[torch.randint(len(ordinary), (int(as_random.sum()),), generator=generator)]
+    labels = torch.full_like(ids, -100)
+    labels[chosen] = ids[chosen]
+    return inputs, labels
+
+
 CORRECT = {
     "GPT": _Build07,
     "softmax_with_temperature": _softmax_with_temperature,
@@ -83,6 +100,7 @@ CORRECT = {
     "kv_cache_append": _kv_cache_append,
     "sampling_tail_share": _sampling_tail_share,
     "temperature_gradient": _temperature_gradient,
+    "mask_tokens": _mask_tokens,
 }
 
 PACKAGE = {
@@ -91,6 +109,7 @@ PACKAGE = {
     "top_p_filter": S.top_p_filter,
     "greedy_decode": S.greedy_decode,
     "length_penalty": S.length_penalty,
+    "mask_tokens": mask_tokens,
 }
 
 

@@ -321,6 +321,84 @@ def temperature_gradient_one_mean_for_all_rows(logits, temperature):
     p = torch.softmax(logits / temperature, dim=-1)
     return p * ((p * logits).sum() / p.sum() - logits) / temperature**2
 
+# --------------------------------------------------------------------------- mask_tokens
+
+
+def _chosen(ids, p, generator, special_ids, mask_id):
+    specials = torch.tensor(sorted(set(special_ids) | {mask_id}))
+    return ~torch.isin(ids, specials) & (torch.rand(ids.shape, generator=generator) < p), specials
+
+
+def masking_always_masks(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Turns every chosen token into [MASK]: no random and no unchanged tokens."""
+    chosen, _ = _chosen(ids, p, generator, special_ids, mask_id)
+    return torch.where(chosen, torch.full_like(ids, mask_id), ids), torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
+def masking_labels_everywhere(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Keeps the original token as the label at every position, so the loss counts the visible tokens too."""
+    chosen, specials = _chosen(ids, p, generator, special_ids, mask_id)
+    fate = torch.rand(ids.shape, generator=generator)
+    allowed = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), specials)]
+    random_ids = allowed[torch.randint(0, len(allowed), ids.shape, generator=generator)]
+    inputs = torch.where(chosen & (fate < 0.8), torch.full_like(ids, mask_id), ids)
+    return torch.where(chosen & (fate >= 0.8) & (fate < 0.9), random_ids, inputs), ids.clone()
+
+
+def masking_chooses_specials(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Chooses among all positions, [CLS], [SEP] and [PAD] included."""
+    chosen = torch.rand(ids.shape, generator=generator) < p
+    fate = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size - len(special_ids), ids.shape, generator=generator)
+    inputs = torch.where(chosen & (fate < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (fate >= 0.8) & (fate < 0.9), random_ids, inputs)
+    return inputs, torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
+def masking_random_from_whole_vocabulary(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Draws the random replacement from every id, special ones included."""
+    chosen, _ = _chosen(ids, p, generator, special_ids, mask_id)
+    fate = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(0, vocab_size, ids.shape, generator=generator)
+    inputs = torch.where(chosen & (fate < 0.8), torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (fate >= 0.8) & (fate < 0.9), random_ids, inputs)
+    return inputs, torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
+def masking_labels_only_masks(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Puts a label only where [MASK] went in, so the random and unchanged tokens are never predicted."""
+    chosen, specials = _chosen(ids, p, generator, special_ids, mask_id)
+    fate = torch.rand(ids.shape, generator=generator)
+    allowed = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), specials)]
+    random_ids = allowed[torch.randint(0, len(allowed), ids.shape, generator=generator)]
+    to_mask = chosen & (fate < 0.8)
+    inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(chosen & (fate >= 0.8) & (fate < 0.9), random_ids, inputs)
+    return inputs, torch.where(to_mask, ids, torch.full_like(ids, -100))
+
+
+def masking_edits_in_place(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Writes [MASK] into ids itself and then reads the labels from the edited tensor."""
+    chosen, specials = _chosen(ids, p, generator, special_ids, mask_id)
+    fate = torch.rand(ids.shape, generator=generator)
+    allowed = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), specials)]
+    random_ids = allowed[torch.randint(0, len(allowed), ids.shape, generator=generator)]
+    ids[chosen & (fate < 0.8)] = mask_id
+    ids[chosen & (fate >= 0.8) & (fate < 0.9)] = random_ids[chosen & (fate >= 0.8) & (fate < 0.9)]
+    return ids, torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
+def masking_unseeded(ids, mask_id, vocab_size, p=0.15, generator=None, special_ids=()):
+    """Right rule, but draws from the global random state instead of the generator."""
+    chosen, specials = _chosen(ids, p, None, special_ids, mask_id)
+    fate = torch.rand(ids.shape)
+    allowed = torch.arange(vocab_size)[~torch.isin(torch.arange(vocab_size), specials)]
+    random_ids = allowed[torch.randint(0, len(allowed), ids.shape)]
+    inputs = torch.where(chosen & (fate < 0.8), torch.full_like(ids, mask_id), ids)
+    return torch.where(chosen & (fate >= 0.8) & (fate < 0.9), random_ids, inputs), \
+        torch.where(chosen, ids, torch.full_like(ids, -100))
+
+
 WRONG: dict[str, list[Callable]] = {
     "GPT": [GPTPostNorm, GPTWithoutMask, GPTUnscaledScores],
     "softmax_with_temperature": [temperature_multiplies, temperature_overflows, temperature_over_the_batch,
@@ -335,4 +413,7 @@ WRONG: dict[str, list[Callable]] = {
     "temperature_gradient": [temperature_gradient_one_power_of_t, temperature_gradient_sign_flipped,
                              temperature_gradient_plain_mean, temperature_gradient_naive_softmax,
                              temperature_gradient_one_mean_for_all_rows],
+    "mask_tokens": [masking_always_masks, masking_labels_everywhere, masking_chooses_specials,
+                    masking_random_from_whole_vocabulary, masking_labels_only_masks, masking_edits_in_place,
+                    masking_unseeded],
 }

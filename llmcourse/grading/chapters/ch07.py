@@ -14,7 +14,12 @@ out, within five standard deviations of a sampled share) and the lesson's claim
 that plain sampling mostly draws from the long tail of a large vocabulary.
 ``temperature_gradient`` is the derivative of softmax(z / T) with respect to T,
 checked against ``torch.autograd.functional.jacobian`` while every autograd entry
-point is switched off for the learner's code. No check needs another exercise's
+point is switched off for the learner's code.
+
+Last, ``mask_tokens``, BERT's masked-language-model corruption: labels only at the
+chosen positions, special tokens never chosen, the 80/10/10 rule within five
+standard deviations of a binomial count on 40,000 tokens, random replacements that
+are ordinary tokens, and a seeded generator. No check needs another exercise's
 function.
 """
 from __future__ import annotations
@@ -446,3 +451,103 @@ def temperature_gradient_any_shape(ns: Namespace) -> None:
     logits = seeded_randn(2, 3, 5, seed=91, dtype=torch.float64) * 3
     for t in (0.2, 7.0):
         _expect_temperature_gradient(ns, logits, t, f"for logits (2, 3, 5) at T = {t}")
+
+
+# --------------------------------------------------------------------------- mask_tokens: BERT's corruption rule
+
+_N_ORDINARY = 96
+_SPECIALS = (96, 97, 98, 99)  # [CLS], [SEP], [MASK], [PAD]
+_MASK_ID = 98
+
+
+def _masking_sample(seed: int, shape: tuple[int, int] = (200, 250)) -> torch.Tensor:
+    """Ordinary ids in 0..95 with every fifth position one of the four special ids."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, _N_ORDINARY, shape, generator=g)
+    ids[:, ::5] = torch.tensor(_SPECIALS)[torch.randint(0, 4, (shape[0], len(range(0, shape[1], 5))), generator=g)]
+    return ids
+
+
+def _learner_masking(ns: Namespace, ids: torch.Tensor, p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    what = f"mask_tokens(ids {tuple(ids.shape)}, mask_id={_MASK_ID}, vocab_size=100, p={p}, ...)"
+    got = call(ns, "mask_tokens", ids.clone(), _MASK_ID, 100, p, torch.Generator().manual_seed(seed), _SPECIALS)
+    if not isinstance(got, (tuple, list)) or len(got) != 2:
+        raise CheckFailed(f"{what} should return two tensors, (inputs, labels); got {type(got).__name__}.")
+    inputs = expect_shape(got[0], tuple(ids.shape), f"{what}, inputs,")
+    labels = expect_shape(got[1], tuple(ids.shape), f"{what}, labels,")
+    return inputs.long(), labels.long()
+
+
+def _within(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:
+    return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p)) + 1e-9
+
+
+@chapter.check("mask_tokens", points=1, hint="labels is -100 everywhere except at the chosen positions, where it holds "
+               "the ORIGINAL token (also where the input became [MASK] or a random token, or was kept). Only chosen "
+               "positions may change in inputs, and a special id is never chosen: with p = 1 every ordinary token is "
+               "chosen, with p = 0 none. Start from copies (ids.clone()), so that ids itself is not changed.")
+def mask_tokens_labels_and_specials(ns: Namespace) -> None:
+    ids = _masking_sample(30)
+    ordinary = ~torch.isin(ids, torch.tensor(_SPECIALS))
+    for p, seed in [(0.15, 31), (1.0, 32), (0.0, 33)]:
+        inputs, labels = _learner_masking(ns, ids, p, seed)
+        chosen = labels != -100
+        expect(not bool(chosen[~ordinary].any()),
+               f"with p={p}, {int(chosen[~ordinary].sum())} special tokens got a label: [CLS], [SEP], [MASK] and "
+               f"[PAD] are never chosen (their label stays -100).")
+        expect(torch.equal(labels[chosen], ids[chosen]),
+               f"with p={p}, some labels are not the original token: at a chosen position the label is the token "
+               f"that was there before masking.")
+        expect(torch.equal(inputs[~chosen], ids[~chosen]),
+               f"with p={p}, inputs changed at {int((inputs != ids)[~chosen].sum())} positions whose label is -100; "
+               f"only chosen positions may change, and each chosen position needs its label.")
+        if p == 1.0:
+            expect(torch.equal(chosen, ordinary), "with p=1 every ordinary token must be chosen (and no special one).")
+        if p == 0.0:
+            expect(not bool(chosen.any()), "with p=0 no token is chosen: labels must be -100 everywhere.")
+
+
+@chapter.check("mask_tokens", points=1, hint="Choose each ordinary token with probability p (torch.rand(...) < p, "
+               "with the generator). Of the chosen ones 80% become mask_id, 10% a random ordinary token, and 10% stay "
+               "as they are: one more uniform draw per token decides which (below 0.8, 0.8 to 0.9, above 0.9).")
+def mask_tokens_80_10_10(ns: Namespace) -> None:
+    ids = _masking_sample(40)
+    n_ordinary = int((~torch.isin(ids, torch.tensor(_SPECIALS))).sum())
+    for p, seed in [(0.15, 41), (0.4, 42)]:
+        inputs, labels = _learner_masking(ns, ids, p, seed)
+        chosen = labels != -100
+        n_chosen = int(chosen.sum())
+        expect(_within(n_chosen, n_ordinary, p),
+               f"with p={p}, {n_chosen} of {n_ordinary} ordinary tokens were chosen ({n_chosen / n_ordinary:.3f}); "
+               f"about {p} of them should be (within five standard deviations, "
+               f"{5 * math.sqrt(p * (1 - p) / n_ordinary):.4f}).")
+        masked = int((chosen & (inputs == _MASK_ID)).sum())
+        kept = int((chosen & (inputs == ids)).sum())
+        replaced = n_chosen - masked - kept
+        for name, count, share in [("became [MASK]", masked, 0.8), ("became another token", replaced, 0.1 * 95 / 96),
+                                   ("were kept", kept, 0.1 + 0.1 / 96)]:
+            expect(_within(count, n_chosen, share),
+                   f"with p={p}, {count} of the {n_chosen} chosen tokens {name} ({count / max(n_chosen, 1):.3f}); "
+                   f"BERT's rule gives {share:.3f} (80% [MASK], 10% random, 10% unchanged; a random token is the "
+                   f"original one 1 time in 96).")
+
+
+@chapter.check("mask_tokens", points=1, hint="The random replacement is an ORDINARY token: draw it from the ids "
+               "0..vocab_size-1 that are not in special_ids (and not mask_id), every one equally likely. Use the "
+               "generator for every random draw, so that the same seed gives the same result.")
+def mask_tokens_random_tokens_and_seed(ns: Namespace) -> None:
+    ids = _masking_sample(50)
+    inputs, labels = _learner_masking(ns, ids, 0.5, 51)
+    changed = (labels != -100) & (inputs != ids) & (inputs != _MASK_ID)
+    swapped_in = inputs[changed]
+    bad = swapped_in[torch.isin(swapped_in, torch.tensor(_SPECIALS)) | (swapped_in < 0) | (swapped_in >= 100)]
+    expect(len(bad) == 0, f"{len(bad)} random replacements are special or out-of-range ids (e.g. {bad[:3].tolist()}); "
+                          f"a replacement is an ordinary token, 0..95 here.")
+    expect(len(swapped_in.unique()) >= 90, f"the random replacements use only {len(swapped_in.unique())} of the 96 "
+                                           f"ordinary ids; draw them uniformly from all of them.")
+    again, again_labels = _learner_masking(ns, ids, 0.5, 51)
+    other, other_labels = _learner_masking(ns, ids, 0.5, 52)
+    expect(torch.equal(again, inputs) and torch.equal(again_labels, labels),
+           "two calls with generators seeded alike gave different results; draw every random number from the "
+           "generator you are given (torch.rand(..., generator=generator)).")
+    expect(not torch.equal(other_labels, labels), "generators with different seeds gave the same choice of tokens.")
