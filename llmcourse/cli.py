@@ -8,7 +8,8 @@
     llmcourse build [--check]        instructors: regenerate exercises/ from solutions/ and self-check
     llmcourse execute NOTEBOOK...    authors: run notebooks and store their outputs
     llmcourse train [--config F.json] [--set key=value ...] [--out DIR] [--resume]
-                                     pretrain a GPT (also under torchrun / accelerate launch)
+                                     pretrain a GPT (also under torchrun / accelerate launch); --resume
+                                     refuses another run's checkpoint unless each change is a --set
     llmcourse generate --checkpoint PATH --prompt TEXT   sample text from a trained checkpoint
 """
 from __future__ import annotations
@@ -400,6 +401,7 @@ def parameter_checksum(model) -> float:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from llmcourse.pretraining.checkpoint import CheckpointError
     from llmcourse.pretraining.trainer import TrainConfig, Trainer
 
     from llmcourse.files import check_writable_folder
@@ -425,7 +427,14 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{trainer.unwrapped_model.vocab_size}, {trainer.unwrapped_model.num_parameters():,} parameters, "
               f"{acc.num_processes} process(es) on {acc.device}, precision {acc.mixed_precision}"
               + (f"; entropy limit {entropy:.4f} nats/token" if entropy is not None else ""))
-    history = trainer.fit(resume=args.resume)
+    trainer.data_info = dict(data)
+    # on --resume, a setting given with --set may differ from the checkpoint's: an explicit, printed change
+    explicit = [parse_setting(text)[0] for text in (args.set or [])]
+    try:
+        history = trainer.fit(resume=args.resume, allow_changes=explicit)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "history.json").write_text(json.dumps(history.to_dict()))

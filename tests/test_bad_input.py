@@ -272,7 +272,8 @@ def test_stale_temporary_files_are_removed_by_the_next_save_and_by_resume(tmp_pa
     path = small_trained_state(tmp_path)
     leftover = tmp_path / ".ck.pt.k1ll3d.tmp"  # what `kill -9` during a save leaves
     leftover.write_bytes(b"\0" * 1000)
-    Trainer(tiny(max_steps=3, checkpoint_path=str(path)), synthetic_ids()).fit(resume=True)
+    Trainer(tiny(max_steps=3, checkpoint_path=str(path)), synthetic_ids()).fit(resume=True,
+                                                                                allow_changes=["max_steps"])
     assert not leftover.exists()
     leftover.write_bytes(b"\0" * 1000)
     save_checkpoint(path, load_checkpoint(path))
@@ -379,3 +380,107 @@ def test_building_twice_with_execution_is_byte_identical(tmp_path, monkeypatch, 
     assert cli(["build", "--no-self-check"]) == 0
     assert [(tmp_path / d / "99_demo.ipynb").read_bytes() for d in ("solutions", "exercises")] == first
     assert "exercises/99_demo.ipynb: unchanged" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- resume checks
+
+
+def text_run(tmp_path, capsys, text: str, *extra: str, resume: bool = False, name: str = "corpus.txt") -> int:
+    corpus = tmp_path / name
+    corpus.write_text(text)
+    code = cli(["train", *SMALL, "--set", f"dataset={corpus}", *extra, "--out", str(tmp_path / "run"),
+                *(["--resume"] if resume else [])])
+    return code
+
+
+def test_resume_on_other_data_with_the_same_vocabulary_is_refused(tmp_path, capsys):
+    assert text_run(tmp_path, capsys, "abcd " * 400) == 0
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    capsys.readouterr()
+    # five characters again, but other ones: the same vocabulary size, another tokenizer
+    assert text_run(tmp_path, capsys, "vwxyz" * 400, "--set", "max_steps=6", resume=True, name="other.txt") == 2
+    line = one_error_line(capsys)
+    assert "does not belong to this run" in line and "tokenizer: " in line and "keep the tokenizer" in line
+    assert checkpoint.read_bytes() == before  # the old tokenizer was not replaced
+    # the same characters in another order: same tokenizer, other tokens
+    assert text_run(tmp_path, capsys, "dcba " * 400, "--set", "max_steps=6", resume=True) == 2
+    assert "training data" in one_error_line(capsys)
+    assert checkpoint.read_bytes() == before
+
+
+@pytest.mark.parametrize("forgotten", ["lr", "min_lr", "seed", "weight_decay", "grad_clip"])
+def test_resume_with_settings_that_differ_from_the_checkpoint_is_refused(forgotten, tmp_path, capsys):
+    """The first run set a value; the resume does not (the default is taken): refused, naming the setting."""
+    first = {"lr": "lr=0.002", "min_lr": "min_lr=0.0002", "seed": "seed=7", "weight_decay": "weight_decay=0.3",
+             "grad_clip": "grad_clip=0.5"}
+    out = tmp_path / "run"
+    assert cli(["train", *SMALL, "--set", first[forgotten], "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out / "checkpoint.pt").read_bytes()
+    assert cli(["train", *SMALL, "--set", "max_steps=6", "--out", str(out), "--resume"]) == 2
+    line = one_error_line(capsys)
+    assert f"{forgotten}: " in line and "in the checkpoint" in line and "--set key=value" in line
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_an_explicit_set_on_resume_is_a_printed_change_that_takes_effect(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", *SMALL, "--set", "max_steps=4", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli(["train", *SMALL, "--set", "max_steps=6", "--set", "lr=0.003", "--set", "min_lr=0.0003",
+                "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming with changed settings: max_steps 4 -> 6, lr 0.001 -> 0.003, min_lr 0.0001 -> 0.0003" in printed
+    history = json.loads((out / "history.json").read_text())
+    from llmcourse.pretraining.schedules import warmup_cosine_lr
+
+    # steps 5 and 6 use the new peak and floor, on the new 6-step schedule
+    assert history["lr"][4:] == pytest.approx([warmup_cosine_lr(t, 0.003, 1, 6, 0.0003) for t in (4, 5)])
+
+
+def test_resume_with_the_same_settings_reproduces_the_losses(tmp_path, capsys, monkeypatch):
+    from llmcourse.pretraining import trainer as trainer_module
+
+    straight, split = tmp_path / "a", tmp_path / "b"
+    six = [*SMALL, "--set", "max_steps=6", "--set", "dropout=0.1"]
+    assert cli(["train", *six, "--out", str(straight)]) == 0
+    real = trainer_module.Trainer.train_step
+
+    def stop_at_fourth(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", stop_at_fourth)
+    assert cli(["train", *six, "--out", str(split)]) == 130
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", real)
+    assert cli(["train", *six, "--out", str(split), "--resume"]) == 0
+    assert "changed settings" not in capsys.readouterr().out
+    h_straight = json.loads((straight / "history.json").read_text())
+    h_split = json.loads((split / "history.json").read_text())
+    assert h_split["step"] == [1, 2, 3, 4, 5, 6]
+    assert h_straight["train_loss"] == h_split["train_loss"] and h_straight["lr"] == h_split["lr"]
+
+
+def test_max_steps_at_or_below_the_checkpoint_step_is_an_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli(["train", *SMALL, "--out", str(out)]) == 0
+    config_before = (out / "config.json").read_bytes()
+    capsys.readouterr()
+    for steps in (4, 2):
+        assert cli(["train", *SMALL, "--set", f"max_steps={steps}", "--set", "warmup_steps=1", "--out", str(out),
+                    "--resume"]) == 2
+        assert f"max_steps={steps} is not beyond the checkpoint's step 4" in one_error_line(capsys)
+    assert (out / "config.json").read_bytes() == config_before  # nothing rewritten
+
+
+def test_library_resume_names_the_changes(tmp_path):
+    path = tmp_path / "ck.pt"
+    ids = synthetic_ids()
+    Trainer(tiny(max_steps=2, checkpoint_path=str(path)), ids).fit()
+    with pytest.raises(CheckpointError, match=r"batch_size: 4 in the checkpoint, 8 now"):
+        Trainer(tiny(max_steps=4, batch_size=8, checkpoint_path=str(path)), ids).fit(resume=True)
+    changed = Trainer(tiny(max_steps=4, batch_size=8, checkpoint_path=str(path)), ids)
+    changed.fit(resume=True, allow_changes=["batch_size", "max_steps"])
+    assert changed.step == 4

@@ -30,6 +30,7 @@ data parallelism and puts tensors on the right device.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import random
 import sys
@@ -53,6 +54,10 @@ from llmcourse.models.gpt import GPT, GPTConfig
 from llmcourse.seed import seed_everything
 
 PRECISIONS = ("no", "bf16", "fp16", "auto")
+# Settings a resumed run may change freely: they do not change which batches are read or what a step does.
+RESUME_FREE = ("progress", "checkpoint_path", "checkpoint_interval", "eval_interval", "eval_steps", "cpu",
+               "vocab_size", "context_length", "d_model", "n_layers", "n_heads", "dropout", "bias")
+DATA_SETTINGS = ("dataset", "dataset_size", "val_fraction")  # what chose the data (the command line's names)
 
 
 class TrainingDiverged(RuntimeError):
@@ -508,6 +513,10 @@ class Trainer:
                 vocab_size = int(self.train_data.ids.max()) + 1
             model = GPT(config.gpt_config(vocab_size))
         self.model_config = asdict(model.config) if hasattr(model, "config") else {}
+        ids = getattr(self.train_data, "ids", None)
+        self.data_fingerprint = None if ids is None else hashlib.sha256(
+            ids.detach().cpu().to(torch.int64).numpy().tobytes()).hexdigest()
+        self.data_info: dict[str, Any] = {}  # how the data was chosen (dataset, dataset_size, ...), if known
         optimizer = configure_optimizer(model, config.lr, config.weight_decay, config.betas)
         self.scheduler = self._make_schedule(optimizer)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -629,7 +638,8 @@ class Trainer:
                 "train_config": self.config.to_dict(), "tokenizer": describe_tokenizer(self.tokenizer),
                 "optimizer": self.optimizer.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": None if scaler is None else scaler.state_dict(), "step": self.step,
-                "rng": rng or rng_state(), "history": self.history.to_dict()}
+                "rng": rng or rng_state(), "history": self.history.to_dict(),
+                "data": {"fingerprint": self.data_fingerprint, **self.data_info}}
 
     def save(self, path: str | Path | None = None, rng: dict[str, Any] | None = None) -> Path:
         """Write a checkpoint (the main process writes; all processes wait for it)."""
@@ -642,15 +652,70 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return path
 
-    def load(self, path: str | Path) -> None:
-        """Restore model, optimizer, schedule, grad scaler, step, history and random generators from a checkpoint."""
+    def resume_changes(self, state: dict[str, Any], allow_changes: Iterable[str] = ()) -> dict[str, tuple]:
+        """How this run differs from the checkpoint's (setting -> (saved, now)); raises :class:`CheckpointError`
+        for a difference not named in ``allow_changes``. Compared: the optimizer and schedule settings, the
+        batches (batch_size, grad_accum_steps, seed), the precision, the tokenizer and a fingerprint of the
+        training tokens. New training data is allowed when one of the data settings (``dataset``,
+        ``dataset_size``, ``val_fraction``) is named in ``allow_changes`` and really differs; another tokenizer
+        only when ``"tokenizer"`` itself is named (the model's ids would mean other text)."""
+        allow = set(allow_changes)
+        changes: dict[str, tuple] = {}
+        saved_config = state.get("train_config") or {}
+        mine = self.config.to_dict()
+        for key, value in mine.items():
+            if key in RESUME_FREE or key not in saved_config:
+                continue
+            before = tuple(saved_config[key]) if isinstance(saved_config[key], list) else saved_config[key]
+            if before != value:
+                changes[key] = (before, value)
+        saved_data = state.get("data") or {}
+        new_data = {k for k in DATA_SETTINGS if k in allow and k in saved_data
+                    and saved_data[k] != self.data_info.get(k)}
+        for key in DATA_SETTINGS:
+            if key in new_data:
+                changes[key] = (saved_data[key], self.data_info.get(key))
+        if state.get("tokenizer") is not None and self.tokenizer is not None \
+                and state["tokenizer"] != describe_tokenizer(self.tokenizer):
+            changes["tokenizer"] = ("the checkpoint's", "another")
+        if saved_data.get("fingerprint") and self.data_fingerprint and \
+                saved_data["fingerprint"] != self.data_fingerprint:
+            changes["training data"] = (saved_data["fingerprint"][:12], self.data_fingerprint[:12])
+        refused = [k for k in changes if k not in allow and not (k == "training data" and new_data)]
+        if refused:
+            described = ", ".join(f"{k}: {changes[k][0]!r} in the checkpoint, {changes[k][1]!r} now" for k in refused)
+            hints = []
+            if "tokenizer" in refused:
+                hints.append("keep the tokenizer (the model's ids would mean other text with another one)")
+            if "training data" in refused:
+                hints.append("use the same data, or name the data setting you change on purpose (dataset, "
+                             "dataset_size, val_fraction)")
+            if set(refused) - {"tokenizer", "training data"}:
+                hints.append("use the checkpoint's settings to continue the same run, or name each change to make "
+                             "it on purpose (`--set key=value` on the command line, allow_changes=[...] in Python)")
+            raise CheckpointError(f"the checkpoint does not belong to this run: {described}. To resume, "
+                                  f"{'; '.join(hints)}")
+        return changes
+
+    def load(self, path: str | Path, allow_changes: Iterable[str] = ()) -> None:
+        """Restore model, optimizer, schedule, grad scaler, step, history and random generators from a checkpoint.
+
+        The checkpoint must come from this run (see :meth:`resume_changes`); the settings named in
+        ``allow_changes`` may differ, and each change is printed and takes effect from the next step.
+        """
         state = load_checkpoint(path, map_location="cpu")
         if state["model_config"] != self.model_config:
             raise CheckpointError(f"{path} holds a model of shape {state['model_config']}, but this Trainer's "
                                   f"model is {self.model_config}: use the same settings to resume")
+        changes = self.resume_changes(state, allow_changes)
+        if changes:
+            self.accelerator.print("resuming with changed settings: " + ", ".join(
+                f"{k} {before!r} -> {now!r}" for k, (before, now) in changes.items()))
         self.unwrapped_model.load_state_dict(state["model"])
         self.optimizer.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if changes.keys() & {"lr", "min_lr", "warmup_steps", "max_steps", "betas", "weight_decay"}:
+            self._apply_new_optimizer_settings()
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -660,23 +725,43 @@ class Trainer:
             torch.manual_seed(self.config.seed + 7919 * self.accelerator.process_index + self.step)
         self._batches = None
 
+    def _apply_new_optimizer_settings(self) -> None:
+        """After loading a checkpoint, put this config's lr, schedule, betas and weight decay into the groups
+        (a loaded optimizer and schedule would otherwise keep the saved ones)."""
+        cfg = self.config
+        self.scheduler.base_lrs = [cfg.lr for _ in self.optimizer.param_groups]
+        step = self.scheduler.last_epoch
+        for i, (group, factor) in enumerate(zip(self.optimizer.param_groups, self.scheduler.lr_lambdas)):
+            group["initial_lr"] = cfg.lr
+            group["lr"] = cfg.lr * factor(step)
+            group["betas"] = cfg.betas
+            group["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
     # ---------------------------------------------------------------- the loop
 
-    def fit(self, resume: bool = False) -> History:
+    def fit(self, resume: bool = False, allow_changes: Iterable[str] = ()) -> History:
         """Train until ``config.max_steps``; returns the history.
 
         ``resume=True`` first loads ``config.checkpoint_path`` if that file
         exists. Ctrl-C (or ``KeyboardInterrupt`` from a callback) stops cleanly:
         the state after the last completed step is saved (when a
         checkpoint_path is set) and kept in memory, so ``fit()`` again on this
-        Trainer, or ``fit(resume=True)`` on a new one, continues exactly.
+        Trainer, or ``fit(resume=True)`` on a new one, continues exactly. A checkpoint from another run
+        (other settings, tokenizer or data) is refused unless each change is named in ``allow_changes``;
+        ``max_steps`` at or below the checkpoint's step is an error (there would be nothing to train).
         """
         cfg, acc = self.config, self.accelerator
         if resume:
             if cfg.checkpoint_path and acc.is_main_process:
                 remove_stale_temporaries(cfg.checkpoint_path)  # left by a save that was killed half-way
             if cfg.checkpoint_path and Path(cfg.checkpoint_path).exists():
-                self.load(cfg.checkpoint_path)
+                saved_step = int(load_checkpoint(cfg.checkpoint_path)["step"])
+                if cfg.max_steps <= saved_step:
+                    raise ValueError(f"max_steps={cfg.max_steps} is not beyond the checkpoint's step {saved_step} "
+                                     f"({cfg.checkpoint_path}): nothing would be trained; set max_steps above "
+                                     f"{saved_step} to continue")
+                self.load(cfg.checkpoint_path, allow_changes)
                 acc.print(f"resumed from {cfg.checkpoint_path} at step {self.step}")
             else:
                 acc.print(f"no checkpoint at {cfg.checkpoint_path}; starting from step {self.step}")
