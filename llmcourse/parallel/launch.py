@@ -115,7 +115,14 @@ def _limit_threads(world_size: int) -> None:
 
 def _worker(rank: int, fn: Callable, world_size: int, backend: str, port: int, timeout_s: float,
             args: Sequence[Any], results_dir: str) -> None:
-    """What each spawned process runs: join the group, call ``fn(*args)``, write the result to a file."""
+    """What each spawned process runs: join the group, call ``fn(*args)``, write the result to a file.
+
+    The rank first starts a session of its own, so that stopping it also stops every process it started."""
+    if hasattr(os, "setsid"):
+        try:
+            os.setsid()
+        except OSError:  # already a group leader
+            pass
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world_size))
     try:
@@ -156,10 +163,22 @@ def _read_errors(results_dir: str) -> dict[int, tuple[float, str]]:
     return errors
 
 
+def _signal_group(p: Any, sig: int) -> None:
+    """Send ``sig`` to the process group a rank leads (the rank and every process it started)."""
+    if p.pid is None or not hasattr(os, "killpg"):
+        return
+    try:  # a group with the rank's id exists only because the rank started it (os.setsid in _worker)
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def _stop(processes: Sequence[Any]) -> None:
+    """Stop every rank and everything it started: SIGTERM to each rank's process group, then SIGKILL."""
     for p in processes:
         if p.is_alive():
             p.terminate()
+        _signal_group(p, signal.SIGTERM)
     for p in processes:
         if p.pid is None:  # never started
             continue
@@ -167,6 +186,7 @@ def _stop(processes: Sequence[Any]) -> None:
         if p.is_alive():
             p.kill()
             p.join()
+        _signal_group(p, signal.SIGKILL)  # children that outlived their rank
 
 
 def _describe_exit(code: int) -> str:
@@ -226,6 +246,10 @@ def run_parallel(fn: Callable, world_size: int = 2, backend: str | None = None, 
         failed = [r for r, p in enumerate(processes) if p.exitcode != 0]
         if failed:
             raise _failure(failed, processes, results_dir)
+        silent = [r for r in range(world_size) if not os.path.exists(os.path.join(results_dir, f"rank{r}.pt"))]
+        if silent:
+            raise ParallelError(f"rank(s) {silent} exited with code 0 but returned no result: the function ended "
+                                f"its process early (os._exit(0)?) instead of returning", rank=silent[0])
         return [torch.load(os.path.join(results_dir, f"rank{r}.pt"), weights_only=False)
                 for r in range(world_size)]
     finally:

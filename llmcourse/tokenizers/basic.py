@@ -69,8 +69,33 @@ class MergeStep:
     ids: tuple[int, ...]      # the training text, as ids, after this merge
 
 
-def _check_ids(ids: Iterable[int], vocab: dict[int, bytes]) -> list[int]:
+def as_id_list(ids: Iterable[int]) -> list[int]:
+    """Token ids as a list of Python ints: a list, a 1-D tensor or NumPy array (``decode(model_output)``)."""
+    if hasattr(ids, "tolist") and hasattr(ids, "ndim"):  # a torch tensor or a NumPy array
+        if ids.ndim > 1:
+            raise ValueError(f"decode takes one sequence of ids, got an array of shape {tuple(ids.shape)}; "
+                             f"decode each row (e.g. ids[0])")
+        ids = ids.tolist()
+        ids = ids if isinstance(ids, list) else [ids]
     ids = list(ids)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"token ids must be whole numbers, got {i!r} ({type(i).__name__})")
+    return ids
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with every lone surrogate (``"\\ud800"``, not encodable as UTF-8) replaced by U+FFFD, as
+    tiktoken does before encoding; other text is returned as it is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _check_ids(ids: Iterable[int], vocab: dict[int, bytes]) -> list[int]:
+    ids = as_id_list(ids)
     for i in ids:
         if i not in vocab:
             raise ValueError(f"token id {i!r} is not in the vocabulary (vocab_size={len(vocab)}, "
@@ -128,8 +153,9 @@ class BasicTokenizer:
         return self
 
     def encode(self, text: str) -> list[int]:
-        """Text -> ids: its UTF-8 bytes, then the learned merges, earliest (lowest id) first."""
-        ids = list(text.encode("utf-8"))
+        """Text -> ids: its UTF-8 bytes, then the learned merges, earliest (lowest id) first. A lone surrogate
+        becomes U+FFFD first, as in tiktoken."""
+        ids = list(replace_lone_surrogates(text).encode("utf-8"))
         while len(ids) >= 2:
             pair = min(get_pair_counts(ids), key=lambda p: self.merges.get(p, float("inf")))
             if pair not in self.merges:

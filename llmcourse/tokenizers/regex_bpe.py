@@ -35,6 +35,7 @@ from typing import AbstractSet, Iterable, Iterator, Literal, Mapping, Sequence, 
 import regex
 
 from llmcourse.files import atomic_write
+from llmcourse.tokenizers.basic import as_id_list, replace_lone_surrogates
 from llmcourse.tokenizers.training import GPT4_PATTERN, pretoken_counts, train_bpe
 
 Pair = tuple[int, int]
@@ -155,8 +156,25 @@ class RegexTokenizer:
     # ----------------------------------------------------------------------- encoding
 
     def pretokenize(self, text: str) -> list[str]:
-        """Cut ``text`` into pre-tokens with the pattern, e.g. ``"Hello world!"`` -> ``["Hello", " world", "!"]``."""
-        return self._compiled.findall(text)
+        """Cut ``text`` into pre-tokens with the pattern, e.g. ``"Hello world!"`` -> ``["Hello", " world", "!"]``.
+
+        A pattern that leaves some character unmatched would silently drop it (tiktoken does): here that
+        is a ``ValueError`` naming the character and its position.
+        """
+        pieces = self._compiled.findall(text)
+        if sum(map(len, pieces)) != len(text):
+            self._raise_uncovered(text)
+        return pieces
+
+    def _raise_uncovered(self, text: str, start: int = 0) -> None:
+        at = start
+        for found in self._compiled.finditer(text, start):
+            if found.start() != at:
+                break
+            at = found.end()
+        raise ValueError(f"the pre-tokenization pattern does not match every character: {text[at:at + 1]!r} at "
+                         f"position {at} would be dropped. Use a pattern whose alternatives cover all text "
+                         f"(e.g. end it with |\\s+|\\S), such as the GPT-2 or GPT-4 patterns")
 
     def bpe(self, data: bytes) -> list[int]:
         """Encode the bytes of one pre-token: repeatedly merge the neighbouring pair of lowest rank.
@@ -194,7 +212,7 @@ class RegexTokenizer:
         """Encode ``text`` ignoring special tokens: ``"<|endoftext|>"`` is just 13 characters here."""
         ids: list[int] = []
         encode = self._encode_cached
-        for piece in self._compiled.findall(text):
+        for piece in self.pretokenize(replace_lone_surrogates(text)):
             ids.extend(encode(piece))
         return ids
 
@@ -207,6 +225,7 @@ class RegexTokenizer:
         encodes those as ids and raises on any other special token in the text.
         """
         allowed = self._allowed_specials(allowed_special)
+        text = replace_lone_surrogates(text)  # as tiktoken: a lone surrogate becomes U+FFFD
         if allowed_special != "none":
             disallowed = [s for s in self.special_tokens if s not in allowed]
             found = _special_regex(disallowed).search(text) if disallowed else None
@@ -251,7 +270,7 @@ class RegexTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"encode_iterable: item {k} is {type(text).__name__}, not str "
                                 "(open files in text mode: open(path, encoding='utf-8'))")
-            buffer += text
+            buffer += replace_lone_surrogates(text)
             ids, buffer = self._encode_settled(buffer, watched, allowed_special)
             yield from ids
         yield from self.encode(buffer, allowed_special)  # the end of the stream: nothing can change any more
@@ -274,6 +293,8 @@ class RegexTokenizer:
         # pattern reads differently ("  0" is " ", " ", "0", but "  " alone is one pre-token). Every pre-token
         # but the last is followed by text and stays; the last (" wor" may become " world") waits.
         pieces = list(self._compiled.finditer(head, settled))
+        if any(a.end() != b.start() for a, b in zip(pieces, pieces[1:])) or (pieces and pieces[0].start() != settled):
+            self._raise_uncovered(head, settled)
         if len(pieces) < 2:
             return ids, buffer[settled:]
         encode = self._encode_cached
@@ -302,7 +323,7 @@ class RegexTokenizer:
         vocab = self._vocab
         specials = {i: s.encode("utf-8") for s, i in self.special_tokens.items()}
         out = []
-        for i in ids:
+        for i in as_id_list(ids):
             piece = vocab.get(i)
             if piece is None:
                 piece = specials.get(i)

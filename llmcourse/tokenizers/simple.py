@@ -33,7 +33,9 @@ class UnknownTokenError(KeyError):
 
 
 def _check_ids(ids: Iterable[int], itos: dict[int, str]) -> list[int]:
-    ids = list(ids)
+    from llmcourse.tokenizers.basic import as_id_list
+
+    ids = as_id_list(ids)
     for i in ids:
         if i not in itos:
             raise ValueError(f"token id {i!r} is not in the vocabulary (vocab_size={len(itos)}, "
