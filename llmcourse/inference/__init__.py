@@ -7,6 +7,7 @@ Modules in reading order:
 * ``batching`` - padded batched generation with attention masks, and static vs continuous batching;
 * ``quantization`` - int8 (absmax, zero-point; per tensor, per channel) and 4-bit group-wise weights;
 * ``tiled_attention`` - the online softmax, attention by tiles without the score matrix, sliding windows;
+* ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled);
 * ``plots`` - pictures of all of the above.
 
 Import the submodules you need, e.g. ``from llmcourse.inference import paged_cache``.
