@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
     ("mixed_precision=fp16", r"fp16|mixed_precision"),
     ("vocab_size=3", r"token id \d+ is outside the vocabulary"),
     ("context_length=100000", r"too short for windows of context_length=100000"),
-    ("mixed_precision=half", r"TrainConfig\.mixed_precision must be one of"),
+    ("mixed_precision=half", r"mixed_precision must be one of \('no', 'bf16', 'fp16', 'auto'\), got 'half'"),
 ])
 def test_bad_settings_are_one_error_line_before_training(setting, match, tmp_path, capsys):
     if setting == "mixed_precision=fp16" and torch.cuda.is_available():

@@ -156,8 +156,7 @@ class TrainConfig:
         if self.grad_clip is not None:
             self.grad_clip = _check_float("grad_clip", self.grad_clip, 0.0, allowed_prefix="null, 0 (off) or ")
         if not isinstance(self.mixed_precision, str) or self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}, got "
-                             f"{self.mixed_precision!r}")
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
         if self.checkpoint_path is not None:
             if isinstance(self.checkpoint_path, Path):
                 self.checkpoint_path = str(self.checkpoint_path)
