@@ -102,17 +102,20 @@ def peak_flops(device: str | torch.device | None = None) -> float | None:
 
 
 def measure_matmul_flops(n: int = 512, repeats: int = 10, dtype: torch.dtype = torch.float32,
-                         device: str | torch.device = "cpu") -> float:
+                         device: str | torch.device = "cpu", min_seconds: float = 0.5) -> float:
     """The FLOP/s this machine reaches on an ``n x n`` matrix product: a practical peak for CPUs.
 
-    One product costs ``2 n^3`` FLOPs; the best of ``repeats`` timings is used.
+    One product costs ``2 n^3`` FLOPs; the best of at least ``repeats`` timings is used, and timing goes
+    on for at least ``min_seconds`` so that a moment when another program holds the cores is not
+    taken for the peak.
     """
     device = torch.device(device)
     a = torch.randn(n, n, dtype=dtype, device=device)
     b = torch.randn(n, n, dtype=dtype, device=device)
     a @ b  # warm up
     best = float("inf")
-    for _ in range(repeats):
+    count, began = 0, time.perf_counter()
+    while count < repeats or time.perf_counter() - began < min_seconds:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -120,6 +123,7 @@ def measure_matmul_flops(n: int = 512, repeats: int = 10, dtype: torch.dtype = t
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
+        count += 1
     return 2.0 * n ** 3 / best
 
 
