@@ -5,10 +5,12 @@ Modules in reading order:
 * ``costs`` - where generation time goes: prefill vs decode, arithmetic intensity, the roofline;
 * ``paged_cache`` - the KV cache as memory to manage: fixed-size blocks, block tables, shared prefixes;
 * ``batching`` - padded batched generation with attention masks, and static vs continuous batching;
+* ``scheduler`` - a real scheduler: requests admitted and retired at every decode step, static or continuous;
 * ``quantization`` - int8 (absmax, zero-point; per tensor, per channel) and 4-bit group-wise weights;
 * ``tiled_attention`` - the online softmax, attention by tiles without the score matrix, sliding windows;
 * ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled);
-* ``plots`` - pictures of all of the above.
+* ``plots`` - pictures of all of the above;
+* ``widgets`` - an explorer of static vs continuous batching timelines.
 
 Import the submodules you need, e.g. ``from llmcourse.inference import paged_cache``.
 """
