@@ -43,8 +43,12 @@ def test_a_pattern_that_leaves_characters_out_is_an_error():
         tok.pretokenize("aab")
     with pytest.raises(ValueError, match="does not match every character"):
         list(tok.encode_iterable(["aaaa", "ab", "aa"]))
+    with pytest.raises(ValueError, match=r"'b' at position 1 would be dropped"):
+        RegexTokenizer(pattern="a").train("abc" * 20, 260)  # training would learn from a text with holes
     covered = RegexTokenizer(pattern=r"a|\s+|\S")
     assert covered.decode(covered.encode("abc")) == "abc"
+    covered.train("abc" * 20, 260)
+    assert covered.decode(covered.encode("abcabc")) == "abcabc"
 
 
 def test_lone_surrogates_become_the_replacement_character_as_in_tiktoken(regex_tok):

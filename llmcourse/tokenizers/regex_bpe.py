@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
 from typing import AbstractSet, Iterable, Iterator, Literal, Mapping, Sequence, Union
@@ -36,7 +37,7 @@ import regex
 
 from llmcourse.files import atomic_write
 from llmcourse.tokenizers.basic import as_id_list, replace_lone_surrogates
-from llmcourse.tokenizers.training import GPT4_PATTERN, pretoken_counts, train_bpe
+from llmcourse.tokenizers.training import GPT4_PATTERN, train_bpe
 
 Pair = tuple[int, int]
 AllowedSpecial = Union[Literal["none_raise", "all", "none"], AbstractSet[str]]
@@ -145,11 +146,14 @@ class RegexTokenizer:
     def train(self, text: str, vocab_size: int, verbose: bool = False) -> "RegexTokenizer":
         """Learn ``vocab_size - 256`` merges from the pre-tokens of ``text``; returns ``self``.
 
-        Special tokens already registered are kept (their ids must stay above the new vocabulary).
+        Special tokens already registered are kept (their ids must stay above the new vocabulary). A pattern
+        that leaves some character of ``text`` unmatched is a ``ValueError``, as in :meth:`pretokenize`.
         """
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be at least 256 (the single bytes), got {vocab_size}")
-        merges = train_bpe(pretoken_counts(text, self.pattern), vocab_size - 256, verbose=verbose)
+        counts = Counter(self.pretokenize(replace_lone_surrogates(text)))  # count the strings first: fewer to encode
+        word_counts = Counter({piece.encode("utf-8"): n for piece, n in counts.items()})
+        merges = train_bpe(word_counts, vocab_size - 256, verbose=verbose)
         self._set_merges({tuple(pair): 256 + i for i, pair in enumerate(merges)}, tuple(range(256)))
         return self
 
