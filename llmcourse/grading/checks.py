@@ -26,10 +26,13 @@ check keeps the default limit, so a runaway cell elsewhere still stops early.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
+import os
 import signal
+import sys
 import threading
 import traceback
 from contextlib import ExitStack, contextmanager
@@ -42,6 +45,8 @@ import torch
 import torch.autograd.forward_ad
 import torch.autograd.functional
 import torch.func
+import torch.overrides
+import torch.utils._python_dispatch
 
 CheckFunction = Callable[[Mapping[str, Any]], None]
 
@@ -173,10 +178,17 @@ def run_learner(what: str, compute: Callable[[], Any], unwritten: str | None = N
     """Run ``compute()``, which runs the learner's code; their exceptions become one readable line.
 
     ``what`` names the code in the message (`` "`GPT.forward`" ``); ``unwritten`` names what is not written yet
-    when it raises ``NotImplementedError`` (default: ``what``).
+    when it raises ``NotImplementedError`` (default: ``what``). Inside a :func:`forbid` block it runs under the
+    watch that sees forbidden built-ins however they are reached.
     """
     try:
-        return compute()
+        value, error, seen = _watched(compute)
+        if seen is not None:
+            exercise, path = seen
+            raise CheckFailed(f"{what} {path}, but this exercise asks you to write `{exercise}` yourself.")
+        if error is not None:
+            raise error
+        return value
     except NotImplementedError:
         raise CheckFailed(f"{unwritten or what} is not written yet: replace `raise NotImplementedError` with your "
                           f"code.") from None
@@ -187,18 +199,111 @@ def run_learner(what: str, compute: Callable[[], Any], unwritten: str | None = N
 
 
 def call(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call the learner's ``name(*args, **kwargs)``; exceptions become readable failures."""
+    """Call the learner's ``name(*args, **kwargs)`` on copies of its tensors; exceptions become readable failures.
+
+    The learner's code gets clones of the tensors it is given (also inside lists, tuples and dicts), so nothing it
+    does to them can change the check's own tensors or the answer the check expects. Tensors that require grad and
+    modules are passed as they are (their gradients and weights are the point), and their values are compared
+    afterwards. An argument changed in place fails the check (:func:`call_inplace` is for exercises that are meant
+    to change their arguments).
+    """
     func = get_function(ns, name)
-    return run_learner(f"`{name}`", lambda: func(*args, **kwargs))
+    return _call_protected(f"`{name}`", func, args, kwargs, inplace=False)
+
+
+def call_inplace(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) -> Any:
+    """:func:`call` for an exercise that changes its arguments on purpose (an optimizer step, a cache's append):
+    the learner gets the check's own objects. Compute what you expect before the call, on copies of your own."""
+    func = get_function(ns, name)
+    return _call_protected(f"`{name}`", func, args, kwargs, inplace=True)
 
 
 def call_method(obj: Any, owner: str, name: str, *args: Any, **kwargs: Any) -> Any:
-    """Call ``obj.name(*args, **kwargs)`` on an object of the learner's class ``owner``; errors as in :func:`call`."""
+    """Call ``obj.name(*args, **kwargs)`` on an object of the learner's class ``owner``; errors and the arguments'
+    copies as in :func:`call` (the object itself may change: that is what methods do)."""
+    return _call_method(obj, owner, name, args, kwargs, inplace=False)
+
+
+def call_method_inplace(obj: Any, owner: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """:func:`call_method` for a method that changes its arguments on purpose (as :func:`call_inplace`)."""
+    return _call_method(obj, owner, name, args, kwargs, inplace=True)
+
+
+def _call_method(obj: Any, owner: str, name: str, args: tuple, kwargs: dict, inplace: bool) -> Any:
     method = getattr(obj, name, None)
     if not callable(method):
         raise CheckFailed(f"your `{owner}` has no method `{name}()`")
-    return run_learner(f"`{owner}.{name}()`", lambda: method(*args, **kwargs),
-                       unwritten=f"`{owner}.{name}` (or a function it calls)")
+    return _call_protected(f"`{owner}.{name}()`", method, args, kwargs, inplace,
+                           unwritten=f"`{owner}.{name}` (or a function it calls)")
+
+
+def _call_protected(what: str, func: Callable[..., Any], args: tuple, kwargs: dict, inplace: bool,
+                    unwritten: str | None = None) -> Any:
+    if inplace:
+        return run_learner(what, lambda: func(*args, **kwargs), unwritten)
+    watched: list[tuple[str, Any, Any]] = []
+    memo: dict[int, Any] = {}
+    given_args = tuple(_learners_copy(a, f"argument {i + 1}", memo, watched) for i, a in enumerate(args))
+    given_kwargs = {k: _learners_copy(v, f"argument `{k}`", memo, watched) for k, v in kwargs.items()}
+    value = run_learner(what, lambda: func(*given_args, **given_kwargs), unwritten)
+    for where, seen, before in watched:
+        changed = _changed(seen, before)
+        if changed:
+            raise CheckFailed(f"{what} changed its {where} ({changed}) in place. It must leave its inputs as they "
+                              f"were: compute new tensors (`x = x - m`, not `x -= m` or `x.sub_(m)`).")
+    return value
+
+
+def _learners_copy(value: Any, where: str, memo: dict[int, Any], watched: list[tuple[str, Any, Any]]) -> Any:
+    """What the learner gets for ``value``: tensors cloned (those that require grad, and modules, watched instead)."""
+    if id(value) in memo:
+        return memo[id(value)]
+    given = value
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            watched.append((where, value, value.detach().clone()))
+        else:
+            given = value.clone()
+            watched.append((where, given, value))
+    elif isinstance(value, torch.nn.Module):
+        watched.append((where, value, {k: v.detach().clone() for k, v in value.state_dict(keep_vars=True).items()}))
+    elif type(value) in (list, tuple) or (isinstance(value, tuple) and hasattr(value, "_fields")):
+        items = [_learners_copy(v, f"{where} (item {i})", memo, watched) for i, v in enumerate(value)]
+        if any(a is not b for a, b in zip(items, value)):  # only containers of tensors are rebuilt
+            given = type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    elif type(value) is dict:
+        items = {k: _learners_copy(v, f"{where} (entry {k!r:.40})", memo, watched) for k, v in value.items()}
+        if any(items[k] is not value[k] for k in value):
+            given = items
+    memo[id(value)] = given
+    return given
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.detach(), b.detach()
+    if a.device.type == "meta" or b.device.type == "meta":  # no values to compare
+        return a.device == b.device
+    if a.layout != torch.strided or b.layout != torch.strided:
+        a, b = a.to_dense(), b.to_dense()
+    if a.is_floating_point() or a.is_complex():
+        return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+    return torch.equal(a, b)
+
+
+def _changed(seen: Any, before: Any) -> str:
+    """How ``seen`` (what the learner had) differs from ``before``, or "" when it is unchanged."""
+    if isinstance(seen, torch.nn.Module):
+        now = seen.state_dict(keep_vars=True)
+        for key, old in before.items():  # a module may be rebuilt around its weights; their values must stay
+            if key in now and not _same_tensor(now[key], old):
+                return f"the module's `{key}`"
+        return ""
+    if _same_tensor(seen, before):
+        return ""
+    return f"a tensor of shape {tuple(before.shape)}" + (
+        f", now of shape {tuple(seen.shape)}" if seen.shape != before.shape else "")
 
 
 def as_number(value: Any, what: str) -> float:
@@ -312,23 +417,276 @@ class BuiltinNotAllowed(Exception):
     """Raised inside the learner's code when it calls a built-in the exercise asks them to write."""
 
 
+# What a built-in is called once it runs, for the ones exercises ask learners to write: the names the torch function
+# layer reports (``torch.softmax``, ``x.softmax``, ``torch.ops.aten.softmax`` ...) and the aten operators the
+# dispatcher runs underneath. A captured reference, a private alias or a method all end up at one of these.
+_OPERATORS: dict[str, tuple[str, ...]] = {
+    "softmax": ("softmax", "_softmax", "special_softmax", "_safe_softmax"),
+    "log_softmax": ("log_softmax", "_log_softmax", "special_log_softmax"),
+    "logsumexp": ("logsumexp", "special_logsumexp"),
+    "gelu": ("gelu",),
+    "relu": ("relu", "relu_", "threshold", "threshold_", "_threshold"),
+    "linear": ("linear", "_linear"),
+    "cross_entropy": ("cross_entropy", "cross_entropy_loss", "nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd",
+                      "_log_softmax"),
+    "nll_loss": ("nll_loss", "nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd"),
+    "embedding": ("embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"),
+    "index_select": ("index_select",),
+    "cosine_similarity": ("cosine_similarity",),
+    "normalize": ("normalize",),
+    "layer_norm": ("layer_norm", "native_layer_norm"),
+    "rms_norm": ("rms_norm", "_fused_rms_norm"),
+    "scaled_dot_product_attention": ("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
+                                     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                                     "_scaled_dot_product_efficient_attention", "_safe_softmax"),
+    "lstm_cell": ("lstm_cell", "_thnn_fused_lstm_cell"),
+    "lstm": ("lstm", "lstm_cell", "_thnn_fused_lstm_cell"),
+    "dropout": ("dropout", "dropout_", "native_dropout", "feature_dropout", "feature_dropout_", "dropout1d",
+                "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"),
+    "make_dual": ("_make_dual", "make_dual"),
+}
+_OPERATORS["dropout1d"] = _OPERATORS["dropout"]
+# A module's forward, forbidden as (nn.X, "forward", ...), lowers to these.
+_MODULE_OPERATORS = {"CrossEntropyLoss": "cross_entropy", "NLLLoss": "nll_loss", "Embedding": "embedding",
+                     "LSTMCell": "lstm_cell", "LSTM": "lstm", "LayerNorm": "layer_norm", "RMSNorm": "rms_norm",
+                     "ReLU": "relu", "GELU": "gelu", "Softmax": "softmax", "Linear": "linear", "Dropout": "dropout"}
+# C functions that are the only way into a machine a forbidden entry stands for (autograd's engine).
+_C_FUNCTIONS = {"grad": ("run_backward",), "backward": ("run_backward",)}
+
+_GRADING_DIR = str(Path(__file__).resolve().parent)
+_COURSE_DIR = str(Path(__file__).resolve().parents[1])
+
+
+@dataclass
+class _Forbidden:
+    """One exercise's forbidden paths, resolved once: the names, code and files the watch looks for."""
+
+    exercise: str
+    operators: dict[str, str] = field(default_factory=dict)  # operator or torch function name -> how to show it
+    codes: dict[Any, str] = field(default_factory=dict)  # Python code object -> how to show it
+    files: dict[str, str] = field(default_factory=dict)  # a forbidden class's source file -> how to show it
+    c_functions: dict[str, str] = field(default_factory=dict)  # part of a C function's profile name -> shown
+
+
+def _resolve(exercise: str, builtins: list[tuple[Any, str, str]]) -> _Forbidden:
+    import inspect
+
+    found = _Forbidden(exercise)
+    for owner, attribute, shown in builtins:
+        original = inspect.getattr_static(owner, attribute, None) if isinstance(owner, type) else \
+            getattr(owner, attribute, None)
+        if isinstance(original, (staticmethod, classmethod)):
+            original = original.__func__
+        if original is None:
+            continue
+        key = _MODULE_OPERATORS.get(getattr(owner, "__name__", ""), attribute) if attribute == "forward" else attribute
+        for name in _OPERATORS.get(key, ()):
+            found.operators.setdefault(name, shown)
+        for part in _C_FUNCTIONS.get(attribute, ()):
+            found.c_functions.setdefault(part, shown)
+        if isinstance(original, type):
+            try:
+                found.files.setdefault(str(Path(inspect.getfile(original)).resolve()), shown)
+            except (TypeError, OSError):
+                pass
+            for klass in original.__mro__:  # its own methods, wherever they are inherited from
+                if klass.__module__.split(".")[0] in ("builtins", "abc") or klass in (torch.nn.Module,
+                                                                                       torch.optim.Optimizer):
+                    continue
+                for member in vars(klass).values():
+                    code = getattr(inspect.unwrap(member) if callable(member) else member, "__code__", None)
+                    if code is not None:
+                        found.codes.setdefault(code, shown)
+            continue
+        function = inspect.unwrap(original) if callable(original) else original
+        code = getattr(function, "__code__", None)
+        if code is not None:
+            found.codes.setdefault(code, shown)
+        if not isinstance(original, type) and attribute != "forward" and code is None:
+            found.operators.setdefault(getattr(original, "__name__", attribute), shown)
+    return found
+
+
+_FORBIDDEN: list[_Forbidden] = []  # the forbids in force, innermost last
+_OWN_WORK = [False]  # True while grading a submission: the course's own functions count as forbidden paths too
+
+
+@contextmanager
+def course_code_refused(on: bool = True) -> Iterator[None]:
+    """While on, a forbidden exercise's code may not run functions of the llmcourse package either (outside
+    llmcourse.grading): the course's own version of the exercise is not the learner's work. The notebook grader
+    turns it on; a plain :func:`run_checks` leaves it off, so the package's functions can prove the checks right."""
+    before = _OWN_WORK[0]
+    _OWN_WORK[0] = on
+    try:
+        yield
+    finally:
+        _OWN_WORK[0] = before
+
+
 @contextmanager
 def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None]:
-    """Switch built-ins off while the learner's code runs, e.g. ``[(torch, "softmax", "torch.softmax")]``.
+    """Forbid built-ins while the learner's code runs, e.g. ``[(torch, "softmax", "torch.softmax")]``.
 
-    Each entry is (owner, attribute, how to show it); calling one raises
-    :class:`BuiltinNotAllowed`, which the check reports as the learner's error.
+    Each entry is (owner, attribute, how to show it). Two layers: the attribute is switched off (calling it
+    raises :class:`BuiltinNotAllowed`, which the check reports as the learner's error), and every call of the
+    learner's code inside the block (:func:`call`, :func:`call_method`, :func:`run_learner`) runs under a watch
+    that sees the same built-in however it is reached: a reference captured before the check, a method
+    (``x.softmax()``), a private alias (``torch._softmax``, ``torch.ops.aten._softmax``), a copy of its Python
+    code's path (a class's methods, a function's code object) and, while :func:`course_code_refused` is on, the course's own
+    version. The check then fails with the path it saw.
     """
     def refuse(shown: str) -> Callable[..., Any]:
         def refused(*args: Any, **kwargs: Any) -> Any:
             raise BuiltinNotAllowed(f"it calls {shown}, but this exercise asks you to write `{exercise}` yourself")
         return refused
 
+    forbidden = _resolve(exercise, builtins)
     with ExitStack() as stack:
         for owner, attribute, shown in builtins:
             if hasattr(owner, attribute):  # older PyTorch releases lack some (e.g. F.rms_norm)
                 stack.enter_context(mock.patch.object(owner, attribute, refuse(shown)))
-        yield
+        _FORBIDDEN.append(forbidden)
+        try:
+            yield
+        finally:
+            _FORBIDDEN.remove(forbidden)
+
+
+class _FunctionWatch(torch.overrides.TorchFunctionMode):
+    """Records the name of every torch function the learner's code calls (a method, a module function, an op)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = getattr(func, "__name__", "") or ""
+        self.seen.add(name.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+class _DispatchWatch(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every aten operator that runs underneath (however the call got there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        self.seen.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(filename: str) -> str:
+    return str(Path(filename).resolve())
+
+
+def _course_name(code: Any) -> str:
+    """``llmcourse.basics.activations.gelu`` for a code object of the course's own package."""
+    relative = Path(code.co_filename).resolve().relative_to(Path(_COURSE_DIR).parent).with_suffix("")
+    module = ".".join(relative.parts).removesuffix(".__init__")
+    return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
+
+
+class _Watch:
+    """Everything the learner's code reaches while it runs under :func:`forbid`."""
+
+    active = False
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self.functions, self.dispatch = _FunctionWatch(), _DispatchWatch()
+        self.profile = cProfile.Profile()
+        self.tampered = ""
+
+    def __enter__(self) -> "_Watch":
+        _Watch.active = True
+        self.previous_profile = sys.getprofile()
+        self.functions.__enter__()
+        self.dispatch.__enter__()
+        self.profile.enable()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        profile_now = sys.getprofile()
+        self.profile.disable()
+        from torch.overrides import _get_current_function_mode_stack
+        from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+        if profile_now is not self.profile:
+            self.tampered = "switched off the profiler that watches it (sys.setprofile)"
+        elif self.dispatch not in _get_current_dispatch_mode_stack():
+            self.tampered = "removed the grader's TorchDispatchMode"
+        elif self.functions not in _get_current_function_mode_stack():
+            self.tampered = "removed the grader's TorchFunctionMode"
+        try:
+            if self.dispatch in _get_current_dispatch_mode_stack():
+                self.dispatch.__exit__(None, None, None)
+            if self.functions in _get_current_function_mode_stack():
+                self.functions.__exit__(None, None, None)
+        finally:
+            if self.previous_profile is not None:
+                sys.setprofile(self.previous_profile)
+            _Watch.active = False
+
+    def verdict(self) -> tuple[str, str] | None:
+        """(the exercise, what it saw) for the first forbidden path the learner's code reached, else None."""
+        if self.tampered:
+            return _FORBIDDEN[-1].exercise, self.tampered
+        codes, c_names = set(), []
+        entries = self.profile.getstats()
+        for entry in entries:
+            if isinstance(entry.code, str):
+                c_names.append(entry.code)
+            else:
+                codes.add(entry.code)
+        for forbidden in reversed(_FORBIDDEN):
+            for name, shown in forbidden.operators.items():
+                if name in self.dispatch.seen:
+                    return forbidden.exercise, f"reaches aten::{name} ({shown} or an alias)"
+            for name, shown in forbidden.operators.items():
+                if name in self.functions.seen:
+                    return forbidden.exercise, f"calls torch's {name} ({shown} or an alias)"
+            for code in codes:
+                if code in forbidden.codes:
+                    return forbidden.exercise, f"runs {forbidden.codes[code]} (by another name, perhaps)"
+                if forbidden.files and _resolved(code.co_filename) in forbidden.files:
+                    shown = forbidden.files[_resolved(code.co_filename)]
+                    return forbidden.exercise, f"runs the code of {shown} (by another name, perhaps)"
+            for part, shown in forbidden.c_functions.items():
+                if any(part in name for name in c_names):
+                    return forbidden.exercise, f"runs autograd's engine ({shown} or another way in)"
+        if _OWN_WORK[0]:
+            def course(code: Any) -> bool:
+                if isinstance(code, str):
+                    return False
+                path = _resolved(code.co_filename)
+                return path.startswith(_COURSE_DIR + os.sep) and not path.startswith(_GRADING_DIR + os.sep)
+
+            reached = [e for e in entries if course(e.code)]
+            called_by_course = {sub.code for e in reached for sub in e.calls or () if course(sub.code)}
+            outermost = [e.code for e in reached if e.code not in called_by_course] or [e.code for e in reached]
+            if outermost:
+                code = min(outermost, key=lambda c: (c.co_filename, c.co_firstlineno))
+                return _FORBIDDEN[-1].exercise, f"calls {_course_name(code)}, the course's own version"
+        return None
+
+
+def _watched(compute: Callable[[], Any]) -> tuple[Any, BaseException | None, tuple[str, str] | None]:
+    """Run ``compute`` under a :class:`_Watch` when a :func:`forbid` is in force (and no watch is running yet)."""
+    if not _FORBIDDEN or _Watch.active:
+        return compute(), None, None
+    watch = _Watch()
+    value, error = None, None
+    with watch:
+        try:
+            value = compute()
+        except BaseException as exc:  # noqa: BLE001 (judged below, after the watch is off)
+            error = exc
+    return value, error, watch.verdict()
 
 
 # Every way to let autograd do the calculus. Derivation exercises run the learner's formulas with all of them
@@ -397,15 +755,20 @@ def run_check(check: Check, ns: Mapping[str, Any]) -> CheckResult:
     return result(True, "passed")
 
 
-def run_checks(chapter: Chapter | str | int, ns: Mapping[str, Any], exercise: str | None = None) -> list[CheckResult]:
-    """Run every check of ``chapter`` (or only those of ``exercise``) against namespace ``ns``."""
+def run_checks(chapter: Chapter | str | int, ns: Mapping[str, Any], exercise: str | None = None,
+               own_work: bool = False) -> list[CheckResult]:
+    """Run every check of ``chapter`` (or only those of ``exercise``) against namespace ``ns``.
+
+    With ``own_work`` (as the notebook grader runs them) an exercise that forbids built-ins also refuses the
+    course's own functions (see :func:`course_code_refused`)."""
     if not isinstance(chapter, Chapter):
         chapter = load_chapter(chapter)
     checks = [c for c in chapter.checks if exercise is None or c.exercise == exercise]
     if exercise is not None and not checks:
         known = ", ".join(chapter.exercises)
         raise LookupError(f"chapter {chapter.number} has no exercise {exercise!r}; its exercises are: {known}")
-    return [run_check(c, ns) for c in checks]
+    with course_code_refused(own_work):
+        return [run_check(c, ns) for c in checks]
 
 
 def report_checks(chapter: str, namespace: Mapping[str, Any], skip: list[str], channel: str | None = None,
@@ -434,7 +797,8 @@ def report_checks(chapter: str, namespace: Mapping[str, Any], skip: list[str], c
             if check.name in skip:
                 continue
             emit({"started": check.name})
-            result = run_check(check, namespace)
+            with course_code_refused():
+                result = run_check(check, namespace)
             emit(result.to_dict())
     finally:
         if out is not None:

@@ -29,6 +29,7 @@ from llmcourse.grading.checks import (
     Chapter,
     as_number,
     call,
+    call_inplace,
     expect,
     expect_close,
     expect_tensors,
@@ -149,7 +150,7 @@ def swaps_nested_modules(ns):
     reference = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Sequential(nn.Linear(8, 8), nn.GELU()), nn.Linear(8, 2))
     reference.load_state_dict(model.state_dict())
     first_weight = model[0].weight
-    got = call(ns, "swap_modules", model, nn.ReLU, lambda old: nn.GELU())
+    got = call_inplace(ns, "swap_modules", model, nn.ReLU, lambda old: nn.GELU())
     expect(got == 2, f"the model holds 2 ReLUs (one nested), but swap_modules returned {got!r}.")
     kinds = [type(m).__name__ for m in model.modules()]
     expect(kinds.count("ReLU") == 0 and kinds.count("GELU") == 2,
@@ -167,7 +168,7 @@ def swaps_nested_modules(ns):
 def wraps_the_old_module(ns):
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2))
     w1, b1, w2, b2 = (p.detach().clone() for p in model.parameters())
-    got = call(ns, "swap_modules", model, nn.Linear, _Doubled)
+    got = call_inplace(ns, "swap_modules", model, nn.Linear, _Doubled)
     expect(got == 2, f"the model holds 2 Linear layers, but swap_modules returned {got!r}.")
     expect(isinstance(model[0], _Doubled) and isinstance(model[2], _Doubled),
            "each Linear should now be the module that make_new(old) returned.")
@@ -264,7 +265,7 @@ def matches_reference_steps(ns):
         reference_optimizer.zero_grad()
         expected_loss.backward()
         reference_optimizer.step()
-        got = call(ns, "train_step", model, optimizer, x, y)
+        got = call_inplace(ns, "train_step", model, optimizer, x, y)
         expect_close(got, expected_loss, f"the loss returned at step {step + 1}")
         for (name, p), q in zip(model.named_parameters(), reference.parameters()):
             expect_close(p, q, f"parameter {name} after step {step + 1}")
@@ -275,7 +276,7 @@ def matches_reference_steps(ns):
 def returns_a_float(ns):
     model = _classifier()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    got = call(ns, "train_step", model, optimizer, torch.randn(4, 6), torch.tensor([0, 1, 2, 0]))
+    got = call_inplace(ns, "train_step", model, optimizer, torch.randn(4, 6), torch.tensor([0, 1, 2, 0]))
     expect(isinstance(got, float), f"train_step should return a Python float, got {type(got).__name__}.")
 
 
@@ -285,7 +286,7 @@ def trains_in_training_mode(ns):
     model = _Probe()
     model.eval()  # as if the model had just been evaluated
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    call(ns, "train_step", model, optimizer, torch.randn(4, 4), torch.tensor([0, 1, 2, 0]))
+    call_inplace(ns, "train_step", model, optimizer, torch.randn(4, 4), torch.tensor([0, 1, 2, 0]))
     expect(model.seen == [(True, True)],
            f"the model ran in {'training' if model.seen and model.seen[0][0] else 'evaluation'} mode "
            f"{len(model.seen)} time(s); one forward pass in training mode was expected.")

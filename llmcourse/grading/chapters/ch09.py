@@ -33,6 +33,7 @@ from llmcourse.grading.checks import (
     as_number,
     call,
     call_method,
+    call_method_inplace,
     expect,
     expect_close,
     expect_raises_value_error,
@@ -441,7 +442,7 @@ def _expected_targets(model) -> list[str]:
 def _inject(ns: Namespace, model, targets=_TARGETS, r: int = 2, alpha: float = 4.0) -> list[str]:
     cls = get_function(ns, _LORA)
     _lora_module(ns, _seeded_linear(4, 4, seed=0), r=2, alpha=4.0)  # the layer itself must work first
-    names = call_method(cls, _LORA, "inject", model, targets, r, alpha)
+    names = call_method_inplace(cls, _LORA, "inject", model, targets, r, alpha)
     expect(isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names), "inject should return the "
            f"dotted names of the replaced layers (a list of str), got {type(names).__name__}")
     return list(names)
@@ -474,7 +475,7 @@ def lora_inject_into_a_model(ns: Namespace) -> None:
     expect(trainable == want, f"after inject only the adapters' A and B should train; trainable: {trainable[:8]}"
            f"{' ...' if len(trainable) > 8 else ''}")
     try:
-        call_method(cls, _LORA, "inject", _tiny_gpt(), ("no_such_layer",), 2, 4.0)
+        call_method_inplace(cls, _LORA, "inject", _tiny_gpt(), ("no_such_layer",), 2, 4.0)
     except CheckFailed as exc:
         if "raised ValueError" in str(exc):
             return
@@ -498,7 +499,7 @@ def lora_merge_all_gives_back_a_plain_model(ns: Namespace) -> None:
     ids = torch.randint(0, 20, (2, 8), generator=seeded_generator(15))
     with torch.no_grad():
         tuned = run_learner("the model with adapters", lambda: model(ids))
-    merged_names = call_method(ns[_LORA], _LORA, "merge_all", model)
+    merged_names = call_method_inplace(ns[_LORA], _LORA, "merge_all", model)
     expect(list(merged_names or []) == names, f"merge_all should return the names it merged, {names}; got "
            f"{merged_names}")
     left = [name for name, m in model.named_modules() if isinstance(m, ns[_LORA])]
