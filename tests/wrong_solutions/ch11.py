@@ -229,7 +229,148 @@ def zero_point_unclamped_wraps(w, bits):
     return (torch.round(w / scale) + zero).to(torch.uint8), scale, zero
 
 
+# --------------------------------------------------------------------------- PagedKVCache (build the class)
+
+
+class _Cache:
+    """A correct paged cache whose subclasses each break one thing (free blocks are taken from the end here)."""
+
+    def __init__(self, num_blocks, block_size, n_heads, head_dim):
+        shape = (num_blocks, n_heads, block_size, head_dim)
+        self.k_pool, self.v_pool = torch.zeros(shape), torch.zeros(shape)
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.free = list(range(num_blocks))[::-1]
+        self.refcount = [0] * num_blocks
+        self.tables, self.lengths = {}, {}
+
+    @property
+    def blocks_in_use(self):
+        return self.num_blocks - len(self.free)
+
+    def _take_block(self):
+        if not self.free:
+            raise MemoryError(f"all {self.num_blocks} blocks are in use")
+        block = self.free.pop()
+        self.refcount[block] = 1
+        return block
+
+    def _release(self, block):
+        self.refcount[block] -= 1
+        if self.refcount[block] == 0:
+            self.free.append(block)
+
+    def _own_last_block(self, seq):
+        table = self.tables[seq]
+        if self.refcount[table[-1]] > 1:
+            copy = self._take_block()
+            self.k_pool[copy], self.v_pool[copy] = self.k_pool[table[-1]], self.v_pool[table[-1]]
+            self._release(table[-1])
+            table[-1] = copy
+
+    def add_sequence(self, seq):
+        self.tables[seq], self.lengths[seq] = [], 0
+
+    def append(self, seq, k, v):
+        for t in range(k.shape[1]):
+            slot = self.lengths[seq] % self.block_size
+            if slot == 0:
+                self.tables[seq].append(self._take_block())
+            else:
+                self._own_last_block(seq)
+            block = self.tables[seq][-1]
+            self.k_pool[block, :, slot], self.v_pool[block, :, slot] = k[:, t], v[:, t]
+            self.lengths[seq] += 1
+
+    def gather(self, seq):
+        n, table = self.lengths[seq], self.tables[seq]
+        return (torch.cat([self.k_pool[b] for b in table], 1)[:, :n],
+                torch.cat([self.v_pool[b] for b in table], 1)[:, :n])
+
+    def fork(self, parent, child):
+        self.tables[child], self.lengths[child] = list(self.tables[parent]), self.lengths[parent]
+        for block in self.tables[child]:
+            self.refcount[block] += 1
+
+    def free_sequence(self, seq):
+        for block in self.tables.pop(seq):
+            self._release(block)
+        del self.lengths[seq]
+
+
+class CacheBlockPerAppend(_Cache):
+    """Counts slots from the start of each append call: every call opens a new block, even when the last one has
+    room."""
+
+    def append(self, seq, k, v):
+        for t in range(k.shape[1]):
+            if t % self.block_size == 0:
+                self.tables[seq].append(self._take_block())
+            block, slot = self.tables[seq][-1], t % self.block_size
+            self.k_pool[block, :, slot], self.v_pool[block, :, slot] = k[:, t], v[:, t]
+        self.lengths[seq] += k.shape[1]
+
+
+class CacheGatherWholeBlocks(_Cache):
+    """Forgets to cut the last, partly filled block: the empty slots come back as tokens."""
+
+    def gather(self, seq):
+        table = self.tables[seq]
+        return torch.cat([self.k_pool[b] for b in table], 1), torch.cat([self.v_pool[b] for b in table], 1)
+
+
+class CacheFreeKeepsBlocks(_Cache):
+    """free_sequence forgets the sequence but never gives its blocks back."""
+
+    def free_sequence(self, seq):
+        del self.tables[seq], self.lengths[seq]
+
+
+class CacheGrowsThePool(_Cache):
+    """When the free list is empty it quietly adds a block to the pool instead of refusing."""
+
+    def _take_block(self):
+        if not self.free:
+            extra = torch.zeros_like(self.k_pool[:1])
+            self.k_pool, self.v_pool = torch.cat([self.k_pool, extra]), torch.cat([self.v_pool, extra])
+            self.refcount.append(0)
+            self.free.append(self.num_blocks)
+            self.num_blocks += 1
+        return super()._take_block()
+
+
+class CacheForkCopiesEverything(_Cache):
+    """fork copies every block of the parent into new ones: correct contents, no memory saved."""
+
+    def fork(self, parent, child):
+        self.add_sequence(child)
+        self.lengths[child] = self.lengths[parent]
+        for block in self.tables[parent]:
+            copy = self._take_block()
+            self.k_pool[copy], self.v_pool[copy] = self.k_pool[block], self.v_pool[block]
+            self.tables[child].append(copy)
+
+
+class CacheFreeIgnoresSharing(_Cache):
+    """free_sequence returns every block to the pool, even those a forked sequence still uses."""
+
+    def free_sequence(self, seq):
+        for block in self.tables.pop(seq):
+            if block not in self.free:
+                self.refcount[block] = 0
+                self.free.append(block)
+        del self.lengths[seq]
+
+
+class CacheWithoutCopyOnWrite(_Cache):
+    """Shares blocks on fork but writes into a shared, partly filled block: the two sequences overwrite each other."""
+
+    def _own_last_block(self, seq):
+        pass
+
+
 WRONG: dict[str, list[Callable]] = {
+    "PagedKVCache": [CacheBlockPerAppend, CacheGatherWholeBlocks, CacheFreeKeepsBlocks, CacheGrowsThePool,
+                     CacheForkCopiesEverything, CacheFreeIgnoresSharing, CacheWithoutCopyOnWrite],
     "arithmetic_intensity": [intensity_without_the_add, intensity_forgets_the_output, intensity_in_values],
     "gather_blocks": [gather_sorted_blocks, gather_without_moving_heads, gather_whole_blocks],
     "paged_attention": [paged_attention_reads_padding, paged_attention_unscaled, paged_attention_unshifted_mask],

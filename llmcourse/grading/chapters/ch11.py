@@ -2,9 +2,15 @@
 
 Seven exercises, each checked on seeded inputs against an independent reference: hand-counted FLOPs and
 PyTorch's ``FlopCounterMode``; keys and values laid out contiguously; ``F.scaled_dot_product_attention`` on the
-contiguous cache (the build exercise: attention read through a block table); hand-padded batches; the package's
-scheduler simulator (``llmcourse.inference.batching.simulate``) and hand-played schedules; and
-``torch.quantize_per_channel`` / ``torch.quantize_per_tensor`` for the integers. No check needs another
+contiguous cache (attention read through a block table); hand-padded batches; the package's scheduler simulator
+(``llmcourse.inference.batching.simulate``) and hand-played schedules; and ``torch.quantize_per_channel`` /
+``torch.quantize_per_tensor`` for the integers.
+
+Then a class to build, ``PagedKVCache``: the checks replay add / append / fork / free calls and compare every
+sequence's keys and values, returned by ``gather`` and read from the pools through the block tables, with the
+same tokens kept in one tensor per sequence, exactly; they count the blocks in use after each call (ceil(length /
+block_size) per sequence, shared after a fork, copied on the first write into a shared partly filled block,
+returned by ``free_sequence`` and reused) and expect a ``MemoryError`` from a full pool. No check needs another
 exercise's function.
 """
 from __future__ import annotations
@@ -22,9 +28,12 @@ from llmcourse.grading.checks import (
     CheckFailed,
     as_number,
     call,
+    call_method,
     expect,
     expect_close,
     expect_shape,
+    run_learner,
+    seeded_generator,
     seeded_randn,
 )
 from llmcourse.inference.batching import Request, simulate
@@ -280,3 +289,273 @@ def zero_point_keeps_zero(ns: Namespace) -> None:
                            ("q", "scale", "zero_point"))
     expect(as_number(zero, "the zero point") == 0.0, f"for weights that are all positive the range is [0, max], so "
            f"the zero point is 0; got {as_number(zero, 'the zero point')}.")
+
+
+# --------------------------------------------------------------------------- PagedKVCache (build the class)
+
+_CACHE = "PagedKVCache"
+_HEADS, _DIM = 2, 3
+
+
+class _Run:
+    """Drives the learner's cache and, beside it, each sequence's keys and values kept contiguously."""
+
+    def __init__(self, ns: Namespace, num_blocks: int, block_size: int, seed: int):
+        from llmcourse.inference.paged_cache import PagedKVCache as PackageCache
+
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.cache = call(ns, _CACHE, num_blocks, block_size, _HEADS, _DIM)
+        if isinstance(self.cache, PackageCache):
+            raise CheckFailed(f"`{_CACHE}` must be written here, not taken from llmcourse.inference.paged_cache.")
+        self.shown = f"{_CACHE}(num_blocks={num_blocks}, block_size={block_size}, n_heads={_HEADS}, head_dim={_DIM})"
+        for name in ("k_pool", "v_pool"):
+            pool = getattr(self.cache, name, None)
+            expect(isinstance(pool, torch.Tensor), f"your `{_CACHE}` needs a tensor `{name}` of shape (num_blocks, "
+                                                   f"n_heads, block_size, head_dim), got {type(pool).__name__}")
+            expect_shape(pool, (num_blocks, _HEADS, block_size, _DIM), f"`{self.shown}.{name}`")
+        self.gen = seeded_generator(seed)
+        self.k: dict[str, torch.Tensor] = {}
+        self.v: dict[str, torch.Tensor] = {}
+        self.done: list[str] = []  # what happened so far, for the messages
+
+    def history(self) -> str:
+        steps = self.done if len(self.done) <= 6 else ["..."] + self.done[-5:]
+        return f"{self.shown}, then " + ", ".join(steps)
+
+    def add(self, seq: str) -> None:
+        call_method(self.cache, _CACHE, "add_sequence", seq)
+        self.k[seq], self.v[seq] = torch.zeros(_HEADS, 0, _DIM), torch.zeros(_HEADS, 0, _DIM)
+        self.done.append(f"add_sequence({seq!r})")
+
+    def append(self, seq: str, t: int) -> None:
+        k, v = torch.randn(2, _HEADS, t, _DIM, generator=self.gen)
+        call_method(self.cache, _CACHE, "append", seq, k.clone(), v.clone())
+        self.k[seq], self.v[seq] = torch.cat([self.k[seq], k], 1), torch.cat([self.v[seq], v], 1)
+        self.done.append(f"append({seq!r}, {t} token{'s' * (t > 1)})")
+
+    def fork(self, parent: str, child: str) -> None:
+        call_method(self.cache, _CACHE, "fork", parent, child)
+        self.k[child], self.v[child] = self.k[parent], self.v[parent]
+        self.done.append(f"fork({parent!r}, {child!r})")
+
+    def free(self, seq: str) -> None:
+        call_method(self.cache, _CACHE, "free_sequence", seq)
+        del self.k[seq], self.v[seq]
+        self.done.append(f"free_sequence({seq!r})")
+
+    def in_use(self) -> int:
+        if not hasattr(type(self.cache), "blocks_in_use") and "blocks_in_use" not in vars(self.cache):
+            raise CheckFailed(f"your `{_CACHE}` has no `blocks_in_use` (the number of blocks taken from the pool)")
+        value = run_learner(f"`{_CACHE}.blocks_in_use`", lambda: self.cache.blocks_in_use)
+        if callable(value):
+            value = run_learner(f"`{_CACHE}.blocks_in_use()`", value)
+        return int(as_number(value, f"`{_CACHE}.blocks_in_use`"))
+
+    def expect_in_use(self, want: int, why: str) -> None:
+        got = self.in_use()
+        expect(got == want, f"after {self.history()}: blocks_in_use is {got}, expected {want} ({why}).")
+
+    def table(self, seq: str) -> list[int]:
+        tables = getattr(self.cache, "tables", None)
+        if not isinstance(tables, Mapping):
+            raise CheckFailed(f"your `{_CACHE}` needs a dict `tables` (sequence -> its block table, a list of block "
+                              f"ids), got {type(tables).__name__}")
+        expect(seq in tables, f"after {self.history()}: tables has no entry for {seq!r}.")
+        try:
+            table = [int(b) for b in torch.as_tensor(tables[seq], dtype=torch.long).reshape(-1)]
+        except (TypeError, ValueError, RuntimeError):
+            raise CheckFailed(f"tables[{seq!r}] should be a list of block ids, got {tables[seq]!r:.80}") from None
+        bad = [b for b in table if not 0 <= b < self.num_blocks]
+        expect(not bad, f"after {self.history()}: tables[{seq!r}] = {table} names blocks {bad} that the pool of "
+                        f"{self.num_blocks} blocks does not have.")
+        return table
+
+    def expect_contents(self, seq: str) -> None:
+        """gather(seq) and the pools read through tables[seq] equal the contiguous keys and values, exactly."""
+        n = self.k[seq].shape[1]
+        got = call_method(self.cache, _CACHE, "gather", seq)
+        got_k, got_v = _pair(got, f"`{_CACHE}.gather({seq!r})`", ("k", "v"))
+        when = f"after {self.history()}"
+        expect_close(got_k, self.k[seq], f"{when}: the keys gather({seq!r}) returns ({n} tokens)", atol=0, rtol=0)
+        expect_close(got_v, self.v[seq], f"{when}: the values gather({seq!r}) returns ({n} tokens)", atol=0, rtol=0)
+        table = self.table(seq)
+        expect(len(table) * self.block_size >= n, f"{when}: tables[{seq!r}] = {table} has too few blocks for {n} "
+                                                  f"tokens in blocks of {self.block_size}.")
+        for name, want in (("k_pool", self.k[seq]), ("v_pool", self.v[seq])):
+            pool = getattr(self.cache, name)
+            through = torch.cat([pool[b] for b in table], dim=1)[:, :n] if table else pool[:0, :, :0].sum(0)
+            expect_close(through, want, f"{when}: {name} read through tables[{seq!r}] = {table} (token t in block "
+                                        f"table[t // block_size], slot t % block_size)", atol=0, rtol=0)
+
+
+def _round_robin(chunks: dict[str, list[int]]):
+    """(sequence, tokens) in interleaved order: every sequence's next chunk in turn."""
+    for i in range(max(map(len, chunks.values()))):
+        for seq, sizes in chunks.items():
+            if i < len(sizes):
+                yield seq, sizes[i]
+
+
+@chapter.check(_CACHE, points=1, hint="append writes token t of a sequence into block tables[seq][t // block_size] at "
+               "slot t % block_size of k_pool and v_pool (num_blocks, n_heads, block_size, head_dim); gather reads the "
+               "blocks back in table order, lays them end to end along the token axis and cuts at the length.")
+def cache_equals_contiguous(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=24, block_size=4, seed=30)
+    chunks = {"a": [5, 1, 1, 1, 2, 1], "b": [3, 1, 6, 1, 1], "c": [9, 1, 1, 1, 1, 1, 1, 1], "d": [1, 1, 1, 1, 4, 1]}
+    for seq in chunks:
+        run.add(seq)
+    for i, (seq, t) in enumerate(_round_robin(chunks)):
+        run.append(seq, t)
+        if i % 4 == 3:
+            for other in chunks:
+                run.expect_contents(other)
+    for seq in chunks:
+        run.expect_contents(seq)
+
+
+@chapter.check(_CACHE, points=1, hint="Take a block from the free list only when the sequence's last block is full "
+               "(its length is a multiple of block_size), never per append call: n tokens hold ceil(n / block_size) "
+               "blocks, an empty sequence none, and no block belongs to two sequences that were not forked.")
+def cache_takes_blocks_as_needed(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=20, block_size=3, seed=31)
+    chunks = {"x": [1, 1, 1, 1, 2, 1, 1], "y": [4, 1, 1, 1, 1, 3], "z": [2, 1, 6, 1]}
+    for seq in chunks:
+        run.add(seq)
+    run.expect_in_use(0, "sequences without tokens hold no blocks")
+    for seq, t in _round_robin(chunks):
+        run.append(seq, t)
+        owned = []
+        for other in chunks:
+            table, n = run.table(other), run.k[other].shape[1]
+            want = math.ceil(n / 3)
+            expect(len(table) == want, f"after {run.history()}: tables[{other!r}] has {len(table)} blocks for {n} "
+                                       f"tokens; blocks of 3 tokens need ceil({n} / 3) = {want}.")
+            owned += table
+        expect(len(set(owned)) == len(owned), f"after {run.history()}: two sequences share a block (tables "
+                                              f"{ {s: run.table(s) for s in chunks} }) though none was forked.")
+        run.expect_in_use(len(owned), "the blocks in the tables")
+    for seq in chunks:
+        run.expect_contents(seq)
+
+
+@chapter.check(_CACHE, points=1, hint="free_sequence gives the sequence's blocks back to the free list (a block shared "
+               "after a fork only when its last user lets go), so that later sequences reuse them: a full pool "
+               "freed and filled again holds exactly its num_blocks blocks.")
+def cache_free_returns_blocks(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=6, block_size=4, seed=32)
+    for seq, t in (("a", 8), ("b", 12), ("c", 4)):
+        run.add(seq)
+        run.append(seq, t)
+    run.expect_in_use(6, "2 + 3 + 1 blocks: the pool is full")
+    freed = set(run.table("b"))
+    run.free("b")
+    run.expect_in_use(3, "b's 3 blocks went back to the pool")
+    run.add("d")
+    run.append("d", 10)
+    expect(set(run.table("d")) == freed, f"after {run.history()}: d got blocks {run.table('d')}, but the only free "
+                                         f"blocks were b's {sorted(freed)}.")
+    for seq in ("a", "c", "d"):
+        run.expect_contents(seq)
+    for seq in ("a", "c", "d"):
+        run.free(seq)
+    run.expect_in_use(0, "every sequence was freed")
+    run.add("e")
+    run.append("e", 24)
+    run.expect_in_use(6, "24 tokens in blocks of 4, in a pool that was freed")
+    run.expect_contents("e")
+
+
+def _expect_memory_error(run: _Run, seq: str, t: int) -> None:
+    k = v = torch.zeros(_HEADS, t, _DIM)
+    shown = f"`{_CACHE}.append({seq!r}, ...)` with every block in use (after {run.history()})"
+    try:
+        run.cache.append(seq, k, v)
+    except MemoryError:
+        return
+    except NotImplementedError:
+        raise CheckFailed(f"`{_CACHE}.append` (or a function it calls) is not written yet: replace `raise "
+                          f"NotImplementedError` with your code.") from None
+    except Exception as exc:
+        raise CheckFailed(f"{shown} raised {type(exc).__name__}: {exc}; it should raise a MemoryError that says the "
+                          f"cache is out of blocks.") from None
+    raise CheckFailed(f"{shown} did not raise: a full pool must refuse with a MemoryError, not grow or overwrite "
+                      f"another sequence's block (blocks_in_use is now {run.in_use()} of {run.num_blocks}).")
+
+
+@chapter.check(_CACHE, points=1, hint="When a sequence needs a new block and the free list is empty, raise "
+               "MemoryError with a message (e.g. 'all 3 blocks are in use'); never grow the pool or hand out a block "
+               "that another sequence owns.")
+def cache_full_pool_raises(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=3, block_size=4, seed=33)
+    run.add("a")
+    run.append("a", 12)
+    run.expect_in_use(3, "12 tokens in blocks of 4")
+    run.add("b")
+    _expect_memory_error(run, "b", 1)
+    _expect_memory_error(run, "a", 1)
+    got = run.in_use()
+    expect(got <= 3, f"after the refused appends blocks_in_use is {got}, more than the pool's 3 blocks.")
+    run.expect_contents("a")
+    run.free("a")
+    run.add("c")
+    run.append("c", 8)
+    run.expect_contents("c")
+
+
+@chapter.check(_CACHE, points=1, hint="fork(parent, child) copies the parent's block table, not its blocks, and adds "
+               "1 to each block's reference count; free_sequence subtracts 1 and returns a block to the free list "
+               "only at 0, so a child outlives its parent.")
+def cache_fork_shares_blocks(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=5, block_size=4, seed=34)
+    run.add("p")
+    run.append("p", 10)
+    run.fork("p", "c")
+    run.expect_in_use(3, "a fork shares the parent's 3 blocks and copies none")
+    run.expect_contents("c")
+    run.free("p")
+    run.expect_in_use(3, "the child still uses the parent's blocks")
+    run.expect_contents("c")
+    run.add("x")
+    run.append("x", 8)
+    run.expect_in_use(5, "the child's 3 blocks and x's 2")
+    for seq in ("c", "x"):
+        run.expect_contents(seq)
+    run.free("c")
+    run.expect_in_use(2, "the last user of the shared blocks let go")
+
+
+@chapter.check(_CACHE, points=1, hint="Before writing into a sequence's last, partly filled block, look at its "
+               "reference count: if another sequence shares it, take a new block, copy the shared one into it, "
+               "release the shared one and write into the copy (copy on write). Full blocks stay shared; a block "
+               "only one sequence uses is written in place.")
+def cache_fork_copies_on_write(ns: Namespace) -> None:
+    run = _Run(ns, num_blocks=12, block_size=4, seed=35)
+    run.add("p")
+    run.append("p", 6)
+    run.fork("p", "c")
+    run.append("c", 1)
+    run.expect_in_use(3, "the child copied the shared, partly filled block before writing into it")
+    for seq in ("p", "c"):
+        run.expect_contents(seq)
+    run.append("p", 1)
+    run.expect_in_use(3, "the parent's last block is no longer shared, so it is written in place")
+    for seq in ("p", "c"):
+        run.expect_contents(seq)
+    run.add("q")
+    run.append("q", 8)
+    run.fork("q", "r")
+    run.append("r", 1)
+    run.expect_in_use(6, "a fork at a block boundary shares both full blocks; the child's token takes a new one")
+    run.append("q", 3)
+    run.expect_in_use(7, "the parent's new tokens start a block of its own")
+    for seq in ("q", "r"):
+        run.expect_contents(seq)
+    run.add("s")
+    run.append("s", 5)
+    run.fork("s", "t")
+    run.append("s", 2)
+    run.expect_in_use(10, "the parent wrote first, so the parent copied the shared block")
+    run.append("t", 4)
+    run.expect_in_use(11, "the child's last block was its own again: 3 tokens in place, 1 in a new block")
+    for seq in ("p", "c", "q", "r", "s", "t"):
+        run.expect_contents(seq)
