@@ -229,6 +229,12 @@ def call_method_inplace(obj: Any, owner: str, name: str, *args: Any, **kwargs: A
     return _call_method(obj, owner, name, args, kwargs, inplace=True)
 
 
+def call_object(what: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call any of the learner's callables (a module built from their class: ``call_object("`GPT.forward`", model,
+    ids)``), with the arguments' copies and errors as in :func:`call`; ``what`` names it in messages."""
+    return _call_protected(what, func, args, kwargs, inplace=False)
+
+
 def _call_method(obj: Any, owner: str, name: str, args: tuple, kwargs: dict, inplace: bool) -> Any:
     method = getattr(obj, name, None)
     if not callable(method):
@@ -427,8 +433,7 @@ _OPERATORS: dict[str, tuple[str, ...]] = {
     "gelu": ("gelu",),
     "relu": ("relu", "relu_", "threshold", "threshold_", "_threshold"),
     "linear": ("linear", "_linear"),
-    "cross_entropy": ("cross_entropy", "cross_entropy_loss", "nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd",
-                      "_log_softmax"),
+    "cross_entropy": ("cross_entropy", "cross_entropy_loss", "nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd"),
     "nll_loss": ("nll_loss", "nll_loss_forward", "nll_loss2d_forward", "nll_loss_nd"),
     "embedding": ("embedding", "embedding_bag", "_embedding_bag", "_embedding_bag_forward_only"),
     "index_select": ("index_select",),
@@ -650,7 +655,7 @@ class _Watch:
             for name, shown in forbidden.operators.items():
                 if name in self.functions.seen:
                     return forbidden.exercise, f"calls torch's {name} ({shown} or an alias)"
-            for code in codes:
+            for code in sorted(codes, key=lambda c: (c.co_filename, c.co_firstlineno)):
                 if code in forbidden.codes:
                     return forbidden.exercise, f"runs {forbidden.codes[code]} (by another name, perhaps)"
                 if forbidden.files and _resolved(code.co_filename) in forbidden.files:

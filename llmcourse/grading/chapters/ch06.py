@@ -38,13 +38,13 @@ from llmcourse.grading.checks import (
     CheckFailed,
     as_number,
     call,
+    call_object,
     expect,
     expect_close,
     expect_shape,
     expect_tensors,
     forbid,
     forbid_autograd,
-    run_learner,
     seeded_randn,
 )
 from llmcourse.transformer.moe import top_k_route as reference_top_k_route
@@ -326,7 +326,7 @@ def _learner_moe(ns: Namespace, d_model: int, d_hidden: int, n_experts: int, top
 
 
 def _moe_forward(module, x: torch.Tensor, what: str):
-    result = run_learner(what, lambda: module(x), unwritten=f"`{_MOE}.forward`")
+    result = call_object(what, module, x)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise CheckFailed(f"forward should return a pair (output, aux_loss), got {type(result).__name__}")
     return result
