@@ -368,6 +368,137 @@ class CacheWithoutCopyOnWrite(_Cache):
         pass
 
 
+# --------------------------------------------------------------------------- speculative_accept
+
+
+def _draw(dist, u):
+    return min(int((dist.cumsum(0) <= u).sum()), dist.shape[0] - 1)
+
+
+def _speculative(p, q, draft, u, residual, keep_going=False, extra_row=None, bonus=True, ratio=None):
+    """Speculative acceptance with one piece swappable; the defaults are the correct rule."""
+    k, out = q.shape[0], []
+    for i in range(k):
+        x = int(draft[i])
+        r = ratio(p[i, x], q[i, x]) if ratio else p[i, x] / q[i, x]
+        if u[i] < r:
+            out.append(x)
+            continue
+        out.append(_draw(residual(p[i], q[i]), u[k]))
+        if not keep_going:
+            return out
+    if bonus:
+        out.append(_draw(p[k if extra_row is None else extra_row(k)], u[k]))
+    return out
+
+
+def _normalised(p, q):
+    r = (p - q).clamp(min=0)
+    return r / r.sum()
+
+
+def speculative_residual_is_p(p, q, draft, u):
+    """After a rejection draws from the target's p instead of max(0, p - q): p(x) comes out too often."""
+    return _speculative(p, q, draft, u, residual=lambda pi, qi: pi)
+
+
+def speculative_residual_unnormalised(p, q, draft, u):
+    """Draws from max(0, p - q) without dividing by its sum: the cumulative sums never reach 1."""
+    return _speculative(p, q, draft, u, residual=lambda pi, qi: (pi - qi).clamp(min=0))
+
+
+def speculative_residual_reversed(p, q, draft, u):
+    """Draws from max(0, q - p): the tokens the draft over-proposed, not the ones it missed."""
+    return _speculative(p, q, draft, u, residual=lambda pi, qi: _normalised(qi, pi))
+
+
+def speculative_ratio_inverted(p, q, draft, u):
+    """Keeps a draft when u < q / p instead of p / q."""
+    return _speculative(p, q, draft, u, residual=_normalised, ratio=lambda pi, qi: qi / pi)
+
+
+def speculative_checks_every_draft(p, q, draft, u):
+    """Goes on checking the drafts after a rejection (and replaces each rejected one)."""
+    return _speculative(p, q, draft, u, residual=_normalised, keep_going=True)
+
+
+def speculative_no_bonus_token(p, q, draft, u):
+    """Emits nothing more when every draft is kept: the target's last row goes unused."""
+    return _speculative(p, q, draft, u, residual=_normalised, bonus=False)
+
+
+def speculative_bonus_from_last_draft_row(p, q, draft, u):
+    """Draws the extra token from p[k - 1], the row of the last draft, instead of p[k]."""
+    return _speculative(p, q, draft, u, residual=_normalised, extra_row=lambda k: k - 1)
+
+
+# --------------------------------------------------------------------------- online_attention
+
+
+def _tiles(q, k, v, block_k, rescale_acc=True, use_max=True, scale=True):
+    factor = 1 / math.sqrt(q.shape[-1]) if scale else 1.0
+    m = torch.full(q.shape[:-1], float("-inf"))
+    l = torch.zeros(q.shape[:-1])
+    acc = torch.zeros(*q.shape[:-1], v.shape[-1])
+    for j in range(0, k.shape[-2], block_k):
+        s = q @ k[..., j:j + block_k, :].transpose(-2, -1) * factor
+        new_m = torch.maximum(m, s.amax(-1)) if use_max else torch.zeros_like(m)
+        w = torch.exp(s - new_m[..., None])
+        c = torch.exp(m - new_m) if use_max else torch.ones_like(m)
+        l = l * c + w.sum(-1)
+        acc = (acc * c[..., None] if rescale_acc else acc) + w @ v[..., j:j + block_k, :]
+        m = new_m
+    return acc / l[..., None]
+
+
+def online_forgets_to_rescale_values(q, k, v, block_k):
+    """Rescales the running sum l when the maximum grows, but not the running weighted values acc."""
+    return _tiles(q, k, v, block_k, rescale_acc=False)
+
+
+def online_without_maximum(q, k, v, block_k):
+    """Adds exp(score) without subtracting a running maximum: large scores overflow to inf."""
+    return _tiles(q, k, v, block_k, use_max=False)
+
+
+def online_unscaled(q, k, v, block_k):
+    """Forgets the 1 / sqrt(d) of the scores."""
+    return _tiles(q, k, v, block_k, scale=False)
+
+
+def online_score_matrix(q, k, v, block_k):
+    """Right answer, but with the whole (q_len, k_len) score matrix and torch.softmax: no tiles at all."""
+    return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) @ v
+
+
+def online_two_passes(q, k, v, block_k):
+    """Tile by tile, but two passes over the keys: the maximum and sum first, then the scores again for the
+    weighted values (every score computed twice)."""
+    factor = 1 / math.sqrt(q.shape[-1])
+    m = torch.full(q.shape[:-1], float("-inf"))
+    l = torch.zeros(q.shape[:-1])
+    for j in range(0, k.shape[-2], block_k):
+        s = q @ k[..., j:j + block_k, :].transpose(-2, -1) * factor
+        new_m = torch.maximum(m, s.amax(-1))
+        l = l * torch.exp(m - new_m) + torch.exp(s - new_m[..., None]).sum(-1)
+        m = new_m
+    out = torch.zeros(*q.shape[:-1], v.shape[-1])
+    for j in range(0, k.shape[-2], block_k):
+        s = q @ k[..., j:j + block_k, :].transpose(-2, -1) * factor
+        out = out + torch.exp(s - m[..., None]) / l[..., None] @ v[..., j:j + block_k, :]
+    return out
+
+
+def online_keeps_every_tile(q, k, v, block_k):
+    """One pass of matrix products, but every tile's scores are kept in a list until the end."""
+    factor = 1 / math.sqrt(q.shape[-1])
+    tiles = [q @ k[..., j:j + block_k, :].transpose(-2, -1) * factor for j in range(0, k.shape[-2], block_k)]
+    m = torch.stack([t.amax(-1) for t in tiles]).amax(0)
+    weights = [torch.exp(t - m[..., None]) for t in tiles]
+    l = sum(w.sum(-1) for w in weights)
+    return sum(w @ v[..., j * block_k:(j + 1) * block_k, :] for j, w in enumerate(weights)) / l[..., None]
+
+
 WRONG: dict[str, list[Callable]] = {
     "PagedKVCache": [CacheBlockPerAppend, CacheGatherWholeBlocks, CacheFreeKeepsBlocks, CacheGrowsThePool,
                      CacheForkCopiesEverything, CacheFreeIgnoresSharing, CacheWithoutCopyOnWrite],
@@ -378,4 +509,9 @@ WRONG: dict[str, list[Callable]] = {
     "continuous_finish_steps": [static_finish_steps, continuous_refills_a_step_late, continuous_counts_from_zero],
     "absmax_quantize": [absmax_over_128, absmax_truncates, absmax_one_scale_always, absmax_per_column],
     "zero_point_quantize": [zero_point_without_zero, zero_point_unrounded, zero_point_unclamped_wraps],
+    "speculative_accept": [speculative_residual_is_p, speculative_residual_unnormalised, speculative_residual_reversed,
+                           speculative_ratio_inverted, speculative_checks_every_draft, speculative_no_bonus_token,
+                           speculative_bonus_from_last_draft_row],
+    "online_attention": [online_forgets_to_rescale_values, online_without_maximum, online_unscaled,
+                         online_score_matrix, online_two_passes, online_keeps_every_tile],
 }

@@ -10,7 +10,15 @@ Then a class to build, ``PagedKVCache``: the checks replay add / append / fork /
 sequence's keys and values, returned by ``gather`` and read from the pools through the block tables, with the
 same tokens kept in one tensor per sequence, exactly; they count the blocks in use after each call (ceil(length /
 block_size) per sequence, shared after a fork, copied on the first write into a shared partly filled block,
-returned by ``free_sequence`` and reused) and expect a ``MemoryError`` from a full pool. No check needs another
+returned by ``free_sequence`` and reused) and expect a ``MemoryError`` from a full pool.
+
+``speculative_accept`` (one round of sampled speculative decoding, with the uniform draws given) is checked on
+hand-made cases and by enumeration: evaluated in the middle of every interval of the draws where a correct answer
+cannot change, over every draft, the exact distribution of each emitted token must equal the target's ``p``.
+``online_attention`` (keys in tiles, running maximum and sum) is compared with ``F.scaled_dot_product_attention``,
+also on scores that overflow a plain ``exp``, and run under the lesson's allocation counter
+(``llmcourse.inference.tiled_attention.memory_use``) and ``FlopCounterMode``: no tensor larger than 2 tiles of
+scores, at most 12 tiles alive at once, and no more matrix-product FLOPs than one pass. No check needs another
 exercise's function.
 """
 from __future__ import annotations
@@ -29,9 +37,11 @@ from llmcourse.grading.checks import (
     as_number,
     call,
     call_method,
+    call_object,
     expect,
     expect_close,
     expect_shape,
+    get_function,
     run_learner,
     seeded_generator,
     seeded_randn,
@@ -559,3 +569,222 @@ def cache_fork_copies_on_write(ns: Namespace) -> None:
     run.expect_in_use(11, "the child's last block was its own again: 3 tokens in place, 1 in a new block")
     for seq in ("p", "c", "q", "r", "s", "t"):
         run.expect_contents(seq)
+
+
+# --------------------------------------------------------------------------- speculative_accept
+
+def _emitted(ns: Namespace, p: torch.Tensor, q: torch.Tensor, draft: list[int], u: list[float]) -> list[int]:
+    what = f"speculative_accept(p, q, draft={draft}, u=[{', '.join(f'{x:.10g}' for x in u)}])"
+    got = call(ns, "speculative_accept", p.clone(), q.clone(), torch.tensor(draft), torch.tensor(u, dtype=p.dtype))
+    if isinstance(got, torch.Tensor):
+        got = got.reshape(-1).tolist()
+    if not isinstance(got, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in got):
+        raise CheckFailed(f"{what} should return a list of token ids (ints), got {got!r:.80}")
+    expect(1 <= len(got) <= len(draft) + 1, f"{what} returned {list(got)}: one round emits between 1 and k + 1 = "
+                                            f"{len(draft) + 1} tokens.")
+    expect(all(0 <= t < p.shape[-1] for t in got), f"{what} returned {list(got)}, but the vocabulary has "
+                                                    f"{p.shape[-1]} tokens.")
+    return list(got)
+
+
+_P = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]], dtype=torch.float64)
+_Q = torch.tensor([[0.25, 0.5, 0.25], [0.4, 0.4, 0.2]], dtype=torch.float64)
+
+
+@chapter.check("speculative_accept", points=1, hint="Go through the drafts in order: keep draft i while u[i] < p[i, "
+               "x] / q[i, x]. At the first rejection stop and add one token drawn with u[k] from max(0, p[i] - q[i]) "
+               "normalised to sum 1; if every draft is kept, add one drawn with u[k] from p[k], the row after the "
+               "last draft. Drawing with u: the first token j whose cumulative probability exceeds u.")
+def speculative_by_hand(ns: Namespace) -> None:
+    # p = _P, q = _Q; ratios p/q of the drafts: token 0 at row 0: 2 (kept), token 1 at row 0: 0.6,
+    # token 1 at row 1: 1.5 (kept), token 0 at row 1: 0.25
+    cases = [
+        ([0, 1], [0.9, 0.99, 0.3], [0, 1, 1], "both kept; u[2] = 0.3 falls in token 1 of p[2]'s cumulative [0.2, "
+                                              "0.4, 1.0]"),
+        ([0, 1], [0.0, 0.5, 0.95], [0, 1, 2], "both kept; u[2] = 0.95 falls in token 2 of p[2]"),
+        ([1, 0], [0.7, 0.1, 0.9], [0], "0.7 >= 0.6 rejects token 1 at row 0; the residual max(0, p[0] - q[0]) = "
+                                       "[0.25, 0, 0] normalises to [1, 0, 0]"),
+        ([1, 0], [0.5, 0.3, 0.9], [1, 2], "token 1 kept (0.5 < 0.6), token 0 rejected (0.3 >= 0.25); the residual "
+                                          "[0, 0.2, 0.1] normalises to [0, 2/3, 1/3] and u[2] = 0.9 picks token 2"),
+        ([1, 0], [0.5, 0.3, 0.5], [1, 1], "as before, but u[2] = 0.5 picks token 1 of [0, 2/3, 1/3]"),
+        ([1, 1], [0.59, 1 - 1e-9, 0.1], [1, 1, 0], "0.59 < 0.6 keeps token 1; a ratio of 1.5 keeps any u < 1"),
+    ]
+    for draft, u, want, why in cases:
+        got = _emitted(ns, _P, _Q, draft, u)
+        expect(got == want, f"speculative_accept(p, q, draft={draft}, u={u}) returned {got}, expected {want}: "
+                            f"{why}. (p = {_P.tolist()}, q = {_Q.tolist()})")
+
+
+def _breakpoints(rows: list[torch.Tensor]) -> list[float]:
+    """0, 1 and every cumulative probability of ``rows``: the learner's output is constant between them."""
+    points = {0.0, 1.0}
+    for row in rows:
+        points |= {float(c) for c in row.cumsum(0)[:-1]}
+    return sorted(x for x in points if 0.0 <= x <= 1.0)
+
+
+def _enumerate_round(ns: Namespace, p: torch.Tensor, q: torch.Tensor) -> dict[tuple[int, ...], float]:
+    """The exact probability of each emitted list, over drafts drawn from q and uniform u, by enumeration:
+    the function is evaluated in the middle of every interval where its answer cannot change."""
+    import itertools
+
+    from llmcourse.inference.speculative import residual_distribution
+
+    k, vocab = q.shape
+    residuals = [residual_distribution(p[i], q[i]) for i in range(k)]
+    extra_points = _breakpoints(residuals + [p[k]])
+    outcomes: dict[tuple[int, ...], float] = {}
+    for draft in itertools.product(range(vocab), repeat=k):
+        weight = math.prod(float(q[i, x]) for i, x in enumerate(draft))
+        if weight == 0:
+            continue
+        accept_intervals = []
+        for i, x in enumerate(draft):
+            ratio = min(1.0, float(p[i, x]) / float(q[i, x]))
+            accept_intervals.append([(a, b) for a, b in ((0.0, ratio), (ratio, 1.0)) if b > a])
+        for pieces in itertools.product(*accept_intervals, zip(extra_points, extra_points[1:])):
+            width = math.prod(b - a for a, b in pieces)
+            if width == 0:
+                continue
+            got = tuple(_emitted(ns, p, q, list(draft), [(a + b) / 2 for a, b in pieces]))
+            outcomes[got] = outcomes.get(got, 0.0) + weight * width
+    return outcomes
+
+
+def _random_pair(k: int, vocab: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target rows p (k + 1, vocab) and draft rows q (k, vocab) from small whole numbers (zeros included)."""
+    gen = seeded_generator(seed)
+    p = torch.randint(0, 5, (k + 1, vocab), generator=gen).double()
+    q = torch.randint(0, 5, (k, vocab), generator=gen).double()
+    p[:, 0] += 1  # no row without mass
+    q[:, -1] += 1
+    return p / p.sum(-1, keepdim=True), q / q.sum(-1, keepdim=True)
+
+
+@chapter.check("speculative_accept", points=1, hint="This is what makes speculative sampling exact: a kept draft "
+               "x contributes q(x) · min(1, p(x) / q(x)) = min(p(x), q(x)), and a rejection adds the missing mass "
+               "max(0, p - q), so the residual must be exactly max(0, p[i] - q[i]) of the row that rejected, "
+               "normalised; the tokens after a rejection are never looked at.")
+def speculative_gives_p(ns: Namespace) -> None:
+    for case, (k, vocab, seed) in enumerate([(1, 3, 40), (1, 4, 41), (2, 3, 42), (2, 4, 43), (2, 4, 44)]):
+        p, q = _random_pair(k, vocab, seed)
+        outcomes = _enumerate_round(ns, p, q)
+        total = sum(outcomes.values())
+        expect(abs(total - 1) < 1e-9, f"the outcomes do not add up to 1 ({total:.6f}): does speculative_accept "
+                                      f"use anything but p, q, draft and u?")
+        kept = 1.0
+        for j in range(k + 1):
+            reach = sum(w for out, w in outcomes.items() if len(out) > j)  # a token j is emitted at all
+            dist = torch.zeros(vocab, dtype=torch.float64)
+            for out, w in outcomes.items():
+                if len(out) > j:
+                    dist[out[j]] += w / reach
+            expect_close(dist, p[j], f"case {case + 1} (k = {k}, {vocab} tokens, p = {p.tolist()}, "
+                                     f"q = {q.tolist()}): the distribution of emitted token {j}, computed exactly "
+                                     f"over every draft and u, should be p[{j}]; it", atol=1e-9, rtol=0)
+            expect(abs(reach - kept) < 1e-9, f"case {case + 1}: token {j} is emitted with probability {reach:.6f}, "
+                                             f"but drafts are kept with probability sum(min(p, q)) per row, so it "
+                                             f"should be {kept:.6f}.")
+            if j < k:
+                kept *= float(torch.minimum(p[j], q[j]).sum())
+
+
+@chapter.check("speculative_accept", points=1, hint="If q equals p every ratio is 1, so every draft is kept for "
+               "any u < 1 and the extra token comes from p[k]. A draft token that p gives no probability has ratio "
+               "0: it is always rejected, and the residual max(0, p - q) is 0 there, so it can never come back.")
+def speculative_edge_cases(ns: Namespace) -> None:
+    gen = seeded_generator(45)
+    p = torch.softmax(torch.randn(4, 5, generator=gen, dtype=torch.float64), -1)
+    for trial in range(20):
+        draft = torch.randint(0, 5, (3,), generator=gen).tolist()
+        u = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
+        u[trial % 3] = 1 - 1e-9
+        got = _emitted(ns, p, p[:3], draft, u)
+        want_extra = int(torch.searchsorted(p[3].cumsum(0), torch.tensor(u[3], dtype=torch.float64), right=True))
+        shown_u = "[" + ", ".join(f"{x:.10g}" for x in u) + "]"
+        expect(got == draft + [want_extra], f"with q equal to p (k = 3) every draft must be kept whatever u is, "
+                                            f"then one token from p[3]: draft={draft}, u={shown_u} "
+                                            f"should give {draft + [want_extra]}, got {got}.")
+    p = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)
+    q = torch.tensor([[0.0, 0.25, 0.25, 0.5]], dtype=torch.float64)
+    for x, residual in ((2, [2 / 3, 1 / 3, 0, 0]), (3, [2 / 3, 1 / 3, 0, 0])):
+        for u0, u1 in ((1e-6, 0.1), (1e-6, 0.9), (0.5, 0.6), (0.999, 0.7)):
+            got = _emitted(ns, p, q, [x], [u0, u1])
+            want = int(torch.searchsorted(torch.tensor(residual).cumsum(0), torch.tensor(u1), right=True))
+            expect(got == [want], f"p[0] = [0.5, 0.5, 0, 0] gives draft token {x} no probability, so it is always "
+                                  f"rejected and replaced from the residual max(0, p - q) normalised = {residual}: "
+                                  f"u = [{u0}, {u1}] should give [{want}], got {got}.")
+
+
+# --------------------------------------------------------------------------- online_attention
+
+chapter.time_budget("online_attention", 20)  # the one-pass check counts every operation in Python
+
+def _online(ns: Namespace, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_k: int, what: str):
+    got = call(ns, "online_attention", q, k, v, block_k)
+    expect_close(got, F.scaled_dot_product_attention(q, k, v), f"{what}, against F.scaled_dot_product_attention,",
+                 atol=2e-5, rtol=1e-4)
+
+
+@chapter.check("online_attention", points=1, hint="Keep per query a running maximum m (start at -inf), a running "
+               "sum l of exp(score - m) and a running weighted sum acc of values. For each tile of keys: scores s = "
+               "q·kᵀ / √d, m_new = max(m, max of s), then rescale the old l and acc by exp(m - m_new) before adding "
+               "exp(s - m_new) (and its product with the tile's values). Divide acc by l at the end.")
+def online_attention_matches_sdpa(ns: Namespace) -> None:
+    for (shape_q, k_len, block_k, seed) in [((2, 5, 8), 37, 8, 50), ((2, 5, 8), 37, 64, 51), ((3, 1, 4), 9, 1, 52),
+                                            ((2, 2, 6, 8), 30, 7, 53)]:
+        gen = seeded_generator(seed)
+        q = torch.randn(*shape_q, generator=gen)
+        k = torch.randn(*shape_q[:-2], k_len, shape_q[-1], generator=gen)
+        v = torch.randn(*shape_q[:-2], k_len, 5, generator=gen)
+        _online(ns, q, k, v, block_k, f"online_attention(q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, "
+                                      f"block_k={block_k})")
+
+
+@chapter.check("online_attention", points=1, hint="exp of a score of 100 overflows float32 (its largest value is "
+               "about exp(88)): subtract the running maximum before exp, and when a later tile brings a larger "
+               "maximum, multiply what you have summed so far by exp(m_old - m_new) (at most 1).")
+def online_attention_large_scores(ns: Namespace) -> None:
+    gen = seeded_generator(54)
+    q = torch.randn(2, 4, 8, generator=gen) * 30
+    k = torch.randn(2, 40, 8, generator=gen) * torch.linspace(0.2, 3, 40)[:, None]   # the largest scores come last
+    v = torch.randn(2, 40, 8, generator=gen)
+    _online(ns, q, k, v, 8, "online_attention with scores of several hundred, the largest in the last tiles")
+    _online(ns, q, k.flip(-2), v.flip(-2), 8, "online_attention with scores of several hundred, the largest first")
+
+
+_ONE_PASS = dict(heads=2, q_len=64, k_len=2048, head_dim=16, block_k=32)
+
+
+@chapter.check("online_attention", points=1, hint="Visit the keys once, tile by tile (k[..., j:j + block_k, :] is "
+               "a view, not a copy), and keep only m, l and acc between tiles: never the (q_len, k_len) score matrix, "
+               "a list of the tiles' scores, or a second pass over the keys; and do not call "
+               "F.scaled_dot_product_attention.")
+def online_attention_one_pass(ns: Namespace) -> None:
+    from llmcourse.inference.tiled_attention import memory_use
+
+    h, n_q, n_k, d, block = (_ONE_PASS[key] for key in ("heads", "q_len", "k_len", "head_dim", "block_k"))
+    gen = seeded_generator(55)
+    q, k, v = (torch.randn(h, n, d, generator=gen) for n in (n_q, n_k, n_k))
+    func = get_function(ns, "online_attention")
+    with FlopCounterMode(display=False) as counter:
+        got = call(ns, "online_attention", q, k, v, block)
+    shown = f"online_attention on {h} heads, {n_q} queries, {n_k} keys, head_dim {d}, block_k={block}"
+    expect_close(got, F.scaled_dot_product_attention(q, k, v), f"{shown}, against F.scaled_dot_product_attention,",
+                 atol=2e-5, rtol=1e-4)
+    ops = {str(op).split(".")[-1] for op in counter.get_flop_counts().get("Global", {})}
+    expect(ops <= {"mm", "bmm", "addmm", "baddbmm"}, f"{shown} runs {sorted(ops - {'mm', 'bmm'})}: write the tiles "
+                                                     f"with matrix products, not F.scaled_dot_product_attention.")
+    one_pass = 4 * h * n_q * n_k * d  # q·kᵀ and weights·v, each 2·h·q_len·k_len·d FLOPs
+    flops = counter.get_total_flops()
+    expect(flops <= one_pass * 1.001, f"{shown}: its matrix products do {flops / 1e6:.1f} MFLOPs; one pass (each key "
+                                      f"tile times the queries once, its weights times its values once) does "
+                                      f"{one_pass / 1e6:.1f}. Scores computed twice mean a second pass.")
+    tile = 4 * h * n_q * block  # bytes of one tile of float32 scores
+    use = call_object("`online_attention`", lambda *args: memory_use(func, *args), q, k, v, block)
+    expect(use["largest"] <= 2 * tile, f"{shown} creates a tensor of {use['largest'] / 1024:.0f} KB; one tile of "
+                                       f"scores is {tile / 1024:.0f} KB (the whole score matrix "
+                                       f"{4 * h * n_q * n_k / 1024:.0f} KB). Allowed: 2 tiles.")
+    expect(use["peak"] <= 12 * tile, f"{shown} holds up to {use['peak'] / 1024:.0f} KB of tensors at once; one tile "
+                                     f"of scores is {tile / 1024:.0f} KB. Allowed: 12 tiles (keeping every tile's "
+                                     f"scores takes {n_k // block}).")
