@@ -578,6 +578,9 @@ def _emitted(ns: Namespace, p: torch.Tensor, q: torch.Tensor, draft: list[int], 
     got = call(ns, "speculative_accept", p.clone(), q.clone(), torch.tensor(draft), torch.tensor(u, dtype=p.dtype))
     if isinstance(got, torch.Tensor):
         got = got.reshape(-1).tolist()
+    if isinstance(got, (list, tuple)):  # a token kept as a one-element integer tensor counts as its id
+        got = [int(t) if isinstance(t, torch.Tensor) and t.numel() == 1 and not t.is_floating_point() else t
+               for t in got]
     if not isinstance(got, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in got):
         raise CheckFailed(f"{what} should return a list of token ids (ints), got {got!r:.80}")
     expect(1 <= len(got) <= len(draft) + 1, f"{what} returned {list(got)}: one round emits between 1 and k + 1 = "
