@@ -95,7 +95,7 @@ def _answers_for_zeros(f):
 
 
 def test_zeroing_the_inputs_earns_nothing_in_chapter_01():
-    # before: 15 of these 18 points passed, because the checks computed their expected values afterwards
+    # before: 15 of these 21 points passed, because the checks computed their expected values afterwards
     earned = total = 0
     for exercise, honest in HONEST_01.items():
         got, out_of, messages = _score(CH01, {exercise: _answers_for_zeros(honest)}, exercise)

@@ -15,6 +15,12 @@ defined) and raises :class:`CheckFailed` with a learner-friendly message when
 something is wrong. :func:`run_checks` turns every outcome — a wrong value, an
 exception, a missing function, an endless loop — into a :class:`CheckResult`.
 
+The learner's call cannot change the check's own data: :func:`call`, :func:`call_method` and
+:func:`call_object` give the learner clones of the tensors passed, compare tensors that require grad and
+modules afterwards, and fail a call that changed an input in place (:func:`call_inplace` is for
+exercises that are meant to). Inside :func:`forbid`, the call runs under a watch that sees a forbidden
+built-in however it is reached, and, while a submission is graded, the course's own version too.
+
 An exercise that needs more time than a quick function (a training run, two
 processes) declares its budget before its checks::
 

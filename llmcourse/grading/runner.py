@@ -27,10 +27,17 @@ Whatever the notebook does, the rest of the grading goes on:
   the kernel is restarted and the notebook replayed without that cell;
 * a check that loops forever or kills the kernel fails alone; the others still run.
 
+What the checks give against the learner's call itself (:mod:`llmcourse.grading.checks`): the learner's
+code gets clones of the tensors a check passes, and an input changed in place fails the check; an
+exercise that forbids built-ins runs the learner's call under a ``TorchFunctionMode``, a
+``TorchDispatchMode`` and a profiler, so the built-in is seen however it is reached (a captured reference,
+``torch.ops.aten``, a private alias, a method) and so is the course's own version of the exercise.
+
 What this does not yet give: the checks themselves still run inside the learner's kernel, so code in
 the notebook that hooks the kernel or the package (wrapping ``run_check``, an IPython hook that writes
-to the result file) can still forge results. The sandbox keeps such a notebook away from the grader's
-files and processes, not from its own grade.
+to the result file, replacing the watch's classes before the checks run) can still forge results, and
+work the learner's call hands to another thread or process is not watched. The sandbox keeps such a
+notebook away from the grader's files and processes, not from its own grade.
 
 Design for later (NOT BUILT YET): a typed channel between a grader process and the learner's kernel
 --------------------------------------------------------------------------------------------------------
