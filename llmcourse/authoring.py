@@ -96,7 +96,15 @@ def make_exercise(solution: nbformat.NotebookNode, name: str = "notebook") -> nb
     meta["generated_from"] = f"solutions/{name}"
     meta["cells_digest"] = cells_digest(nb)
     nb.metadata.pop("widgets", None)
+    meta.pop("metadata_digest", None)
+    meta["metadata_digest"] = metadata_digest(nb)
     return nb
+
+
+def metadata_digest(nb: nbformat.NotebookNode) -> str:
+    """A digest of the notebook's and every cell's metadata (tags included), as the builder wrote them."""
+    payload = json.dumps(_metadata_view(nb), ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def notebook_text(nb: nbformat.NotebookNode) -> str:
@@ -105,19 +113,22 @@ def notebook_text(nb: nbformat.NotebookNode) -> str:
 
 
 def _metadata_view(nb: nbformat.NotebookNode) -> list:
-    """The notebook's and every cell's metadata (tags included), without the builder's own digest entry."""
+    """The notebook's and every cell's metadata (tags included), without the builder's own digest entries."""
     meta = copy.deepcopy(dict(nb.metadata))
     meta.get("llmcourse", {}).pop("cells_digest", None)
+    meta.get("llmcourse", {}).pop("metadata_digest", None)
     return [meta, [[c.cell_type, dict(c.metadata)] for c in nb.cells]]
 
 
 def is_hand_edited(path: Path, expected: nbformat.NotebookNode | None = None) -> bool:
     """True when ``path`` differs in any way from a notebook the builder wrote.
 
-    The builder's output is a fixed point of :func:`make_exercise` (stubs, no outputs, digest of the
-    cells), so a source, an output, an execution count or a reformatted file shows up as a difference
-    from ``make_exercise`` of the file itself. Tags and metadata are compared with ``expected`` (the
-    exercise the builder would write now), since the builder copies them from the solution unchanged.
+    The builder's output is a fixed point of :func:`make_exercise` (stubs, no outputs, digests of the
+    cells and of the metadata), so a source, an output, an execution count, a tag, any metadata or a
+    reformatted file shows up as a difference from ``make_exercise`` of the file itself. A changed
+    solution (new exercises, other tags) is therefore not an edit: the exercise is compared with what the
+    builder wrote then, not with what it would write now. Files written before the metadata digest
+    existed have their tags and metadata compared with ``expected`` (the exercise the builder would write now).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -125,11 +136,15 @@ def is_hand_edited(path: Path, expected: nbformat.NotebookNode | None = None) ->
         meta = nb.metadata.get("llmcourse", {})
         if meta.get("kind") != "exercise" or meta.get("cells_digest") != cells_digest(nb):
             return True
-        if notebook_text(make_exercise(nb, meta.get("generated_from", "").removeprefix("solutions/"))) != text:
+        regenerated = make_exercise(nb, meta.get("generated_from", "").removeprefix("solutions/"))
+        legacy = "metadata_digest" not in meta
+        if legacy:
+            regenerated.metadata["llmcourse"].pop("metadata_digest")
+        if notebook_text(regenerated) != text:
             return True
     except Exception:
         return True  # unreadable: treat as a person's work and leave it alone
-    return expected is not None and _metadata_view(nb) != _metadata_view(expected)
+    return legacy and expected is not None and _metadata_view(nb) != _metadata_view(expected)
 
 
 def numbered_backup(path: Path) -> Path:

@@ -484,3 +484,28 @@ def test_library_resume_names_the_changes(tmp_path):
     changed = Trainer(tiny(max_steps=4, batch_size=8, checkpoint_path=str(path)), ids)
     changed.fit(resume=True, allow_changes=["batch_size", "max_steps"])
     assert changed.step == 4
+
+
+def test_a_changed_solution_is_not_taken_for_a_learners_edit(tmp_path):
+    """New exercises or tags in the solution regenerate the exercise; only edits made to the exercise count."""
+    from llmcourse.authoring import is_hand_edited, write_exercise
+
+    sol, ex = tmp_path / "99_demo.ipynb", tmp_path / "ex" / "99_demo.ipynb"
+    nbformat.write(demo_solution(), sol)
+    assert write_exercise(sol, ex) == "created"
+    grown = demo_solution()
+    grown.cells.append(nbformat.v4.new_code_cell("def sign(x):\n    ### BEGIN SOLUTION\n    return (x > 0) - (x < 0)\n"
+                                                 "    ### END SOLUTION"))
+    grown.cells[2].metadata["tags"] = ["check"]
+    grown.metadata["kernelspec"]["display_name"] = "Python 3 (course)"
+    nbformat.write(grown, sol)
+    assert not is_hand_edited(ex)
+    assert write_exercise(sol, ex) == "updated"
+    assert not list(ex.parent.glob("*.edited*"))  # nothing was taken for a person's work
+    regenerated = nbformat.read(ex, as_version=4)
+    assert len(regenerated.cells) == 4 and regenerated.cells[2].metadata["tags"] == ["check"]
+    assert write_exercise(sol, ex) == "unchanged"
+    edited = nbformat.read(ex, as_version=4)  # a tag the learner adds to the new exercise is still an edit
+    edited.cells[3].metadata["tags"] = ["mine"]
+    ex.write_text(nbformat.writes(edited) + "\n", encoding="utf-8")
+    assert is_hand_edited(ex)
