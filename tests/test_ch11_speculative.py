@@ -147,3 +147,165 @@ def test_sampled_speculative_keeps_the_targets_distribution_chi_square():
 def test_chi_square_tail_by_hand():
     # two degrees of freedom: the upper tail is exp(-x / 2) exactly
     assert abs(_chi_square_pvalue([12, 8, 10], [10, 10, 10]) - math.exp(-0.4)) < 1e-12
+
+
+# ----------------------------------------------------------------------------- the KV-cached path
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+def test_cached_speculative_greedy_equals_the_uncached_path_and_plain_greedy(models, k):
+    _, _, target, draft = models
+    prompt = torch.tensor([[3, 17, 5, 9]])
+    slow, slow_stats = spec.speculative_greedy(target, draft, prompt, 40, k=k)
+    fast, fast_stats = spec.speculative_greedy(target, draft, prompt, 40, k=k, use_cache=True)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast, spec.greedy_decode(target, prompt, 40))
+    assert fast_stats == slow_stats  # the same rounds, the same accepted tokens
+
+
+def test_cached_greedy_decode_equals_uncached_and_transformers(models):
+    hf_target, _, target, _ = models
+    prompt = torch.tensor([[3, 17, 5, 9]])
+    cached = spec.greedy_decode(target, prompt, 30, use_cache=True)
+    assert torch.equal(cached, spec.greedy_decode(target, prompt, 30))
+    with torch.no_grad():
+        hf = hf_target.generate(prompt, max_new_tokens=30, do_sample=False, min_new_tokens=30)
+    assert torch.equal(cached, hf)
+
+
+def test_cached_speculative_equals_transformers_assisted_generation(models):
+    hf_target, hf_draft, target, draft = models
+    prompt = torch.tensor([[8, 1, 30, 2, 2]])
+    with torch.no_grad():
+        hf_assisted = hf_target.generate(prompt, max_new_tokens=35, do_sample=False, min_new_tokens=35,
+                                         assistant_model=hf_draft)
+    ours, _ = spec.speculative_greedy(target, draft, prompt, 35, k=3, use_cache=True)
+    assert torch.equal(ours, hf_assisted)
+
+
+def test_rolled_back_cache_gives_the_logits_of_a_fresh_forward_pass(models):
+    """Feed 10 tokens, cut the cache back to 6, feed 3 others: the logits equal one uncached pass over 9."""
+    _, _, target, _ = models
+    a = torch.tensor([[3, 17, 5, 9, 1, 2, 30, 31, 4, 4]])
+    b = torch.tensor([[7, 8, 11]])
+    cached = spec._CachedModel(target)
+    cached.logits(a, 1)
+    assert cached.length == 10
+    cached.roll_back(6)
+    assert cached.length == 6
+    both = torch.cat([a[:, :6], b], dim=1)
+    got = cached.logits(both, 3)
+    with torch.no_grad():
+        want = target(both)[0, -3:]
+    assert torch.allclose(got, want, atol=1e-5)
+    # without the roll-back the stale keys of tokens 6..9 would still be attended to
+    stale = spec._CachedModel(target)
+    stale.logits(a, 1)
+    with torch.no_grad():
+        wrong, _ = target(b, past_kv=stale.past, use_cache=True)
+    assert not torch.allclose(wrong[0], want, atol=1e-3)
+
+
+def test_cached_path_feeds_the_target_only_new_tokens(models, monkeypatch):
+    """Each target pass after the first sees the newest accepted token and the k guesses, nothing older."""
+    _, _, target, draft = models
+    seen = []
+    original = target.forward
+
+    def spy(ids, *args, **kwargs):
+        seen.append(ids.shape[1])
+        return original(ids, *args, **kwargs)
+
+    monkeypatch.setattr(target, "forward", spy)
+    _, stats = spec.speculative_greedy(target, draft, torch.tensor([[3, 17, 5, 9]]), 21, k=4, use_cache=True)
+    assert seen[0] == 4 + 4 and len(seen) == stats.target_calls
+    assert all(n <= 4 + 1 for n in seen[1:])
+
+
+def test_cached_draft_equal_to_the_target_accepts_everything(models):
+    _, _, target, _ = models
+    prompt = torch.tensor([[1, 2, 3]])
+    out, stats = spec.speculative_greedy(target, target, prompt, 20, k=4, use_cache=True)
+    assert torch.equal(out, spec.greedy_decode(target, prompt, 20))
+    assert stats.acceptance_rate == 1.0 and stats.target_calls == 4
+
+
+def test_cached_path_reaches_the_context_length(models):
+    _, _, target, draft = models  # context 64: a 4-token prompt and 60 new tokens fill it exactly
+    prompt = torch.tensor([[3, 17, 5, 9]])
+    out, _ = spec.speculative_greedy(target, draft, prompt, 60, k=5, use_cache=True)
+    assert out.shape == (1, 64) and torch.equal(out, spec.greedy_decode(target, prompt, 60, use_cache=True))
+
+
+def test_cached_speculative_sample_draws_the_same_tokens_as_uncached(models):
+    _, _, target, draft = models
+    prompt = torch.tensor([[3, 17, 5, 9]])
+    for seed in range(4):
+        slow, s1 = spec.speculative_sample(target, draft, prompt, 30, k=3,
+                                           generator=torch.Generator().manual_seed(seed))
+        fast, s2 = spec.speculative_sample(target, draft, prompt, 30, k=3, use_cache=True,
+                                           generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(fast, slow) and s1 == s2
+
+
+def test_measure_speedup_counts_what_it_ran(models):
+    _, _, target, draft = models
+    prompts = [torch.tensor([[3, 17, 5, 9]]), torch.tensor([[1, 2]])]
+    result = spec.measure_speedup(target, draft, prompts, 12, [1, 3], repeats=1)
+    assert result["equal"] and result["k"] == [1, 3]
+    for i, k in enumerate([1, 3]):
+        stats = [spec.speculative_greedy(target, draft, p, 12, k=k)[1] for p in prompts]
+        assert result["target_calls"][i] == sum(s.target_calls for s in stats)
+        assert result["acceptance"][i] == sum(s.accepted for s in stats) / sum(s.drafted for s in stats)
+        assert result["tokens_per_call"][i] == 24 / result["target_calls"][i]
+        assert result["speedup"][i] == result["plain_seconds"] / result["seconds"][i] > 0
+    spec.plot_speedup(result)
+
+
+def test_bad_input_is_a_clear_error(models):
+    _, _, target, draft = models
+    with pytest.raises(ValueError, match="k .* >= 1"):
+        spec.speculative_greedy(target, draft, torch.tensor([[1, 2]]), 5, k=0, use_cache=True)
+    with pytest.raises(ValueError, match=r"shape \(1, seq\)"):
+        spec.speculative_greedy(target, draft, torch.tensor([[1, 2], [3, 4]]), 5)
+    with pytest.raises(ValueError, match="temperature"):
+        spec.speculative_sample(target, draft, torch.tensor([[1, 2]]), 5, temperature=0.0)
+    with pytest.raises(ValueError, match="ks"):
+        spec.measure_speedup(target, draft, [torch.tensor([[1, 2]])], 5, [])
+
+
+# ----------------------------------------------------------------------------- the draft model
+
+
+def test_course_draft_gpt_is_a_smaller_gpt_with_the_course_tokenizer(tmp_path):
+    from llmcourse.inference import draft as D
+    from llmcourse.tokenizers.course_tokenizer import VOCAB_SIZE, course_tokenizer
+
+    config = D.draft_train_config(fast=True, context_length=32, batch_size=8, max_steps=12, warmup_steps=2)
+    tokenizer = course_tokenizer(cache_dir=tmp_path)
+    first = D.course_draft_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    assert first.built and first.chapter == "11"
+    model, its_tokenizer, checkpoint = first.value
+    assert its_tokenizer.merges == tokenizer.value.merges and model.vocab_size == VOCAB_SIZE
+    assert checkpoint["step"] == 12 and model.config.n_layers == 1 and model.config.d_model == 32
+    history = checkpoint["history"]
+    assert history["train_loss"][-1] < history["train_loss"][0] - 0.5  # it learned something
+    assert not list(tmp_path.rglob("*.run"))
+    again = D.course_draft_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    assert not again.built and again.path == first.path
+    for p, q in zip(again.value[0].parameters(), model.parameters()):
+        assert torch.equal(p, q)
+    # it drafts for a target with the same vocabulary
+    target = GPT(model.config.__class__(**{**model.config.__dict__, "n_layers": 2})).eval()
+    prompt = torch.tensor([tokenizer.value.encode("The value")])
+    out, _ = spec.speculative_greedy(target, model, prompt, 10, k=3, use_cache=True)
+    assert torch.equal(out, spec.greedy_decode(target, prompt, 10))
+
+
+def test_draft_settings():
+    from llmcourse.inference import draft as D
+    from llmcourse.pretraining.course_model import course_train_config
+
+    full, target = D.draft_train_config(fast=False), course_train_config(fast=False)
+    assert full.n_layers == 1 and full.d_model * 2 == target.d_model and full.context_length == target.context_length
+    assert D.draft_train_config(fast=True).max_steps < full.max_steps

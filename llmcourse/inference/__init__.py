@@ -8,7 +8,9 @@ Modules in reading order:
 * ``scheduler`` - a real scheduler: requests admitted and retired at every decode step, static or continuous;
 * ``quantization`` - int8 (absmax, zero-point; per tensor, per channel) and 4-bit group-wise weights;
 * ``tiled_attention`` - the online softmax, attention by tiles without the score matrix, sliding windows;
-* ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled);
+* ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled,
+  with or without KV caches), and its measured speed-up;
+* ``draft`` - the draft model: a one-layer GPT trained briefly on the course corpus, cached as an artifact;
 * ``plots`` - pictures of all of the above;
 * ``widgets`` - an explorer of static vs continuous batching timelines.
 
