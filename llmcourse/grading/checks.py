@@ -448,7 +448,8 @@ _OPERATORS: dict[str, tuple[str, ...]] = {
     "layer_norm": ("layer_norm", "native_layer_norm"),
     "rms_norm": ("rms_norm", "_fused_rms_norm"),
     "scaled_dot_product_attention": ("scaled_dot_product_attention", "_scaled_dot_product_attention_math",
-                                     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                                     "_scaled_dot_product_flash_attention_for_cpu",
+                                     "_scaled_dot_product_flash_attention",
                                      "_scaled_dot_product_efficient_attention", "_safe_softmax"),
     "lstm_cell": ("lstm_cell", "_thnn_fused_lstm_cell"),
     "lstm": ("lstm", "lstm_cell", "_thnn_fused_lstm_cell"),
@@ -543,8 +544,8 @@ def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None
     raises :class:`BuiltinNotAllowed`, which the check reports as the learner's error), and every call of the
     learner's code inside the block (:func:`call`, :func:`call_method`, :func:`run_learner`) runs under a watch
     that sees the same built-in however it is reached: a reference captured before the check, a method
-    (``x.softmax()``), a private alias (``torch._softmax``, ``torch.ops.aten._softmax``), a copy of its Python
-    code's path (a class's methods, a function's code object) and, while :func:`course_code_refused` is on, the course's own
+    (``x.softmax()``), a private alias (``torch._softmax``, ``torch.ops.aten._softmax``), its Python code (a
+    class's methods, a function's code object) and, while :func:`course_code_refused` is on, the course's own
     version. The check then fails with the path it saw.
     """
     def refuse(shown: str) -> Callable[..., Any]:

@@ -368,7 +368,8 @@ _EXPORT = [(bridge, "to_tiktoken", "to_tiktoken"), (_tokenizers, "to_tiktoken", 
 
 
 def _learner_ranks(ns: Namespace, merges: Mapping[tuple[int, int], int]) -> dict[bytes, int]:
-    with forbid("to_mergeable_ranks", [(owner, attribute, f"llmcourse's {shown}") for owner, attribute, shown in _EXPORT]):
+    exports = [(owner, attribute, f"llmcourse's {shown}") for owner, attribute, shown in _EXPORT]
+    with forbid("to_mergeable_ranks", exports):
         got = call(ns, "to_mergeable_ranks", dict(merges))
     expect(isinstance(got, Mapping), f"to_mergeable_ranks should return a dict {{token bytes: rank}}, "
                                      f"got {type(got).__name__}.")
