@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmcourse.basics import activations as A
+from llmcourse.basics import calibration
 from llmcourse.basics import losses as L
 from llmcourse.grading.checks import call, call_inplace, forbid, load_chapter, run_checks
 from llmcourse.grading.runner import grade_notebook
@@ -30,6 +31,7 @@ from llmcourse.grading.runner import grade_notebook
 _GELU, _SOFTMAX, _RELU, _LINEAR, _CROSS_ENTROPY = F.gelu, torch.softmax, torch.relu, F.linear, F.cross_entropy
 _LAYER_NORM, _EMBEDDING, _SDPA, _GRAD = F.layer_norm, F.embedding, F.scaled_dot_product_attention, torch.autograd.grad
 _SGD, _ADAMW, _CLIP = torch.optim.SGD, torch.optim.AdamW, torch.nn.utils.clip_grad_norm_
+_NORMALIZE, _ECE = F.normalize, calibration.expected_calibration_error
 
 CH01 = load_chapter("01")
 
@@ -259,6 +261,10 @@ def _by_adamw(param, grad, steps, lr, weight_decay, betas=(0.9, 0.95), eps=1e-8)
         x, [x.shape[-1]], weight, bias, eps)[0], "reaches aten::native_layer_norm"),
     ("08", "adamw_after_steps", _by_adamw, "torch.optim.Adam"),
     ("08", "clip_grad_norm", lambda ps, m: _CLIP(list(ps), m), "runs torch.nn.utils."),
+    ("04", "cosine_similarity", lambda a, b: torch.ops.aten.cosine_similarity(a, b, -1), "calls torch's cosine_similarity"),
+    ("04", "cosine_similarity", lambda a, b: (_NORMALIZE(a, dim=-1) * _NORMALIZE(b, dim=-1)).sum(-1), "runs F.normalize"),
+    ("02", "expected_calibration_error", lambda p, y, n=10: _ECE(p, y, n),
+     "runs calibration.expected_calibration_error"),
 ])
 def test_other_chapters_see_captured_references_and_private_ops(number, exercise, cheat, seen):
     chapter = load_chapter(number)
@@ -266,6 +272,23 @@ def test_other_chapters_see_captured_references_and_private_ops(number, exercise
     assert got == 0, messages
     assert all("asks you to write" in m for m in messages), messages
     assert seen in messages[0], messages[0]
+
+
+def test_a_module_the_learner_builds_is_watched_too():
+    from wrong_solutions.ch05 import _Attention
+
+    class FusedAttention(_Attention):
+        def forward(self, x):
+            batch, seq, d_model = x.shape
+            q = self.split(self.q_proj(x), self.n_heads)
+            k, v = self.split(self.k_proj(x), self.n_kv_heads), self.split(self.v_proj(x), self.n_kv_heads)
+            out = _SDPA(q, k, v, is_causal=True, enable_gqa=True)
+            return self.o_proj(out.transpose(1, 2).reshape(batch, seq, d_model))
+
+    results = run_checks(load_chapter("05"), {"CausalSelfAttention": FusedAttention}, "CausalSelfAttention")
+    outputs = [r for r in results if r.name != "build_attention_parameters"]
+    assert outputs and not any(r.passed for r in outputs), [r.message for r in results]
+    assert any("F.scaled_dot_product_attention or an alias" in r.message for r in outputs)
 
 
 def test_the_watch_is_only_on_during_the_learners_call():
