@@ -308,5 +308,5 @@ def fit_step_time(report: dict) -> tuple[float, float]:
     return fixed, per_row
 
 
-__all__ = ["CACHES", "GenerationRequest", "POLICIES", "PagedSlots", "Scheduler", "Served", "SlotCache", "as_simulated", "fit_step_time",
-           "prompt_stream", "serve"]
+__all__ = ["CACHES", "GenerationRequest", "POLICIES", "PagedSlots", "Scheduler", "Served", "SlotCache", "as_simulated",
+           "fit_step_time", "prompt_stream", "serve"]
