@@ -192,6 +192,18 @@ def test_continuous_batching_beats_static_on_a_stream():
 
 # --------------------------------------------------------------------------- quantization
 
+def test_batching_timeline_draws_one_panel_per_policy_even_for_one():
+    from llmcourse.inference import plots
+    stream = batching.request_stream(20, rate=10.0, shortest=2, longest=8, seed=0)
+    for policies in (["continuous"], ["static", "continuous"]):
+        results = {p: batching.simulate(stream, 4, p, (0.02, 0.002)) for p in policies}
+        fig = plots.plot_batching_timeline(stream, results, max_batch=4)
+        assert len(fig.axes) == len(policies)
+        assert [ax.get_title().split(":")[0] for ax in fig.axes] == policies
+    with pytest.raises(ValueError, match="at least one policy"):
+        plots.plot_batching_timeline(stream, {}, max_batch=4)
+
+
 def test_absmax_per_channel_matches_torch_quantize_per_channel():
     w = torch.randn(16, 64, generator=torch.Generator().manual_seed(0))
     q, scale = quantization.absmax_quantize(w, 8, dim=0)

@@ -50,7 +50,10 @@ def plot_cache_memory(lengths: list[int], max_len: int, block_sizes: list[int]) 
 
 def plot_batching_timeline(requests: list[Request], results: dict[str, dict], max_batch: int) -> Figure:
     """Batch size at every decode step over time, one panel per policy (results from ``batching.simulate``)."""
-    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.9 * len(results)), sharex=True)
+    if not results:
+        raise ValueError("results is empty: pass at least one policy's batching.simulate result")
+    fig, axes = plt.subplots(len(results), 1, figsize=(8, 1.9 * len(results)), sharex=True, squeeze=False)
+    axes = axes[:, 0]
     for ax, (name, result) in zip(axes, results.items()):
         starts = [t for t, _ in result["timeline"]]
         sizes = [b for _, b in result["timeline"]]
