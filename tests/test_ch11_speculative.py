@@ -277,29 +277,49 @@ def test_bad_input_is_a_clear_error(models):
 # ----------------------------------------------------------------------------- the draft model
 
 
-def test_course_draft_gpt_is_a_smaller_gpt_with_the_course_tokenizer(tmp_path):
+def test_course_draft_gpt_is_distilled_from_the_course_gpt(tmp_path):
     from llmcourse.inference import draft as D
-    from llmcourse.tokenizers.course_tokenizer import VOCAB_SIZE, course_tokenizer
+    from llmcourse.pretraining import course_model as CM
+    from llmcourse.tokenizers.course_tokenizer import VOCAB_SIZE
 
-    config = D.draft_train_config(fast=True, context_length=32, batch_size=8, max_steps=12, warmup_steps=2)
-    tokenizer = course_tokenizer(cache_dir=tmp_path)
-    first = D.course_draft_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    tiny = CM.course_train_config(fast=True, context_length=32, d_model=32, n_layers=2, n_heads=2, batch_size=8,
+                                  max_steps=20, warmup_steps=2, eval_interval=10, eval_steps=2)
+    teacher = CM.pretrain_course_gpt(tiny, n_chars=60_000, cache_dir=tmp_path)
+    target, tokenizer, _ = teacher.value
+    config = D.draft_train_config(fast=True, context_length=32, d_model=16, batch_size=8, max_steps=30,
+                                  warmup_steps=2)
+    first = D.course_draft_gpt(config, n_prompts=64, teacher=teacher, cache_dir=tmp_path)
     assert first.built and first.chapter == "11"
     model, its_tokenizer, checkpoint = first.value
-    assert its_tokenizer.merges == tokenizer.value.merges and model.vocab_size == VOCAB_SIZE
-    assert checkpoint["step"] == 12 and model.config.n_layers == 1 and model.config.d_model == 32
+    assert its_tokenizer.merges == tokenizer.merges and model.vocab_size == VOCAB_SIZE
+    assert checkpoint["step"] == 30 and model.config.n_layers == 1 and model.config.d_model == 16
     history = checkpoint["history"]
-    assert history["train_loss"][-1] < history["train_loss"][0] - 0.5  # it learned something
+    assert history["train_loss"][-1] < history["train_loss"][0] - 1.0  # it learned something
     assert not list(tmp_path.rglob("*.run"))
-    again = D.course_draft_gpt(config, n_chars=60_000, cache_dir=tmp_path)
+    again = D.course_draft_gpt(config, n_prompts=64, teacher=teacher, cache_dir=tmp_path)
     assert not again.built and again.path == first.path
     for p, q in zip(again.value[0].parameters(), model.parameters()):
         assert torch.equal(p, q)
-    # it drafts for a target with the same vocabulary
-    target = GPT(model.config.__class__(**{**model.config.__dict__, "n_layers": 2})).eval()
-    prompt = torch.tensor([tokenizer.value.encode("The value")])
-    out, _ = spec.speculative_greedy(target, model, prompt, 10, k=3, use_cache=True)
-    assert torch.equal(out, spec.greedy_decode(target, prompt, 10))
+    assert D.course_draft_gpt(config, n_prompts=65, teacher=teacher, cache_dir=tmp_path).path != first.path
+    # it drafts for the target with the same vocabulary; the tokens stay the target's
+    prompt = torch.tensor([tokenizer.encode("The value")])
+    out, stats = spec.speculative_greedy(target, model, prompt, 20, k=3, use_cache=True)
+    assert torch.equal(out, spec.greedy_decode(target, prompt, 20))
+
+
+def test_teacher_continuations_are_the_teachers_greedy_text(models):
+    from llmcourse.inference import draft as D
+
+    _, _, target, _ = models
+    ids = torch.randint(0, VOCAB, (500,), generator=torch.Generator().manual_seed(0))
+    seqs = D.teacher_continuations(target, ids, 5, 20, seed=3, batch_size=2)
+    assert seqs.shape == (5, 20)
+    for row in seqs:
+        prompt = row[None, :D.PROMPT_TOKENS]
+        assert any(torch.equal(prompt[0], ids[s:s + D.PROMPT_TOKENS]) for s in range(len(ids) - 7))
+        assert torch.equal(row[None], spec.greedy_decode(target, prompt, 20 - D.PROMPT_TOKENS))
+    with pytest.raises(ValueError, match="length"):
+        D.teacher_continuations(target, ids, 5, 65)
 
 
 def test_draft_settings():

@@ -10,7 +10,7 @@ Modules in reading order:
 * ``tiled_attention`` - the online softmax, attention by tiles without the score matrix, sliding windows;
 * ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled,
   with or without KV caches), and its measured speed-up;
-* ``draft`` - the draft model: a one-layer GPT trained briefly on the course corpus, cached as an artifact;
+* ``draft`` - the draft model: a one-layer GPT distilled from the course GPT, cached as an artifact;
 * ``plots`` - pictures of all of the above;
 * ``widgets`` - an explorer of static vs continuous batching timelines.
 
