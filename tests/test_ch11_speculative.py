@@ -329,3 +329,11 @@ def test_draft_settings():
     full, target = D.draft_train_config(fast=False), course_train_config(fast=False)
     assert full.n_layers == 1 and full.d_model * 2 == target.d_model and full.context_length == target.context_length
     assert D.draft_train_config(fast=True).max_steps < full.max_steps
+
+
+def test_predicted_speedup_and_pass_seconds(models):
+    _, _, target, draft = models
+    assert spec.predicted_speedup(3.0, 2, 1.0, 1.0, 0.0) == 3.0     # free draft, verify as cheap as one token
+    assert spec.predicted_speedup(1.0, 1, 1.0, 1.0, 1.0) == 0.5     # nothing accepted: twice the work
+    assert abs(spec.predicted_speedup(2.5, 4, 2.0, 3.0, 0.5) - 2.5 * 2.0 / 5.0) < 1e-12
+    assert 0 < spec.pass_seconds(draft, 1, repeats=5) < 1 and 0 < spec.pass_seconds(target, 5, repeats=5) < 1

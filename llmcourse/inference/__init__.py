@@ -11,6 +11,7 @@ Modules in reading order:
 * ``speculative`` - speculative decoding: a draft model proposes, the target checks (greedy and sampled,
   with or without KV caches), and its measured speed-up;
 * ``draft`` - the draft model: a one-layer GPT distilled from the course GPT, cached as an artifact;
+* ``prefix_sharing`` - reusing the cache of shared prompt beginnings: a radix tree, and paged blocks;
 * ``plots`` - pictures of all of the above;
 * ``widgets`` - an explorer of static vs continuous batching timelines.
 

@@ -16,7 +16,8 @@ Functions, in reading order:
   rule, and the exact distribution of one draft-and-check step;
 * :func:`speculative_sample` - sampled speculative decoding (``use_cache=True`` as above);
 * :func:`measure_speedup` - acceptance rate, target passes and wall-clock speed-up against plain cached
-  greedy decoding for several ``k``; :func:`plot_speedup` draws them.
+  greedy decoding for several ``k``; :func:`plot_speedup` draws them;
+* :func:`pass_seconds`, :func:`predicted_speedup` - the same speed-up from the cost of one pass of each model.
 """
 from __future__ import annotations
 
@@ -248,6 +249,24 @@ def measure_speedup(target: nn.Module, draft: nn.Module, prompts: list[Tensor], 
     return result
 
 
+@torch.no_grad()
+def pass_seconds(model: nn.Module, n_tokens: int, past_len: int = 32, repeats: int = 50) -> float:
+    """Median seconds of one cached forward pass over ``n_tokens`` new tokens after ``past_len`` cached ones."""
+    gen = torch.Generator().manual_seed(0)
+    past_ids = torch.randint(0, model.vocab_size, (1, past_len), generator=gen)
+    new = torch.randint(0, model.vocab_size, (1, n_tokens), generator=gen)
+    _, past = model(past_ids, use_cache=True)
+    times = sorted(_seconds(lambda: model(new, past_kv=past, use_cache=True)) for _ in range(repeats))
+    return times[len(times) // 2]
+
+
+def predicted_speedup(tokens_per_call: float, k: int, target_pass: float, verify_pass: float,
+                      draft_pass: float) -> float:
+    """Speed-up from costs: a round makes ``tokens_per_call`` tokens for ``k`` draft passes and one verify pass,
+    where plain decoding pays ``target_pass`` per token."""
+    return tokens_per_call * target_pass / (k * draft_pass + verify_pass)
+
+
 def plot_speedup(result: dict[str, Any]) -> Figure:
     """Acceptance rate and tokens per target pass (left) and measured speed-up (right) against ``k``."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -270,4 +289,4 @@ def plot_speedup(result: dict[str, Any]) -> Figure:
 
 
 __all__ = ["SpecStats", "accept_probability", "greedy_decode", "measure_speedup", "one_step_distribution",
-           "plot_speedup", "residual_distribution", "speculative_greedy", "speculative_sample"]
+           "pass_seconds", "plot_speedup", "predicted_speedup", "residual_distribution", "speculative_greedy", "speculative_sample"]
