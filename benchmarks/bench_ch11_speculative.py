@@ -10,7 +10,9 @@ real-text prompts to the end of the target's 64-token context. Contenders, takin
   each checked to give exactly the plain tokens.
 
 Speed-up = plain time / speculative time (> 1: speculative decoding is faster). Acceptance rate = accepted
-drafted tokens / drafted tokens; tokens per target pass = new tokens / target passes.
+drafted tokens / drafted tokens; tokens per target pass = new tokens / target passes. The last column estimates
+how much of a run is forward passes: drafted tokens x one draft pass + target passes x one target pass over
+k + 1 tokens (each timed alone after 32 cached tokens); the rest is the decoding loop's own work.
 
 Run: .venv/bin/python benchmarks/bench_ch11_speculative.py [--rounds 7] [--quick]
 """
@@ -25,6 +27,15 @@ from llmcourse.models.generation import generate
 
 TEXTS = ["A function returns the value of", "If the file is", "This module provides", "Return a new",
          "The default value is", "Raise an exception when"]
+
+
+@torch.no_grad()
+def pass_seconds(model, n_new: int, past_len: int, rounds: int) -> float:
+    """Best time of one cached forward pass feeding ``n_new`` tokens after ``past_len`` cached ones."""
+    ids = torch.randint(0, model.vocab_size, (1, past_len + n_new), generator=torch.Generator().manual_seed(0))
+    _, past = model(ids[:, :past_len], use_cache=True)
+    return min(alternate({"pass": lambda: model(ids[:, past_len:], past_kv=past, use_cache=True)}, rounds,
+                         warmup=3)["pass"])
 
 
 def main() -> None:
@@ -71,15 +82,21 @@ def main() -> None:
           f"{new_tokens / plain_best:,.0f} tokens/s; `generate(top_k=1)`: {spread(times['generate'])} ms; "
           f"the draft alone, plain cached greedy: {spread(one_draft)} ms "
           f"({min(times['plain']) / min(one_draft):.1f}x faster than the target)")
+    draft_pass = pass_seconds(draft, 1, 32, args.rounds * 5)
+    target_pass = {n: pass_seconds(target, n, 32, args.rounds * 5) for n in sorted({1} | {k + 1 for k in ks})}
+    print("one cached pass after 32 tokens, ms (best): draft, 1 token " + f"{draft_pass * 1e3:.2f}; target, "
+          + ", ".join(f"{n} token(s) {t * 1e3:.2f}" for n, t in target_pass.items()))
     print("\n| k | acceptance rate | tokens per target pass | target passes | ms (best / median / worst) | "
-          "tokens/s (best) | speed-up, best | median |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| plain | — | 1.00 | {new_tokens} | {spread(times['plain'])} | {new_tokens / plain_best:,.0f} | 1.00 | 1.00 |")
+          "tokens/s (best) | speed-up, best | median | of which forward passes (estimate) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| plain | — | 1.00 | {new_tokens} | {spread(times['plain'])} | {new_tokens / plain_best:,.0f} | 1.00 | 1.00 "
+          f"| {new_tokens * target_pass[1] * 1e3:.0f} ms |")
     for k in ks:
         accepted, drafted, calls = stats[k]
         a = times[f"k={k}"]
         print(f"| {k} | {accepted / drafted:.1%} | {new_tokens / calls:.2f} | {calls} | {spread(a)} | "
-              f"{new_tokens / min(a):,.0f} | {plain_best / min(a):.2f} | {plain_med / median(a):.2f} |")
+              f"{new_tokens / min(a):,.0f} | {plain_best / min(a):.2f} | {plain_med / median(a):.2f} | "
+              f"{(drafted * draft_pass + calls * target_pass[k + 1]) * 1e3:.0f} ms |")
 
 
 if __name__ == "__main__":
