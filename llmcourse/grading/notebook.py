@@ -45,13 +45,13 @@ class Grader:
     def check(self, exercise: str, namespace: Mapping[str, Any] | None = None) -> None:
         """Run the checks of ``exercise`` on the caller's functions and print the outcome."""
         ns = namespace if namespace is not None else sys._getframe(1).f_globals
-        self.last = run_checks(self.chapter, ns, exercise)
+        self.last = run_checks(self.chapter, ns, exercise, own_work=True)  # as the grader judges it
         print(format_results(self.last))
 
     def check_all(self, namespace: Mapping[str, Any] | None = None) -> None:
         """Run every check of the chapter and print the outcome."""
         ns = namespace if namespace is not None else sys._getframe(1).f_globals
-        self.last = run_checks(self.chapter, ns)
+        self.last = run_checks(self.chapter, ns, own_work=True)
         print(format_results(self.last))
 
     def __repr__(self) -> str:
