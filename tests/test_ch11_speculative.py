@@ -331,9 +331,10 @@ def test_draft_settings():
     assert D.draft_train_config(fast=True).max_steps < full.max_steps
 
 
-def test_predicted_speedup_and_pass_seconds(models):
+def test_predicted_speedup_and_pass_costs(models):
     _, _, target, draft = models
     assert spec.predicted_speedup(3.0, 2, 1.0, 1.0, 0.0) == 3.0     # free draft, verify as cheap as one token
     assert spec.predicted_speedup(1.0, 1, 1.0, 1.0, 1.0) == 0.5     # nothing accepted: twice the work
     assert abs(spec.predicted_speedup(2.5, 4, 2.0, 3.0, 0.5) - 2.5 * 2.0 / 5.0) < 1e-12
-    assert 0 < spec.pass_seconds(draft, 1, repeats=5) < 1 and 0 < spec.pass_seconds(target, 5, repeats=5) < 1
+    target_s, draft_s = spec.pass_costs(target, draft, 5, repeats=3)
+    assert sorted(target_s) == [1, 2, 3, 4, 5] and all(0 < t < 1 for t in target_s.values()) and 0 < draft_s < 1

@@ -17,7 +17,7 @@ Functions, in reading order:
 * :func:`speculative_sample` - sampled speculative decoding (``use_cache=True`` as above);
 * :func:`measure_speedup` - acceptance rate, target passes and wall-clock speed-up against plain cached
   greedy decoding for several ``k``; :func:`plot_speedup` draws them;
-* :func:`pass_seconds`, :func:`predicted_speedup` - the same speed-up from the cost of one pass of each model.
+* :func:`pass_costs`, :func:`predicted_speedup` - the same speed-up from the cost of one pass of each model.
 """
 from __future__ import annotations
 
@@ -250,14 +250,22 @@ def measure_speedup(target: nn.Module, draft: nn.Module, prompts: list[Tensor], 
 
 
 @torch.no_grad()
-def pass_seconds(model: nn.Module, n_tokens: int, past_len: int = 32, repeats: int = 50) -> float:
-    """Median seconds of one cached forward pass over ``n_tokens`` new tokens after ``past_len`` cached ones."""
+def pass_costs(target: nn.Module, draft: nn.Module, max_tokens: int, past_len: int = 32,
+               repeats: int = 50) -> tuple[dict[int, float], float]:
+    """Seconds of one cached target pass over ``n = 1 .. max_tokens`` new tokens, and of one draft pass over one,
+    each after ``past_len`` cached tokens: the best of ``repeats`` rounds that take turns, so a busy moment of
+    the machine hits all of them alike."""
     gen = torch.Generator().manual_seed(0)
-    past_ids = torch.randint(0, model.vocab_size, (1, past_len), generator=gen)
-    new = torch.randint(0, model.vocab_size, (1, n_tokens), generator=gen)
-    _, past = model(past_ids, use_cache=True)
-    times = sorted(_seconds(lambda: model(new, past_kv=past, use_cache=True)) for _ in range(repeats))
-    return times[len(times) // 2]
+    past_ids = torch.randint(0, target.vocab_size, (1, past_len), generator=gen)
+    new = torch.randint(0, target.vocab_size, (1, max_tokens), generator=gen)
+    _, target_past = target(past_ids, use_cache=True)
+    _, draft_past = draft(past_ids, use_cache=True)
+    target_s, draft_s = dict.fromkeys(range(1, max_tokens + 1), float("inf")), float("inf")
+    for _ in range(repeats):
+        for n in target_s:
+            target_s[n] = min(target_s[n], _seconds(lambda: target(new[:, :n], past_kv=target_past, use_cache=True)))
+        draft_s = min(draft_s, _seconds(lambda: draft(new[:, :1], past_kv=draft_past, use_cache=True)))
+    return target_s, draft_s
 
 
 def predicted_speedup(tokens_per_call: float, k: int, target_pass: float, verify_pass: float,
@@ -289,4 +297,4 @@ def plot_speedup(result: dict[str, Any]) -> Figure:
 
 
 __all__ = ["SpecStats", "accept_probability", "greedy_decode", "measure_speedup", "one_step_distribution",
-           "pass_seconds", "plot_speedup", "predicted_speedup", "residual_distribution", "speculative_greedy", "speculative_sample"]
+           "pass_costs", "plot_speedup", "predicted_speedup", "residual_distribution", "speculative_greedy", "speculative_sample"]
