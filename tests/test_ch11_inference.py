@@ -180,6 +180,12 @@ def test_simulated_schedules_by_hand():
     assert continuous["throughput"] == pytest.approx(6 / 3) and static["throughput"] == pytest.approx(6 / 5)
     late = batching.simulate([batching.Request(2.0, 1)], 4, "continuous", (0.5, 0.25))
     assert late["finish"] == [2.75] and late["latency"] == [0.75]
+    # a third number: each step that admits requests costs that much more (here 0.5 s)
+    with_prefill = batching.simulate(requests, max_batch=2, policy="continuous", step_time=(1.0, 0.0, 0.5))
+    assert with_prefill["finish"] == [1.5, 4.0, 4.0]   # steps: 1.5 (admits 0, 1), 1.5 (admits 2), 1.0
+    for bad in [(1.0,), (1.0, -0.1), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0)]:
+        with pytest.raises(ValueError, match="step_time"):
+            batching.simulate(requests, 2, "static", bad)
 
 
 def test_continuous_batching_beats_static_on_a_stream():

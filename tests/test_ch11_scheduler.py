@@ -72,12 +72,17 @@ def test_every_request_equals_transformers_greedy_generate(hf_gpt2, gpt, stream,
         assert tokens == out[0, len(r.prompt):].tolist()
 
 
+@pytest.mark.parametrize("cost", [(0.01, 0.002), (0.01, 0.002, 0.007)])
 @pytest.mark.parametrize("policy", ["static", "continuous"])
-def test_with_the_cost_model_the_schedule_is_the_simulators(gpt, policy):
+def test_with_the_cost_model_the_schedule_is_the_simulators(gpt, policy, cost):
     prompts = _prompts(20, seed=4)
     requests = scheduler.prompt_stream(prompts, rate=150.0, shortest=1, longest=12, seed=5)
-    report = scheduler.serve(gpt, requests, max_batch=5, policy=policy, step_time=(0.01, 0.002))
-    simulated = batching.simulate(batching.request_stream(20, 150.0, 1, 12, seed=5), 5, policy, (0.01, 0.002))
+    report = scheduler.serve(gpt, requests, max_batch=5, policy=policy, step_time=cost)
+    simulated = batching.simulate(batching.request_stream(20, 150.0, 1, 12, seed=5), 5, policy, cost)
+    if len(cost) == 3:  # the prefill charge lands on the steps that admitted requests, and only there
+        extra = [d - cost[0] - cost[1] * b for d, (_, b) in zip(report["durations"], report["timeline"])]
+        assert extra == pytest.approx([cost[2] if p else 0.0 for p in report["prefills"]], abs=1e-12)
+        assert 0 < sum(p > 0 for p in report["prefills"]) < report["steps"]
     assert [len(t) for t in report["tokens"]] == [r.max_new_tokens for r in requests]
     assert report["timeline"] == simulated["timeline"] and report["steps"] == simulated["steps"]
     assert report["finish"] == pytest.approx(simulated["finish"], abs=1e-12)
@@ -123,11 +128,18 @@ def test_fit_step_time_recovers_a_linear_cost():
     fake = {"timeline": [(0.0, b) for b in sizes], "durations": [0.003 + 0.0005 * b for b in sizes]}
     fixed, per_row = scheduler.fit_step_time(fake)
     assert fixed == pytest.approx(0.003) and per_row == pytest.approx(0.0005)
+    # a step that also prefills costs 0.002 s more, however many prompts it admits
+    fake["prefills"] = [1, 0, 0, 3, 0, 2, 0]
+    fake["durations"] = [0.003 + 0.0005 * b + 0.002 * (p > 0) for b, p in zip(sizes, fake["prefills"])]
+    assert scheduler.fit_step_time(fake, prefill=True) == pytest.approx((0.003, 0.0005, 0.002))
+    line_fixed, line_per_row = scheduler.fit_step_time(fake)
+    assert line_fixed != pytest.approx(0.003, rel=0.01)       # a line alone cannot say which steps prefilled
 
 
 def test_bad_input_is_named(gpt):
     for kwargs, word in [({"policy": "greedy"}, "policy"), ({"max_batch": 0}, "max_batch"),
-                         ({"cache": "ring"}, "cache"), ({"step_time": (-1.0, 0.0)}, "step_time")]:
+                         ({"cache": "ring"}, "cache"), ({"step_time": (-1.0, 0.0)}, "step_time"),
+                         ({"step_time": (1.0, 0.0, 0.0, 1.0)}, "step_time")]:
         with pytest.raises(ValueError, match=word):
             scheduler.Scheduler(gpt, **{"max_batch": 2, **kwargs})
     with pytest.raises(ValueError, match="context length 48"):

@@ -116,27 +116,33 @@ def request_stream(n: int, rate: float, shortest: int, longest: int, seed: int =
 
 def simulate(requests: list[Request], max_batch: int, policy: str, step_time: tuple[float, float]) -> dict:
     """Play a request stream through one model replica. A decode step over b requests takes
-    ``step_time[0] + step_time[1] * b`` seconds. ``policy``: "static" (admit a new batch only when the whole
-    previous one has finished) or "continuous" (refill free slots every step).
+    ``step_time[0] + step_time[1] * b`` seconds; a third number, if given, is added at every step that
+    admits requests (the extra pass that prefills their prompts). ``policy``: "static" (admit a new batch only when
+    the whole previous one has finished) or "continuous" (refill free slots every step).
 
     Returns per-request finish times and latencies, the throughput (tokens/s), and the timeline
     (start time, batch size) of every step."""
     if policy not in ("static", "continuous"):
         raise ValueError(f"policy must be 'static' or 'continuous', got {policy!r}")
-    fixed, per_row = step_time
+    if len(step_time) not in (2, 3) or min(step_time) < 0 or sum(step_time) <= 0:
+        raise ValueError(f"step_time must be (fixed, per_row) or (fixed, per_row, per_prefill) seconds >= 0, "
+                         f"not all 0; got {step_time!r}")
+    fixed, per_row, per_prefill = (*step_time, 0.0)[:3]
     waiting = sorted(range(len(requests)), key=lambda i: requests[i].arrival)
     left: dict[int, int] = {}
     finish = [0.0] * len(requests)
     now, timeline, position = 0.0, [], 0
     while position < len(waiting) or left:
+        admitted = 0
         if policy == "continuous" or not left:
             while position < len(waiting) and len(left) < max_batch and requests[waiting[position]].arrival <= now:
                 left[waiting[position]] = requests[waiting[position]].new_tokens
                 position += 1
+                admitted += 1
         if not left:  # idle until the next arrival
             now = requests[waiting[position]].arrival
             continue
-        duration = fixed + per_row * len(left)
+        duration = fixed + per_row * len(left) + per_prefill * (admitted > 0)
         timeline.append((now, len(left)))
         now += duration
         for i in list(left):

@@ -17,7 +17,8 @@ reserved per request) or blocks of a :class:`~llmcourse.inference.paged_cache.Pa
 exactly its own answer whoever shares the batch with it.
 
 Time is a virtual clock: each step advances it by the step's measured duration (``step_time=None``) or by
-a cost model ``fixed + per_row * batch`` (the simulator's, for runs that are the same on every machine); an
+a cost model ``fixed + per_row * batch [+ per_prefill if it prefills]`` (the simulator's, for runs that are the
+same on every machine); an
 idle server jumps to the next arrival. No step ever sleeps.
 """
 from __future__ import annotations
@@ -155,23 +156,24 @@ class Scheduler:
     """Serve a stream of :class:`GenerationRequest` with a course GPT, ``max_batch`` at a time.
 
     ``policy``: ``"static"`` or ``"continuous"``. ``step_time``: ``None`` to advance the clock by each
-    step's measured duration, or ``(fixed, per_row)`` seconds. ``cache``: ``"contiguous"`` (a whole context
+    step's measured duration, or ``(fixed, per_row)`` or ``(fixed, per_row, per_prefill)`` seconds, as in
+    :func:`~llmcourse.inference.batching.simulate`. ``cache``: ``"contiguous"`` (a whole context
     reserved per request) or ``"paged"`` (blocks of ``block_size`` in one shared pool).
     """
 
     def __init__(self, model: nn.Module, max_batch: int, policy: str = "continuous", pad_id: int = 0,
-                 step_time: tuple[float, float] | None = None, cache: str = "contiguous", block_size: int = 16):
+                 step_time: tuple[float, ...] | None = None, cache: str = "contiguous", block_size: int = 16):
         if policy not in POLICIES:
             raise ValueError(f"policy must be 'static' or 'continuous', got {policy!r}")
         if cache not in CACHES:
             raise ValueError(f"cache must be 'contiguous' or 'paged', got {cache!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
-        if step_time is not None and (len(step_time) != 2 or min(step_time) < 0 or sum(step_time) <= 0):
-            raise ValueError(f"step_time must be None (measure) or (fixed, per_row) seconds >= 0, not both 0; "
-                             f"got {step_time!r}")
+        if step_time is not None and (len(step_time) not in (2, 3) or min(step_time) < 0 or sum(step_time) <= 0):
+            raise ValueError(f"step_time must be None (measure), (fixed, per_row) or (fixed, per_row, per_prefill) "
+                             f"seconds >= 0, not all 0; got {step_time!r}")
         self.model, self.max_batch, self.policy, self.pad_id = model.eval(), max_batch, policy, pad_id
-        self.step_time = step_time
+        self.step_time = None if step_time is None else (*step_time, 0.0)[:3]
         self.cache = SlotCache(model, max_batch) if cache == "contiguous" else PagedSlots(model, max_batch, block_size)
         self.now = 0.0
         self.waiting: deque[int] = deque()
@@ -219,7 +221,11 @@ class Scheduler:
         if old:
             self._decode(old)
         measured = time.perf_counter() - start
-        duration = measured if self.step_time is None else self.step_time[0] + self.step_time[1] * len(self.running)
+        if self.step_time is None:
+            duration = measured
+        else:
+            fixed, per_row, per_prefill = self.step_time
+            duration = fixed + per_row * len(self.running) + (per_prefill if new else 0.0)
         self.timeline.append((self.now, len(self.running)))
         self.durations.append(duration)
         self.prefills.append(len(new))
@@ -299,13 +305,16 @@ def as_simulated(report: dict) -> list[Request]:
     return [Request(s.request.arrival, len(s.tokens)) for s in report["served"]]
 
 
-def fit_step_time(report: dict) -> tuple[float, float]:
-    """Least-squares ``(fixed, per_row)`` seconds of a measured run's steps against their batch sizes."""
+def fit_step_time(report: dict, prefill: bool = False) -> tuple[float, ...]:
+    """Least-squares ``(fixed, per_row)`` seconds of a measured run's steps against their batch sizes; with
+    ``prefill=True`` also ``per_prefill``, the extra seconds of a step that prefills new prompts (needs ``prefills``)."""
     sizes = torch.tensor([b for _, b in report["timeline"]], dtype=torch.float64)
     durations = torch.tensor(report["durations"], dtype=torch.float64)
-    design = torch.stack([torch.ones_like(sizes), sizes], dim=1)
-    fixed, per_row = torch.linalg.lstsq(design, durations[:, None]).solution[:, 0].tolist()
-    return fixed, per_row
+    columns = [torch.ones_like(sizes), sizes]
+    if prefill:
+        columns.append(torch.tensor([float(p > 0) for p in report["prefills"]], dtype=torch.float64))
+    design = torch.stack(columns, dim=1)
+    return tuple(torch.linalg.lstsq(design, durations[:, None]).solution[:, 0].tolist())
 
 
 __all__ = ["CACHES", "GenerationRequest", "POLICIES", "PagedSlots", "Scheduler", "Served", "SlotCache", "as_simulated",
