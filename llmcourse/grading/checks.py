@@ -188,10 +188,18 @@ def run_learner(what: str, compute: Callable[[], Any], unwritten: str | None = N
     watch that sees forbidden built-ins however they are reached.
     """
     try:
-        value, error, seen = _watched(compute)
+        try:
+            value, error, seen = _watched(compute)
+        except (ForbiddenPath, ArgumentChanged) as exc:  # reported by the learner's kernel
+            value, error, seen = None, exc, None
+        if isinstance(error, ForbiddenPath):
+            seen, error = (error.exercise, error.path), None
         if seen is not None:
             exercise, path = seen
             raise CheckFailed(f"{what} {path}, but this exercise asks you to write `{exercise}` yourself.")
+        if isinstance(error, ArgumentChanged):
+            raise CheckFailed(f"{what} {error} It must leave its inputs as they were: compute new tensors "
+                              f"(`x = x - m`, not `x -= m` or `x.sub_(m)`).")
         if error is not None:
             raise error
         return value
@@ -251,6 +259,10 @@ def _call_method(obj: Any, owner: str, name: str, args: tuple, kwargs: dict, inp
 
 def _call_protected(what: str, func: Callable[..., Any], args: tuple, kwargs: dict, inplace: bool,
                     unwritten: str | None = None) -> Any:
+    from llmcourse.grading import channel
+
+    if isinstance(func, channel.Remote):  # the learner's code is in its kernel: it gets copies by construction
+        return run_learner(what, lambda: channel.remote_call(func, args, kwargs, inplace), unwritten)
     if inplace:
         return run_learner(what, lambda: func(*args, **kwargs), unwritten)
     watched: list[tuple[str, Any, Any]] = []
@@ -359,6 +371,9 @@ def expect_raises_value_error(ns: Mapping[str, Any], name: str, *args: Any) -> N
 def _learner_frame(exc: BaseException) -> str:
     """Point at the last line of the learner's own code in a traceback (not ours, not a library's)."""
     import sysconfig
+
+    if hasattr(exc, "learner_frame"):  # raised in the learner's kernel, found there
+        return str(exc.learner_frame)
 
     library_dirs = {str(Path(__file__).resolve().parents[1])}
     library_dirs |= {str(Path(sysconfig.get_paths()[key]).resolve()) for key in ("stdlib", "purelib", "platlib")}
@@ -478,6 +493,7 @@ class _Forbidden:
     codes: dict[Any, str] = field(default_factory=dict)  # Python code object -> how to show it
     files: dict[str, str] = field(default_factory=dict)  # a forbidden class's source file -> how to show it
     c_functions: dict[str, str] = field(default_factory=dict)  # part of a C function's profile name -> shown
+    spec: tuple[str, list[tuple[str, str, str]]] | None = None  # (exercise, entries by name), for the kernel
 
 
 def _resolve(exercise: str, builtins: list[tuple[Any, str, str]]) -> _Forbidden:
@@ -554,6 +570,7 @@ def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None
         return refused
 
     forbidden = _resolve(exercise, builtins)
+    forbidden.spec = (exercise, [(_owner_path(owner), attribute, shown) for owner, attribute, shown in builtins])
     with ExitStack() as stack:
         for owner, attribute, shown in builtins:
             if hasattr(owner, attribute):  # older PyTorch releases lack some (e.g. F.rms_norm)
@@ -563,6 +580,47 @@ def forbid(exercise: str, builtins: list[tuple[Any, str, str]]) -> Iterator[None
             yield
         finally:
             _FORBIDDEN.remove(forbidden)
+
+
+def _owner_path(owner: Any) -> str:
+    """``torch.nn.functional`` for a module, ``torch:Tensor`` for a class: how the kernel finds a forbidden entry."""
+    if isinstance(owner, type):
+        return f"{owner.__module__}:{owner.__qualname__}"
+    return getattr(owner, "__name__", "")
+
+
+def resolve_entries(entries: list[tuple[str, str, str]]) -> list[tuple[Any, str, str]]:
+    """:func:`forbid`'s entries from their names (as the grader sends them to the learner's kernel)."""
+    import importlib
+
+    resolved = []
+    for path, attribute, shown in entries:
+        module_name, _, qualname = str(path).partition(":")
+        if not module_name.split(".")[0] in ("torch", "llmcourse", "math", "numpy", "builtins"):
+            continue
+        try:
+            owner: Any = importlib.import_module(module_name)
+            for part in filter(None, qualname.split(".")):
+                owner = getattr(owner, part)
+        except (ImportError, AttributeError):
+            continue
+        resolved.append((owner, str(attribute), str(shown)))
+    return resolved
+
+
+class ForbiddenPath(CheckFailed):
+    """The learner's code, run in the kernel, reached a forbidden path (``exercise``, what the watch saw)."""
+
+    def __init__(self, exercise: str, path: str) -> None:
+        super().__init__(f"your code {path}, but this exercise asks you to write `{exercise}` yourself.")
+        self.exercise, self.path = exercise, path
+
+
+class ArgumentChanged(CheckFailed):
+    """The learner's code, run in the kernel, changed an argument it should have left alone."""
+
+
+REMOTE = [False]  # True while the checks run in the grader process and the learner's code in its kernel
 
 
 class _FunctionWatch(torch.overrides.TorchFunctionMode):
@@ -693,7 +751,7 @@ class _Watch:
 
 def _watched(compute: Callable[[], Any]) -> tuple[Any, BaseException | None, tuple[str, str] | None]:
     """Run ``compute`` under a :class:`_Watch` when a :func:`forbid` is in force (and no watch is running yet)."""
-    if not _FORBIDDEN or _Watch.active:
+    if not _FORBIDDEN or _Watch.active or REMOTE[0]:  # with the learner's code remote, the kernel watches it
         return compute(), None, None
     watch = _Watch()
     value, error = None, None
