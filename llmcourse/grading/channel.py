@@ -10,6 +10,10 @@ What crosses the socket is a fixed vocabulary of values, encoded as JSON plus ra
 * tensors (dtype, shape and raw bytes; ``requires_grad``, ``.grad`` and whether it is a ``Parameter``),
   NumPy arrays, ``torch.dtype``, ``torch.Size``, ``torch.device``, ``torch.Generator`` (by its state);
 * dataclass instances of the course's own package (rebuilt field by field on the other side);
+* objects of torch's and the course's classes the check passes (modules, optimizers, a graph of ``Value``
+  nodes) by their attributes, written back into the check's own objects after the call. The kernel sends
+  such objects back by value only when they came from the grader: a module or function the learner's code
+  makes, even of a course class, stays a handle, so its code runs in the kernel, under the watch;
 * anything else is a *handle*: the object stays where it is and the other side gets a proxy. A learner's
   object is reached through :class:`Remote` (attributes, calls, operators, items, iteration). A grader's
   object (a function a check hands to the learner's code, e.g. the ``f`` of a finite difference) can only
@@ -39,7 +43,7 @@ import struct
 import sys
 import types
 from collections import OrderedDict
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable
 
 import torch
@@ -126,6 +130,7 @@ class Peer:
         self.sock, self.side, self.namespace = sock, side, namespace
         self.objects: dict[int, Any] = {}     # handles this side handed out: id -> object
         self.proxies: dict[int, Any] = {}     # the other side's handles, one proxy each (so `is` holds)
+        self.received: dict[int, Any] = {}    # kernel: the course's and torch's objects the grader sent
         self.next_id = 1
         self.broken = ""
 
@@ -193,6 +198,8 @@ class Peer:
         if isinstance(v, torch.Generator):
             buffers.append(v.get_state().numpy().tobytes())
             return {"$generator": len(buffers) - 1}
+        if isinstance(v, PurePath):
+            return {"$path": str(v)}
         if isinstance(v, slice):
             return {"$slice": [self._enc(x, buffers, memo, depth + 1) for x in (v.start, v.stop, v.step)]}
         if v is Ellipsis:
@@ -215,7 +222,7 @@ class Peer:
             fields = {f.name: self._enc(getattr(v, f.name), buffers, memo, depth + 1)
                       for f in dataclasses.fields(v) if f.init}
             return {"$dataclass": f"{type(v).__module__}:{type(v).__qualname__}", "fields": fields}
-        named = _import_path(v)
+        named = _import_path(v) if self.side == "grader" else ""   # the kernel's callables stay in the kernel
         if named:
             return {"$named": named}
         if self.side == "grader" and isinstance(v, types.FunctionType) and _course_function(v):
@@ -225,7 +232,7 @@ class Peer:
                     "closure": self._enc(cells, buffers, memo, depth + 1),
                     "defaults": self._enc(v.__defaults__, buffers, memo, depth + 1),
                     "kwdefaults": self._enc(v.__kwdefaults__, buffers, memo, depth + 1)}
-        if _by_state(v):
+        if _by_state(v) and (self.side == "grader" or id(v) in self.received):
             if id(v) in memo:
                 return {"$same": memo[id(v)]}
             memo[id(v)] = len(memo)
@@ -312,6 +319,8 @@ class Peer:
             gen = torch.Generator()
             gen.set_state(state.clone())
             return gen
+        if "$path" in v:
+            return Path(str(v["$path"]))
         if "$slice" in v:
             return slice(*[d(x) for x in v["$slice"]])
         if "$ellipsis" in v:
@@ -354,6 +363,8 @@ class Peer:
             klass = _state_class(str(v["$object"]))
             obj = klass.__new__(klass)
             same.append(obj)
+            if self.side == "kernel":   # it may travel back by its attributes; what the kernel makes does not
+                self.received[id(obj)] = obj
             state = d(v.get("state"))
             if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
                 raise ChannelError("an object whose state is not a dict of names")
@@ -653,7 +664,7 @@ def _remote_class(peer: Peer, key: int, typename: str, bases: list[str]) -> type
     """A stand-in class for a learner's class: a real class (so ``isinstance(cls, type)`` and ``issubclass(cls,
     nn.Module)`` hold as in the kernel) whose calls and attributes go to the kernel."""
     real = []
-    for path in bases[1:]:  # bases[0] is the learner's class itself when it is importable (it rarely is)
+    for path in bases:
         try:
             found = _imported(path)
         except (ChannelError, ImportError, AttributeError):
@@ -820,7 +831,7 @@ def _write_back(mine: Any, theirs: Any, inplace: bool, pairs: dict | None = None
                     mine.copy_(theirs)
                 else:
                     mine.data = theirs.detach()
-        if mine.is_leaf and mine.requires_grad != theirs.requires_grad and (inplace or mine.is_floating_point()):
+        if inplace and mine.is_leaf and mine.requires_grad != theirs.requires_grad and mine.is_floating_point():
             mine.requires_grad_(theirs.requires_grad)
         if mine.is_leaf:
             grad = theirs.grad

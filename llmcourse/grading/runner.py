@@ -88,6 +88,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from llmcourse.grading import channel as grading_channel
+from llmcourse.grading import checks as checks_module
 from llmcourse.grading import sandbox as sandboxes
 from llmcourse.grading.checks import Chapter, CheckResult, load_chapter
 
@@ -399,12 +401,19 @@ def _run_in_kernel(
     restarts = 0
 
     while True:
-        run_nb = copy.deepcopy(nb)  # a fresh copy per attempt; the grading cell goes at its end
+        run_nb = copy.deepcopy(nb)  # a fresh copy per attempt; the grading cells go at its end
         remaining = [c for c in chapter.checks if c.name not in done]
         token = secrets.token_hex(16)
         channel = box.channel_dir / f"{token}.jsonl"
-        grading = nbformat.v4.new_code_cell(_grading_source(chapter_spec, sorted(done), str(channel), token))
+        # the few checks that still run inside the kernel: every other one is skipped there
+        skip = sorted(set(done) | {c.name for c in chapter.checks if not c.in_kernel})
+        grading = nbformat.v4.new_code_cell(_grading_source(chapter_spec, skip, str(channel), token))
         run_nb.cells.append(grading)
+        address = box.channel_dir / f"s{restarts}.sock"
+        serving = nbformat.v4.new_code_cell(
+            "from llmcourse.grading.channel import serve as _llmcourse_serve\n"
+            f"_llmcourse_serve({str(address)!r}, {token!r}, globals())\n")
+        run_nb.cells.append(serving)
         client = NotebookClient(
             run_nb, timeout=math.ceil(cell_timeout), kernel_name="python3", allow_errors=True,
             record_timing=False, startup_timeout=120, resources={"metadata": {"path": str(box.workdir)}},
@@ -427,15 +436,24 @@ def _run_in_kernel(
                     if error:
                         errors[index] = f"Cell {index + 1} raised {error}"
                 current = None
-                client.timeout = math.ceil(sum(c.timeout for c in remaining) + 30)
-                try:
-                    client.execute_cell(grading, len(run_nb.cells) - 1)
-                finally:
-                    problems += collect_results(channel, token, chapter, done)
-                error = _cell_error(grading)
-                if error:
-                    problems.append(f"The checks could not run: {error}")
+                if any(c.in_kernel for c in remaining):
+                    client.timeout = math.ceil(sum(c.timeout for c in remaining if c.in_kernel) + 30)
+                    try:
+                        client.execute_cell(grading, len(run_nb.cells) - 2)
+                    finally:
+                        problems += collect_results(channel, token, chapter, done)
+                    error = _cell_error(grading)
+                    if error:
+                        problems.append(f"The checks could not run: {error}")
+                outside = [c for c in chapter.checks if not c.in_kernel and c.name not in done]
+                if outside and not _grade_outside(client, serving, address, token, outside, done, problems):
+                    raise _Restart()
             break
+        except _Restart:
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                problems.append("Gave up after restarting the kernel too many times.")
+                break
         except (CellTimeoutError, DeadKernelError) as exc:
             what = "ran longer than its time limit" if isinstance(exc, CellTimeoutError) else "made the kernel die"
             if current is not None:
@@ -457,6 +475,57 @@ def _run_in_kernel(
     results = [done.get(c.name) or _not_run(c, "Not run: the grader could not reach this check.")
                for c in chapter.checks]
     return results, problems
+
+
+class _Restart(Exception):
+    """A check outside the kernel found it hung or dead: restart it, replay the notebook, go on with the rest."""
+
+
+def _grade_outside(client: NotebookClient, serving: nbformat.NotebookNode, address: Path, token: str,
+                   checks_left: list[Any], done: dict[str, CheckResult], problems: list[str]) -> bool:
+    """Run ``checks_left`` in this process against the learner's kernel, through the channel.
+
+    The kernel runs the serving cell (started without waiting for it); the checks call the learner's code
+    through :class:`~llmcourse.grading.channel.RemoteNamespace`. Returns False when the kernel hung or died
+    during a check (that check is failed; the caller restarts the kernel for the others)."""
+    listener = grading_channel.listen(address)
+    peer = None
+    try:
+        client.kc.execute(serving.source, store_history=False, allow_stdin=False)
+        try:
+            peer = grading_channel.accept(listener, token, timeout=60)
+        except (OSError, grading_channel.ChannelError) as exc:
+            problems.append(f"The checks could not reach the notebook's kernel: {type(exc).__name__}: {exc}")
+            for check in checks_left:
+                done[check.name] = _not_run(check, "Not run: the grader could not reach the notebook's kernel.")
+            return True
+        namespace = grading_channel.RemoteNamespace(peer)
+        before = checks_module.REMOTE[0]
+        checks_module.REMOTE[0] = True
+        try:
+            with checks_module.course_code_refused():
+                for check in checks_left:
+                    peer.sock.settimeout(check.timeout + 10)  # a backstop; the check's own alarm comes first
+                    result = checks_module.run_check(check, namespace)
+                    if peer.broken:
+                        message = result.message if result.message.startswith("Gave up after") else (
+                            f"Your code for `{check.exercise}` stopped the kernel or never returned while this "
+                            "check ran (an endless loop or a crash?).")
+                        done[check.name] = _not_run(check, message)
+                        return False
+                    done[check.name] = CheckResult(check.name, check.exercise, result.points, check.points,
+                                                   result.passed, safe_text(result.message), result.hint)
+        finally:
+            checks_module.REMOTE[0] = before
+        try:
+            peer.send({"op": "bye"})
+        except grading_channel.ChannelError:
+            pass
+        return True
+    finally:
+        if peer is not None:
+            peer.sock.close()
+        listener.close()
 
 
 def collect_results(channel: Path, token: str, chapter: Chapter, done: dict[str, CheckResult]) -> list[str]:

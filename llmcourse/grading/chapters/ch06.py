@@ -569,3 +569,7 @@ def capacity_keep_serves_first_choices_first(ns: Namespace) -> None:
     every_first_kept = _learner_keep(ns, torch.tensor([[2, 0], [2, 1], [0, 2], [1, 2]]), 3, 0.75)
     expect(bool(every_first_kept[:, 0].all()), "with capacity 2 and two tokens choosing expert 2 first, both of their "
            f"first choices fit; got {every_first_kept.int().tolist()}.")
+
+# This one counts, with the check's own wrappers around the learner's experts, the tokens each expert is run on;
+# the wrappers must be the learner's module's own, so it runs in the kernel.
+chapter.run_in_kernel("moe_runs_each_expert_on_its_tokens")

@@ -785,3 +785,8 @@ def bits_per_byte_matches_a_summed_loss(ns: Namespace) -> None:
 
 
 __all__ = ["chapter"]
+
+# These need what the channel cannot carry yet: a generator object the learner's code consumes, a Trainer or
+# TrainingLoop whose optimizer must hold the check's own parameters, and a checkpoint path it writes.
+chapter.run_in_kernel("clip_accepts_a_generator", "loop_parameter_groups", "loop_step_matches_the_reference",
+                      "loop_learns_the_markov_chain", "loop_resumes_exactly")

@@ -558,3 +558,6 @@ def stashed_version_rejects_bad_input(ns: Namespace) -> None:
     expect_raises_value_error(ns, "stashed_version", 4, 4, 0)
     expect_raises_value_error(ns, "stashed_version", 4, -1, 2)
     expect_raises_value_error(ns, "stashed_version", 4, 1, -1)
+
+# These start processes that run the learner's class; they run where the class is, in the kernel.
+chapter.run_in_kernel("buckets_equal_one_process", "buckets_one_async_call_per_bucket")

@@ -791,3 +791,8 @@ def online_attention_one_pass(ns: Namespace) -> None:
     expect(use["peak"] <= 12 * tile, f"{shown} holds up to {use['peak'] / 1024:.0f} KB of tensors at once; one tile "
                                      f"of scores is {tile / 1024:.0f} KB. Allowed: 12 tiles (keeping every tile's "
                                      f"scores takes {n_k // block}).")
+
+# These need objects without a __dict__ (the block pool) or count the memory the learner's call allocates, which
+# only the kernel can see.
+chapter.run_in_kernel("cache_takes_blocks_as_needed", "cache_free_returns_blocks", "cache_full_pool_raises",
+                      "cache_fork_shares_blocks", "cache_fork_copies_on_write", "online_attention_one_pass")
