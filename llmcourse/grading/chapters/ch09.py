@@ -620,5 +620,6 @@ def dpo_grad_is_stable(ns: Namespace) -> None:
              torch.full((3,), -10.0, dtype=torch.float64), torch.full((3,), -10.0, dtype=torch.float64)]
     _expect_dpo_grad(ns, logps, 1.0, "with log-probability gaps near 4000 (beta=1)")
 
-# These need the learner's LoRALinear to hold the check's own nn.Linear (the same object, not a copy).
-chapter.run_in_kernel("lora_module_forward", "lora_inject_into_a_model")
+# These need the learner's LoRALinear to hold the check's own nn.Linear (the same object, not a copy), or to
+# return a torch module the check inspects by its type.
+chapter.run_in_kernel("lora_module_forward", "lora_inject_into_a_model", "lora_module_merges")
