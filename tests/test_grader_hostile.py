@@ -306,3 +306,27 @@ def test_doctor_names_the_grading_sandbox():
 
     rows = dict(doctor_report())
     assert rows["grading sandbox"].startswith("bubblewrap" if BWRAP else "rlimits")
+
+
+HOOK_THE_CHECKS = """\
+import llmcourse.grading.checks as _c
+from llmcourse.grading.checks import CheckResult as _R
+def _always(check, ns):
+    return _R(check.name, check.exercise, check.points, check.points, True, "passed", "")
+_c.run_check = _always                                   # every check "passes"
+_c._watched = lambda compute: (compute(), None, None)    # the watch sees nothing
+_c.CheckFailed = type("Nothing", (Exception,), {})
+"""
+
+
+def test_a_notebook_that_replaces_the_checks_in_its_kernel_earns_nothing(tmp_path):
+    """The checks run in the grader's process; what the notebook does to its own copy of the package does not
+    reach them. An untouched chapter-01 exercise with the checks replaced still scores 0."""
+    exercise = nbformat.read("exercises/01_neural_networks_are_numbers.ipynb", as_version=4)
+    exercise.cells.append(nbformat.v4.new_code_cell(HOOK_THE_CHECKS))
+    path = tmp_path / "01_neural_networks_are_numbers.ipynb"
+    nbformat.write(exercise, path)
+    report = grade_notebook(path)
+    assert (report.score, report.max_score) == (0, 23), [(c.name, c.message) for c in report.checks if c.passed]
+    assert all("not written yet" in c.message or "not defined" in c.message for c in report.checks)
+    assert not any(c.in_kernel for c in load_chapter("01").checks)

@@ -33,38 +33,25 @@ exercise that forbids built-ins runs the learner's call under a ``TorchFunctionM
 ``TorchDispatchMode`` and a profiler, so the built-in is seen however it is reached (a captured reference,
 ``torch.ops.aten``, a private alias, a method) and so is the course's own version of the exercise.
 
-What this does not yet give: the checks themselves still run inside the learner's kernel, so code in
-the notebook that hooks the kernel or the package (wrapping ``run_check``, an IPython hook that writes
-to the result file, replacing the watch's classes before the checks run) can still forge results, and
-work the learner's call hands to another thread or process is not watched. The sandbox keeps such a
-notebook away from the grader's files and processes, not from its own grade.
+Where the checks run: in this process, the grader's, not in the learner's kernel. After the notebook's
+cells, the kernel runs one fixed cell that serves requests over a Unix socket in the sandbox's folder
+(:mod:`llmcourse.grading.channel`); each check calls the learner's functions and classes through that typed
+channel (values by copy, the learner's objects by handle, no pickle), computes its expected values itself
+and decides its points here. So a notebook that hooks its kernel or its copy of the package (wrapping
+``run_check``, replacing the watch, printing result lines) cannot change those grades; at worst it changes
+what its own functions return. A check that hangs or kills the kernel fails alone: the kernel is restarted,
+the notebook replayed, and the other checks go on.
 
-Design for later (NOT BUILT YET): a typed channel between a grader process and the learner's kernel
---------------------------------------------------------------------------------------------------------
-The code that decides a grade should never share a process with the learner's code:
+What this does not give yet:
 
-1. The learner's notebook runs, as now, in its sandboxed kernel. At its end the grader runs one fixed
-   cell that starts a small *server* in that kernel: it answers requests on a socket (or a pipe pair)
-   inside the sandbox folder, looks names up in the notebook's namespace and calls them.
-2. The checks run in a separate *grader process* outside the sandbox. A check no longer receives the
-   learner's namespace; it receives a proxy. ``call(ns, "softmax", x)`` becomes a request
-   ``{"call": "softmax", "args": [...]}`` whose values are limited to a typed vocabulary: tensors (dtype,
-   shape and raw bytes), numbers, strings, lists/tuples/dicts of those, state dicts, and handles to
-   objects that stay in the kernel (a learner's module or class instance, addressed by an id, whose
-   methods and attributes are reached by further requests). No pickle: nothing the kernel sends can run
-   code in the grader.
-3. The grader computes every expected value itself, before the call, on its own copies; the kernel only
-   ever sees clones. A reply is decoded into fresh tensors and compared in the grader process.
-4. "Do not use the built-in" checks ask the server to run the call under a ``TorchFunctionMode`` /
-   ``TorchDispatchMode`` that records which operations ran (however they were reached: a captured
-   reference, ``torch.ops.aten``, the package's own reference implementation); the grader decides from
-   the record, and the server is started before any learner cell could replace those modes.
-5. Points, time limits and messages stay where they are now: in the grader process, from the chapter's
-   own definition. Each request has its own time limit enforced from outside (a kill of the kernel).
-
-The pieces built here are meant to stay: the sandbox, the chapter and points rules, the escaping, the
-result file (it becomes the server's socket), the batch gradebook. Only :func:`_run_in_kernel`'s last
-step (the grading cell) and the chapter modules' access to ``ns`` change.
+* 17 of the 332 checks need the learner's objects to be shared with the check (a module the learner's
+  code puts into the check's model, processes the learner's class starts, a block pool without a
+  ``__dict__``, memory counted as the learner's call allocates it). They still run inside the kernel, as
+  every check once did, and read their results from a file of their own; :meth:`Chapter.run_in_kernel`
+  names them in each chapter module. A notebook that forges results can forge only those points.
+* The watch that sees forbidden built-ins runs where the learner's code runs, in the kernel: a notebook
+  that deliberately disables it there can use a built-in unseen (it still has to return right answers).
+* Work the learner's call hands to another thread or process is not watched.
 """
 from __future__ import annotations
 
