@@ -91,6 +91,17 @@ def learner_exception(info: dict) -> BaseException:
 
 # --------------------------------------------------------------------------- framing
 
+def _dense(t: torch.Tensor) -> bool:
+    """Whether ``t`` covers its memory exactly once in some order of its dimensions (a permuted contiguous tensor)."""
+    order = sorted(range(t.dim()), key=lambda i: -t.stride(i))
+    expected = 1
+    for i in reversed(order):
+        if t.size(i) != 1 and t.stride(i) != expected:
+            return False
+        expected *= t.size(i)
+    return True
+
+
 def _send_frames(sock: socket.socket, frames: list[bytes]) -> None:
     sock.sendall(b"".join(struct.pack("!Q", len(f)) + f for f in [struct.pack("!Q", len(frames)), *frames]))
 
@@ -129,6 +140,7 @@ class Peer:
     def __init__(self, sock: socket.socket, side: str, namespace: dict | None = None) -> None:
         self.sock, self.side, self.namespace = sock, side, namespace
         self.objects: dict[int, Any] = {}     # handles this side handed out: id -> object
+        self.keys: dict[int, int] = {}        # id(object) -> its handle
         self.proxies: dict[int, Any] = {}     # the other side's handles, one proxy each (so `is` holds)
         self.received: dict[int, Any] = {}    # kernel: the course's and torch's objects the grader sent
         self.next_id = 1
@@ -141,12 +153,13 @@ class Peer:
         return self._enc(value, buffers, memo, 0), buffers
 
     def _export(self, value: Any) -> int:
-        for key, obj in self.objects.items():
-            if obj is value:
-                return key
+        key = self.keys.get(id(value))
+        if key is not None and self.objects.get(key) is value:
+            return key
         key = self.next_id
         self.next_id += 1
-        self.objects[key] = value
+        self.objects[key] = value   # kept alive while the channel is open, so its id stays its own
+        self.keys[id(value)] = key
         return key
 
     def _tensor(self, t: torch.Tensor, buffers: list[bytes], memo: dict, depth: int) -> dict:
@@ -158,9 +171,16 @@ class Peer:
         else:
             if d.layout != torch.strided:
                 d = d.to_dense()
-            d = d.cpu().resolve_conj().resolve_neg().contiguous()
+            d = d.cpu().resolve_conj().resolve_neg()
             if d.dtype not in _DTYPES.values():
                 d = d.to(torch.float64 if d.is_floating_point() else torch.int64)
+            # the order of the dimensions in memory travels too, so a transposed tensor arrives transposed
+            # (as a clone of it would be) and code that works only on some layouts behaves the same here
+            order = sorted(range(d.dim()), key=lambda i: -d.stride(i)) if d.dim() > 1 else list(range(d.dim()))
+            if order != list(range(d.dim())) and _dense(d):
+                out["order"] = order
+                d = d.permute(order)
+            d = d.contiguous()
             buffers.append(d.reshape(-1).view(torch.uint8).numpy().tobytes() if d.numel() else b"")
         out.update(dtype=str(d.dtype).removeprefix("torch."), shape=list(t.shape), requires_grad=t.requires_grad,
                    parameter=isinstance(t, torch.nn.Parameter))
@@ -269,8 +289,14 @@ class Peer:
             size = torch.empty((), dtype=dtype).element_size()
             if len(data) != numel * size:
                 raise ChannelError("a tensor whose data does not match its shape")
-            value = (torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape).clone()
-                     if numel else torch.empty(shape, dtype=dtype))
+            order = t.get("order")
+            if order is not None and sorted(order) != list(range(len(shape))):
+                raise ChannelError("a tensor with a bad order of dimensions")
+            stored = [shape[i] for i in order] if order is not None else shape
+            value = (torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(stored).clone()
+                     if numel else torch.empty(stored, dtype=dtype))
+            if order is not None:
+                value = value.permute([order.index(i) for i in range(len(shape))])
         if t.get("parameter"):
             value = torch.nn.Parameter(value, requires_grad=bool(t.get("requires_grad")))
         elif t.get("requires_grad") and (value.is_floating_point() or value.is_complex()):
@@ -957,7 +983,7 @@ def _kernel_handle(peer: Peer, op: str, value: Any) -> Any:
             raise KeyError(value)
         return ns[value]
     if op == "call":
-        return _kernel_call(*value)
+        return _kernel_call(peer, *value)
     target, *rest = value
     if op == "getattr":
         return getattr(target, rest[0])
@@ -1003,7 +1029,7 @@ def _kernel_handle(peer: Peer, op: str, value: Any) -> Any:
     raise ChannelError(f"unknown request {op!r}")
 
 
-def _kernel_call(target: Any, args: tuple, kwargs: dict, context: dict) -> tuple:
+def _kernel_call(peer: Peer, target: Any, args: tuple, kwargs: dict, context: dict) -> tuple:
     """Run one call of the learner's code for the grader, under the watch it asks for."""
     from contextlib import ExitStack
 
@@ -1028,16 +1054,8 @@ def _kernel_call(target: Any, args: tuple, kwargs: dict, context: dict) -> tuple
     if error is None and seen is None:
         leaves = [t for t in _tensors((args, kwargs)) if t.requires_grad]
         for path, tensor in _graph_outputs(value):
-            graphs.append([path, peer_export(tensor, leaves)])
+            graphs.append([path, peer._export((tensor, leaves))])
     return value, (args, kwargs), state, None if error is None else describe_exception(error), seen, graphs
-
-
-_KERNEL_PEER: list[Peer] = []
-
-
-def peer_export(tensor: torch.Tensor, leaves: list[torch.Tensor]) -> int:
-    """Keep a learner's output and the arguments it was computed from, for a later backward request."""
-    return _KERNEL_PEER[-1]._export((tensor, leaves))
 
 
 def _graph_outputs(value: Any, path: tuple = (), depth: int = 0) -> list[tuple[list, torch.Tensor]]:
@@ -1072,7 +1090,6 @@ def serve(address: str, token: str, namespace: dict) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(address)
     peer = Peer(sock, "kernel", namespace)
-    _KERNEL_PEER.append(peer)
     peer.send({"op": "hello", "token": token})
     try:
         while True:

@@ -631,7 +631,14 @@ class ArgumentChanged(CheckFailed):
     """The learner's code, run in the kernel, changed an argument it should have left alone."""
 
 
-REMOTE = [False]  # True while the checks run in the grader process and the learner's code in its kernel
+class _Remote(threading.local):
+    """``REMOTE.on`` is True (in the grader's thread only) while the checks run in the grader's process and
+    the learner's code in its kernel: the kernel watches the learner's calls, so this process does not."""
+
+    on = False
+
+
+REMOTE = _Remote()
 
 
 class _FunctionWatch(torch.overrides.TorchFunctionMode):
@@ -762,7 +769,7 @@ class _Watch:
 
 def _watched(compute: Callable[[], Any]) -> tuple[Any, BaseException | None, tuple[str, str] | None]:
     """Run ``compute`` under a :class:`_Watch` when a :func:`forbid` is in force (and no watch is running yet)."""
-    if not _FORBIDDEN or _Watch.active or REMOTE[0]:  # with the learner's code remote, the kernel watches it
+    if not _FORBIDDEN or _Watch.active or REMOTE.on:  # with the learner's code remote, the kernel watches it
         return compute(), None, None
     watch = _Watch()
     value, error = None, None

@@ -44,9 +44,9 @@ the notebook replayed, and the other checks go on.
 
 What this does not give yet:
 
-* 17 of the 332 checks need the learner's objects to be shared with the check (a module the learner's
-  code puts into the check's model, processes the learner's class starts, a block pool without a
-  ``__dict__``, memory counted as the learner's call allocates it). They still run inside the kernel, as
+* 20 of the 332 checks (24 of 372 points) need the learner's objects to be shared with the check (a
+  module the learner's code puts into the check's model, processes the learner's class starts, a block
+  pool without a ``__dict__``, memory or products counted as the learner's call runs). They still run inside the kernel, as
   every check once did, and read their results from a file of their own; :meth:`Chapter.run_in_kernel`
   names them in each chapter module. A notebook that forges results can forge only those points.
 * The watch that sees forbidden built-ins runs where the learner's code runs, in the kernel: a notebook
@@ -487,8 +487,8 @@ def _grade_outside(client: NotebookClient, serving: nbformat.NotebookNode, addre
                 done[check.name] = _not_run(check, "Not run: the grader could not reach the notebook's kernel.")
             return True
         namespace = grading_channel.RemoteNamespace(peer)
-        before = checks_module.REMOTE[0]
-        checks_module.REMOTE[0] = True
+        before = checks_module.REMOTE.on
+        checks_module.REMOTE.on = True
         try:
             with checks_module.course_code_refused():
                 for check in checks_left:
@@ -503,7 +503,7 @@ def _grade_outside(client: NotebookClient, serving: nbformat.NotebookNode, addre
                     done[check.name] = CheckResult(check.name, check.exercise, result.points, check.points,
                                                    result.passed, safe_text(result.message), result.hint)
         finally:
-            checks_module.REMOTE[0] = before
+            checks_module.REMOTE.on = before
         try:
             peer.send({"op": "bye"})
         except grading_channel.ChannelError:

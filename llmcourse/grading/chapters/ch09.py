@@ -622,4 +622,5 @@ def dpo_grad_is_stable(ns: Namespace) -> None:
 
 # These need the learner's LoRALinear to hold the check's own nn.Linear (the same object, not a copy), or to
 # return a torch module the check inspects by its type.
-chapter.run_in_kernel("lora_module_forward", "lora_inject_into_a_model", "lora_module_merges")
+chapter.run_in_kernel("lora_module_forward", "lora_inject_into_a_model", "lora_module_merges",
+                      "lora_merge_all_gives_back_a_plain_model")

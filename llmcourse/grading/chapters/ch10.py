@@ -561,3 +561,5 @@ def stashed_version_rejects_bad_input(ns: Namespace) -> None:
 
 # These start processes that run the learner's class; they run where the class is, in the kernel.
 chapter.run_in_kernel("buckets_equal_one_process", "buckets_one_async_call_per_bucket")
+# This one watches the shapes of the products the learner's code computes, which only the kernel sees.
+chapter.run_in_kernel("column_parallel_computes_shards")
