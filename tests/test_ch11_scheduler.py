@@ -134,6 +134,10 @@ def test_fit_step_time_recovers_a_linear_cost():
     assert scheduler.fit_step_time(fake, prefill=True) == pytest.approx((0.003, 0.0005, 0.002))
     line_fixed, line_per_row = scheduler.fit_step_time(fake)
     assert line_fixed != pytest.approx(0.003, rel=0.01)       # a line alone cannot say which steps prefilled
+    # noisy timings in which bigger batches look cheaper: the per-row cost is fixed at zero, not negative
+    noisy = {"timeline": [(0.0, b) for b in sizes], "durations": [0.004 - 0.0001 * b for b in sizes]}
+    fixed, per_row = scheduler.fit_step_time(noisy)
+    assert per_row == 0.0 and fixed == pytest.approx(sum(noisy["durations"]) / len(sizes))
 
 
 def test_bad_input_is_named(gpt):

@@ -307,14 +307,26 @@ def as_simulated(report: dict) -> list[Request]:
 
 def fit_step_time(report: dict, prefill: bool = False) -> tuple[float, ...]:
     """Least-squares ``(fixed, per_row)`` seconds of a measured run's steps against their batch sizes; with
-    ``prefill=True`` also ``per_prefill``, the extra seconds of a step that prefills new prompts (needs ``prefills``)."""
+    ``prefill=True`` also ``per_prefill``, the extra seconds of a step that prefills new prompts (needs ``prefills``).
+    No cost comes out negative (non-negative least squares)."""
     sizes = torch.tensor([b for _, b in report["timeline"]], dtype=torch.float64)
     durations = torch.tensor(report["durations"], dtype=torch.float64)
     columns = [torch.ones_like(sizes), sizes]
     if prefill:
         columns.append(torch.tensor([float(p > 0) for p in report["prefills"]], dtype=torch.float64))
     design = torch.stack(columns, dim=1)
-    return tuple(torch.linalg.lstsq(design, durations[:, None]).solution[:, 0].tolist())
+    # a cost is never negative: a coefficient that comes out below zero (noise in the timings) is fixed at zero
+    # and the others refitted without it
+    keep = list(range(design.shape[1]))
+    while True:
+        solution = torch.linalg.lstsq(design[:, keep], durations[:, None]).solution[:, 0]
+        if (solution >= 0).all() or len(keep) == 1:
+            break
+        del keep[int(solution.argmin())]
+    coefficients = [0.0] * design.shape[1]
+    for index, value in zip(keep, solution.clamp(min=0).tolist()):
+        coefficients[index] = value
+    return tuple(coefficients)
 
 
 __all__ = ["CACHES", "GenerationRequest", "POLICIES", "PagedSlots", "Scheduler", "Served", "SlotCache", "as_simulated",
