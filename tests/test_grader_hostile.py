@@ -330,3 +330,14 @@ def test_a_notebook_that_replaces_the_checks_in_its_kernel_earns_nothing(tmp_pat
     assert (report.score, report.max_score) == (0, 23), [(c.name, c.message) for c in report.checks if c.passed]
     assert all("not written yet" in c.message or "not defined" in c.message for c in report.checks)
     assert not any(c.in_kernel for c in load_chapter("01").checks)
+
+
+def test_a_check_marked_for_the_kernel_runs_there_and_only_its_points_can_be_forged(tmp_path):
+    honest = grade(write_notebook(tmp_path / "a.ipynb", GOOD_ADD), chapter="toy_chapter:mixed_chapter")
+    assert (honest.score, honest.max_score) == (3, 3) and all(c.passed for c in honest.checks)
+    hooked = grade(write_notebook(tmp_path / "b.ipynb", "def add(a, b):\n    return a", HOOK_THE_CHECKS),
+                   chapter="toy_chapter:mixed_chapter")
+    by_name = {c.name: c for c in hooked.checks}
+    assert not by_name["add_outside"].passed        # decided in the grader's process: the hook cannot reach it
+    assert by_name["add_inside"].passed             # decided in the kernel: the hook forged it
+    assert hooked.score == 1

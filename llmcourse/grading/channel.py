@@ -536,6 +536,8 @@ _STATE_BASES = ("torch.nn.modules.module:Module", "torch.optim.optimizer:Optimiz
 def _by_state(v: Any) -> bool:
     """Objects that travel by their attributes: torch's modules, optimizers, datasets and samplers, and the
     course's own classes (never the learner's: those stay in the kernel)."""
+    if isinstance(v, (type, Remote)):
+        return False
     klass = type(v)
     module = getattr(klass, "__module__", "") or ""
     if not (module.startswith("torch.") or module.startswith("llmcourse.")) or "<locals>" in klass.__qualname__:
@@ -600,6 +602,10 @@ class Remote:
 
     def _ask(self, op: str, *args: Any) -> Any:
         return self._peer.request(op, (self, *args))
+
+    @property  # type: ignore[misc]
+    def __dict__(self) -> dict:  # vars(obj): a copy of the learner's object's attributes
+        return self._ask("getattr", "__dict__")
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -713,10 +719,11 @@ class RemoteCallable(Remote):
         return remote_call(self, args, kwargs)
 
 
-def remote_call(target: Remote, args: tuple, kwargs: dict, inplace: bool = False) -> Any:
+def remote_call(target: Any, args: tuple, kwargs: dict, inplace: bool = False, peer: Peer | None = None) -> Any:
     """Call ``target`` in the kernel with copies of ``args``; the watch, random state and grad mode go along.
 
-    With ``inplace`` the kernel's arguments come back after the call and are copied into the check's own
+    ``target`` is a :class:`Remote` or, with ``peer``, a function of torch or the course that the kernel imports
+    by name (a helper that has to run beside the learner's code). With ``inplace`` the kernel's arguments come back after the call and are copied into the check's own
     (tensors and their ``.grad``), as if the learner's code had changed them directly. Without it, only the
     gradients of tensors that require grad come back, and a tensor the learner's code changed in place
     fails the check (see :func:`~llmcourse.grading.checks.call`)."""
@@ -725,7 +732,7 @@ def remote_call(target: Remote, args: tuple, kwargs: dict, inplace: bool = False
     context = {"forbid": [f.spec for f in checks._FORBIDDEN if f.spec is not None], "own_work": checks._OWN_WORK[0],
                "torch_rng": torch.get_rng_state(), "random": random.getstate(), "grad": torch.is_grad_enabled(),
                "default_dtype": torch.get_default_dtype()}
-    peer = target._peer
+    peer = target._peer if peer is None else peer
     reply = peer.request("call", (target, args, dict(kwargs), context))
     value, after, state, error, seen, graphs = reply
     torch.set_rng_state(state["torch_rng"])

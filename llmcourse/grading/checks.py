@@ -243,6 +243,22 @@ def call_inplace(ns: Mapping[str, Any], name: str, *args: Any, **kwargs: Any) ->
     return _call_protected(f"`{name}`", func, args, kwargs, inplace=True)
 
 
+def beside_the_learner(ns: Mapping[str, Any], helper: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``helper(*args, **kwargs)`` where the learner's code runs: in their kernel when the checks run in the
+    grader (the helper must be a module-level function of torch or the course, which the kernel imports by name),
+    here otherwise. For a check that has to watch the learner's call from close by (the FLOPs or memory it uses,
+    the shapes of its products, the rows each of its modules sees); what the helper returns comes back by value.
+    Errors of the learner's code inside it reach the check as they would from :func:`call`; wrap it in
+    :func:`run_learner` for a readable message."""
+    from llmcourse.grading import channel
+
+    if isinstance(ns, channel.RemoteNamespace):
+        if not channel._import_path(helper):
+            raise TypeError(f"{helper!r} cannot run in the kernel: it is not a module-level function of the course")
+        return channel.remote_call(helper, args, kwargs, peer=ns.peer)
+    return helper(*args, **kwargs)
+
+
 def call_method(obj: Any, owner: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``obj.name(*args, **kwargs)`` on an object of the learner's class ``owner``; errors and the arguments'
     copies as in :func:`call` (the object itself may change: that is what methods do)."""

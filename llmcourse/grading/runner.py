@@ -38,20 +38,21 @@ cells, the kernel runs one fixed cell that serves requests over a Unix socket in
 (:mod:`llmcourse.grading.channel`); each check calls the learner's functions and classes through that typed
 channel (values by copy, the learner's objects by handle, no pickle), computes its expected values itself
 and decides its points here. So a notebook that hooks its kernel or its copy of the package (wrapping
-``run_check``, replacing the watch, printing result lines) cannot change those grades; at worst it changes
+``run_check``, replacing ``CheckFailed``, printing result lines) cannot change those grades; at worst it changes
 what its own functions return. A check that hangs or kills the kernel fails alone: the kernel is restarted,
 the notebook replayed, and the other checks go on.
 
-What this does not give yet:
+Observing the learner's call from close by (the watch for forbidden built-ins, FLOPs, memory, the shapes of
+products, the rows each of its modules sees) happens in the kernel, beside the learner's code
+(:func:`~llmcourse.grading.checks.beside_the_learner`); only the observations come back.
 
-* 20 of the 332 checks (24 of 372 points) need the learner's objects to be shared with the check (a
-  module the learner's code puts into the check's model, processes the learner's class starts, a block
-  pool without a ``__dict__``, memory or products counted as the learner's call runs). They still run inside the kernel, as
-  every check once did, and read their results from a file of their own; :meth:`Chapter.run_in_kernel`
-  names them in each chapter module. A notebook that forges results can forge only those points.
-* The watch that sees forbidden built-ins runs where the learner's code runs, in the kernel: a notebook
-  that deliberately disables it there can use a built-in unseen (it still has to return right answers).
-* Work the learner's call hands to another thread or process is not watched.
+What this does not give:
+
+* a notebook that deliberately disables those observers inside its kernel can hide a built-in or a second pass
+  from them (it still has to return right answers, which are computed and compared here);
+* work the learner's call hands to another thread or process is not watched;
+* a check that cannot go through the channel can still be marked :meth:`Chapter.run_in_kernel` and then runs
+  inside the kernel, where it could be forged; none of the course's 332 checks is.
 """
 from __future__ import annotations
 

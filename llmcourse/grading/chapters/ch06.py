@@ -37,6 +37,7 @@ from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
     as_number,
+    beside_the_learner,
     call,
     call_object,
     expect,
@@ -45,6 +46,7 @@ from llmcourse.grading.checks import (
     expect_tensors,
     forbid,
     forbid_autograd,
+    run_learner,
     seeded_randn,
 )
 from llmcourse.transformer.moe import top_k_route as reference_top_k_route
@@ -325,6 +327,21 @@ def _learner_moe(ns: Namespace, d_model: int, d_hidden: int, n_experts: int, top
     return module, reference
 
 
+def _rows_per_expert(module, x: torch.Tensor) -> list[int]:
+    """How many token rows each of ``module.experts`` is run on during one forward of ``module`` on ``x``."""
+    rows = [0] * len(module.experts)
+    hooks = [expert.gate_proj.register_forward_pre_hook(
+        lambda mod, args, e=e: rows.__setitem__(e, rows[e] + args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+        for e, expert in enumerate(module.experts)]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return rows
+
+
 def _moe_forward(module, x: torch.Tensor, what: str):
     result = call_object(what, module, x)
     if not (isinstance(result, tuple) and len(result) == 2):
@@ -349,13 +366,10 @@ def moe_matches_mixtral(ns: Namespace) -> None:
                "expert on just the tokens that chose it (torch.where on the chosen indices), never on every token.")
 def moe_runs_each_expert_on_its_tokens(ns: Namespace) -> None:
     module, reference = _learner_moe(ns, 8, 12, 6, 2, seed=20)
-    rows = [0] * 6
-    for e, expert in enumerate(module.experts):
-        expert.gate_proj.register_forward_pre_hook(lambda mod, args, e=e: rows.__setitem__(e, rows[e] + args[0].reshape(
-            -1, args[0].shape[-1]).shape[0]))
     x = seeded_randn(3, 7, 8, seed=21)
+    # the counting hooks go on the learner's experts beside the learner's code (in their kernel when grading)
+    rows = run_learner("the layer", lambda: beside_the_learner(ns, _rows_per_expert, module, x.clone()))
     with torch.no_grad():
-        _moe_forward(module, x, "the layer")
         chosen = reference.gate(x.reshape(-1, 8))[2]
     want = torch.bincount(chosen.flatten(), minlength=6).tolist()
     expect(rows == want, f"with 21 tokens and top_k=2 the experts should see {want} tokens (42 in all: the tokens "
@@ -570,6 +584,3 @@ def capacity_keep_serves_first_choices_first(ns: Namespace) -> None:
     expect(bool(every_first_kept[:, 0].all()), "with capacity 2 and two tokens choosing expert 2 first, both of their "
            f"first choices fit; got {every_first_kept.int().tolist()}.")
 
-# This one counts, with the check's own wrappers around the learner's experts, the tokens each expert is run on;
-# the wrappers must be the learner's module's own, so it runs in the kernel.
-chapter.run_in_kernel("moe_runs_each_expert_on_its_tokens")

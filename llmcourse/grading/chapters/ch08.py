@@ -42,6 +42,7 @@ from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
     as_number,
+    beside_the_learner,
     call,
     call_method,
     expect,
@@ -49,6 +50,8 @@ from llmcourse.grading.checks import (
     expect_raises_value_error,
     expect_shape,
     forbid,
+    get_function,
+    run_learner,
     seeded_generator,
     seeded_randn,
 )
@@ -267,10 +270,22 @@ def clip_accepts_a_generator(ns: Namespace) -> None:
     for r, p in zip(reference, model.parameters()):
         r.grad = p.grad.clone()
     want = float(torch.nn.utils.clip_grad_norm_(reference, 1.0))
-    got = _clip(ns, model.parameters(), 1.0, "clip_grad_norm(model.parameters(), 1.0)")
+    func = get_function(ns, "clip_grad_norm")
+    with forbid("clip_grad_norm", _NO_BUILTIN_CLIP):  # the generator is made beside the learner's code
+        norm, grads = run_learner("`clip_grad_norm`", lambda: beside_the_learner(
+            ns, _clip_a_generator, func, list(model.parameters()), 1.0))
+    got = as_number(norm, "clip_grad_norm(model.parameters(), 1.0)")
     expect(math.isclose(got, want, rel_tol=1e-5), f"clip_grad_norm(model.parameters(), 1.0) returned {got:.6g}, "
            f"expected {want:.6g}.")
+    for p, grad in zip(model.parameters(), grads):
+        p.grad = grad
     _compare_grads(list(model.parameters()), reference, "after clip_grad_norm(model.parameters(), 1.0)")
+
+
+def _clip_a_generator(func, params: list, max_norm: float) -> tuple:
+    """``func`` given a generator of ``params`` (as model.parameters() is one); its result and the gradients after."""
+    norm = func((p for p in params), max_norm)
+    return norm, [p.grad for p in params]
 
 
 # --------------------------------------------------------------------------- accumulate_gradients
@@ -385,6 +400,50 @@ def _loop_batches(seed: int, k: int, batch: int = 3, vocab_size: int = 7, contex
     return [(row[:, :-1], row[:, 1:]) for row in ids]
 
 
+def _model(ns: Namespace, seed: int):
+    """:func:`_tiny_gpt`, built beside the learner's code (in their kernel when grading), so that their loop
+    trains the very model the check then reads."""
+    return beside_the_learner(ns, _tiny_gpt, seed)
+
+
+def _optimizer_groups(loop, model) -> dict:
+    """What the check needs to know about ``loop.optimizer``'s groups, found beside the learner's code."""
+    optimizer = loop.optimizer
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [{"names": [names.get(id(p), "?") for p in group["params"]], "dims": [p.dim() for p in group["params"]],
+               "betas": tuple(group.get("betas", ())), "weight_decay": group.get("weight_decay")}
+              for group in optimizer.param_groups]
+    seen = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    return {"is_adamw": isinstance(optimizer, torch.optim.AdamW), "type": type(optimizer).__name__, "groups": groups,
+            "repeated": len(seen) != len(set(seen)), "all": set(seen) == {id(p) for p in model.parameters()}}
+
+
+def _new_folder() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="llmcourse-loop-")
+
+
+def _folder_files(folder: str) -> list[str]:
+    from pathlib import Path
+
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_file())
+
+
+def _remove_folder(folder: str) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _markov_gpt():
+    from llmcourse.models.gpt import GPT, GPTConfig
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return GPT(GPTConfig(vocab_size=8, context_length=16, d_model=32, n_layers=1, n_heads=2))
+
+
 def _make_loop(ns: Namespace, model, **settings):
     from llmcourse.pretraining.trainer import Trainer
 
@@ -412,25 +471,22 @@ _SETTINGS = dict(max_lr=0.01, warmup_steps=2, total_steps=5, min_lr=0.001, weigh
                "parameter with 2 or more dimensions decays by weight_decay, the 1-D ones (biases, norm weights) "
                "have weight_decay 0. Each parameter belongs to exactly one group.")
 def loop_parameter_groups(ns: Namespace) -> None:
-    model = _tiny_gpt(1)
+    model = _model(ns, 1)
     loop = _make_loop(ns, model, **_SETTINGS)
-    optimizer = loop.optimizer
-    expect(isinstance(optimizer, torch.optim.AdamW), f"`optimizer` should be a torch.optim.AdamW, got "
-           f"{type(optimizer).__name__}")
-    seen = [id(p) for group in optimizer.param_groups for p in group["params"]]
-    expect(len(seen) == len(set(seen)), "a parameter appears in more than one group")
-    expect(set(seen) == {id(p) for p in model.parameters()}, "the optimizer should hold every parameter of the "
-           "model, each once (a tied weight counts once)")
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in optimizer.param_groups:
+    found = run_learner(f"`{_LOOP}.optimizer`", lambda: beside_the_learner(ns, _optimizer_groups, loop, model))
+    expect(found["is_adamw"], f"`optimizer` should be a torch.optim.AdamW, got {found['type']}")
+    expect(not found["repeated"], "a parameter appears in more than one group")
+    expect(found["all"], "the optimizer should hold every parameter of the model, each once (a tied weight counts "
+           "once)")
+    for group in found["groups"]:
         expect(tuple(group["betas"]) == _BETAS, f"betas should be {_BETAS}, got {tuple(group['betas'])}")
-        wants = {p.dim() >= 2 for p in group["params"]}
+        wants = {dim >= 2 for dim in group["dims"]}
         expect(len(wants) <= 1, "a group mixes matrices with 1-D parameters (biases, norm weights)")
         if wants == {True}:
             expect(group["weight_decay"] == 0.1, f"the matrices' group should have weight_decay 0.1 (the "
                    f"weight_decay given), got {group['weight_decay']}")
         elif wants == {False}:
-            shown = ", ".join(sorted(names[id(p)] for p in group["params"])[:3])
+            shown = ", ".join(sorted(group["names"])[:3])
             expect(group["weight_decay"] == 0.0, f"biases and norm weights ({shown}, ...) should not decay, but "
                    f"their group has weight_decay {group['weight_decay']}")
 
@@ -481,7 +537,7 @@ def _reference_training(model, steps, max_lr, warmup_steps, total_steps, min_lr,
                "norm of all gradients together; one optimizer step. Return the mean of the micro-batch losses.")
 def loop_step_matches_the_reference(ns: Namespace) -> None:
     steps = [_loop_batches(20 + s, 3) for s in range(5)]
-    model = _tiny_gpt(3)
+    model = _model(ns, 3)
     reference = _tiny_gpt(3)
     loop = _make_loop(ns, model, **_SETTINGS)
     got = _train_steps(loop, steps)
@@ -497,14 +553,11 @@ def loop_step_matches_the_reference(ns: Namespace) -> None:
 @chapter.check(_LOOP, points=1, hint="If the loss stays high, look at the learning rate each step uses and at the "
                "gradient: is it zeroed before each step, and clipped as a whole (not per parameter)?")
 def loop_learns_the_markov_chain(ns: Namespace) -> None:
-    from llmcourse.models.gpt import GPT, GPTConfig
     from llmcourse.pretraining.synthetic import MarkovSource
 
     source, T, steps = MarkovSource(vocab_size=8, order=2, seed=0), 16, 500
     train, val = source.sample(20_000, seed=1), source.sample(4_000, seed=2)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=8, context_length=T, d_model=32, n_layers=1, n_heads=2))
+    model = beside_the_learner(ns, _markov_gpt)
     loop = _make_loop(ns, model, max_lr=0.01, warmup_steps=20, total_steps=steps, min_lr=0.0, weight_decay=0.1,
                       max_grad_norm=1.0)
     generator = seeded_generator(0)
@@ -529,24 +582,27 @@ def loop_learns_the_markov_chain(ns: Namespace) -> None:
                "optimizer's state_dict and step_count (torch.save to a temporary file, then os.replace). load(path) "
                "restores all three.")
 def loop_resumes_exactly(ns: Namespace) -> None:
-    import tempfile
     from pathlib import Path
 
     steps = [_loop_batches(40 + s, 2) for s in range(6)]
-    straight = _make_loop(ns, _tiny_gpt(4), **_SETTINGS)
+    straight = _make_loop(ns, _model(ns, 4), **_SETTINGS)
     want = _train_steps(straight, steps)
-    first_model = _tiny_gpt(4)
+    first_model = _model(ns, 4)
     first = _make_loop(ns, first_model, **_SETTINGS)
     got = _train_steps(first, steps[:3])
-    with tempfile.TemporaryDirectory() as folder:
+    folder = beside_the_learner(ns, _new_folder)  # a folder the learner's code can write: theirs
+    try:
         path = Path(folder) / "loop.pt"
         _method(first, "save", path)
-        expect(path.is_file(), f"save({path.name!r}) wrote no file at that path")
-        leftovers = sorted(p.name for p in Path(folder).iterdir() if p != path)
+        files = beside_the_learner(ns, _folder_files, folder)
+        expect(path.name in files, f"save({path.name!r}) wrote no file at that path")
+        leftovers = [name for name in files if name != path.name]
         expect(not leftovers, f"save left other files behind: {leftovers}")
-        resumed_model = _tiny_gpt(5)  # different weights: load must bring back the saved ones
+        resumed_model = _model(ns, 5)  # different weights: load must bring back the saved ones
         resumed = _make_loop(ns, resumed_model, **_SETTINGS)
         _method(resumed, "load", path)
+    finally:
+        beside_the_learner(ns, _remove_folder, folder)
     expect(resumed.step_count == 3, f"after load, step_count should be 3 (the saved run's), got {resumed.step_count}")
     got += _train_steps(resumed, steps[3:])
     for step, (g, w) in enumerate(zip(got, want)):
@@ -786,7 +842,3 @@ def bits_per_byte_matches_a_summed_loss(ns: Namespace) -> None:
 
 __all__ = ["chapter"]
 
-# These need what the channel cannot carry yet: a generator object the learner's code consumes, a Trainer or
-# TrainingLoop whose optimizer must hold the check's own parameters, and a checkpoint path it writes.
-chapter.run_in_kernel("clip_accepts_a_generator", "loop_parameter_groups", "loop_step_matches_the_reference",
-                      "loop_learns_the_markov_chain", "loop_resumes_exactly")

@@ -31,10 +31,11 @@ from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
     as_number,
+    beside_the_learner,
     call,
-    call_object,
     call_method,
     call_method_inplace,
+    call_object,
     expect,
     expect_close,
     expect_raises_value_error,
@@ -362,6 +363,36 @@ def _lora_module(ns: Namespace, base, r: int, alpha: float):
     return module
 
 
+def _set_parameters(module, values: dict) -> None:
+    """Copy ``values`` into ``module``'s parameters of those names (beside the learner's code, where the module is)."""
+    with torch.no_grad():
+        for name, value in values.items():
+            getattr(module, name).copy_(value)
+
+
+def _merged_output(module, x: torch.Tensor) -> tuple:
+    """Whether ``module.merged()`` is a plain nn.Linear, its class's name, and its output for ``x``."""
+    from torch import nn
+
+    merged = module.merged()
+    with torch.no_grad():
+        return type(merged) is nn.Linear, type(merged).__name__, merged(x)
+
+
+def _move_adapters(model, names: list[str]) -> None:
+    """Pretend fine-tuning moved every adapter: seeded values into each named LoRA layer's B."""
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for k, name in enumerate(names):
+            modules[name].B.copy_(seeded_randn(*modules[name].B.shape, seed=20 + k) * 0.1)
+
+
+def _model(ns: Namespace):
+    """:func:`_tiny_gpt`, built beside the learner's code (in their kernel when grading), so that what their
+    ``inject`` and ``merge_all`` do to it is what the check reads."""
+    return beside_the_learner(ns, _tiny_gpt)
+
+
 def _lora_call(module, x: torch.Tensor, what: str) -> torch.Tensor:
     return call_object(what, module, x)
 
@@ -382,9 +413,8 @@ def lora_module_forward(ns: Namespace) -> None:
     base = _seeded_linear(8, 4, seed=3)
     module = _lora_module(ns, base, r=3, alpha=6.0)
     A, B = seeded_randn(3, 8, seed=4), seeded_randn(4, 3, seed=5)
+    run_learner("setting A and B", lambda: beside_the_learner(ns, _set_parameters, module, {"A": A, "B": B}))
     with torch.no_grad():
-        module.A.copy_(A)
-        module.B.copy_(B)
         x = seeded_randn(2, 5, 8, seed=6)
         expect_close(_lora_call(module, x, "the layer"), base(x) + (6.0 / 3) * (x @ A.T) @ B.T,
                      "the output with given A and B (alpha 6, r 3)")
@@ -407,18 +437,16 @@ def lora_module_trains_only_the_adapter(ns: Namespace) -> None:
 @chapter.check(_LORA, points=1, hint="merged() returns a plain nn.Linear with weight W + (alpha / r) B A and the "
                "base's bias: the same outputs, no extra cost at inference.")
 def lora_module_merges(ns: Namespace) -> None:
-    from torch import nn
     base = _seeded_linear(6, 3, seed=10)
     module = _lora_module(ns, base, r=2, alpha=8.0)
-    with torch.no_grad():
-        module.A.copy_(seeded_randn(2, 6, seed=11))
-        module.B.copy_(seeded_randn(3, 2, seed=12))
-    merged = _learner_method(module, "merged")
-    if type(merged) is not nn.Linear:
-        raise CheckFailed(f"merged() should return a plain nn.Linear, got {type(merged).__name__}")
+    values = {"A": seeded_randn(2, 6, seed=11), "B": seeded_randn(3, 2, seed=12)}
+    run_learner("setting A and B", lambda: beside_the_learner(ns, _set_parameters, module, values))
     x = seeded_randn(4, 6, seed=13)
+    plain, name, out = run_learner(f"`{_LORA}.merged()`", lambda: beside_the_learner(ns, _merged_output, module, x))
+    if not plain:
+        raise CheckFailed(f"merged() should return a plain nn.Linear, got {name}")
     with torch.no_grad():
-        expect_close(merged(x), _lora_call(module, x, "the layer"), "the merged layer's output")
+        expect_close(out, _lora_call(module, x, "the layer"), "the merged layer's output")
 
 
 def _learner_method(module, name: str):
@@ -453,7 +481,7 @@ def _inject(ns: Namespace, model, targets=_TARGETS, r: int = 2, alpha: float = 4
                "part after the last dot) is a target, setattr(parent, child_name, cls(linear, r, alpha)). Freeze the "
                "whole model first (requires_grad_(False)), so only the new A and B train. Nothing matched: ValueError.")
 def lora_inject_into_a_model(ns: Namespace) -> None:
-    model = _tiny_gpt()
+    model = _model(ns)
     ids = torch.randint(0, 20, (2, 8), generator=seeded_generator(14))
     with torch.no_grad():
         before = model(ids)
@@ -491,12 +519,9 @@ def lora_inject_into_a_model(ns: Namespace) -> None:
 def lora_merge_all_gives_back_a_plain_model(ns: Namespace) -> None:
     from llmcourse.models.gpt import GPT
 
-    model = _tiny_gpt()
+    model = _model(ns)
     names = _inject(ns, model)
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for k, name in enumerate(names):  # pretend fine-tuning moved every adapter
-            modules[name].B.copy_(seeded_randn(*modules[name].B.shape, seed=20 + k) * 0.1)
+    run_learner("the injected model", lambda: beside_the_learner(ns, _move_adapters, model, names))
     ids = torch.randint(0, 20, (2, 8), generator=seeded_generator(15))
     with torch.no_grad():
         tuned = run_learner("the model with adapters", lambda: model(ids))
@@ -620,7 +645,3 @@ def dpo_grad_is_stable(ns: Namespace) -> None:
              torch.full((3,), -10.0, dtype=torch.float64), torch.full((3,), -10.0, dtype=torch.float64)]
     _expect_dpo_grad(ns, logps, 1.0, "with log-probability gaps near 4000 (beta=1)")
 
-# These need the learner's LoRALinear to hold the check's own nn.Linear (the same object, not a copy), or to
-# return a torch module the check inspects by its type.
-chapter.run_in_kernel("lora_module_forward", "lora_inject_into_a_model", "lora_module_merges",
-                      "lora_merge_all_gives_back_a_plain_model")

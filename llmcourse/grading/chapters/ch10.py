@@ -35,6 +35,7 @@ from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
     as_number,
+    beside_the_learner,
     call,
     expect,
     expect_close,
@@ -42,6 +43,7 @@ from llmcourse.grading.checks import (
     expect_shape,
     forbid_autograd,
     get_function,
+    run_learner,
     seeded_generator,
     seeded_randn,
 )
@@ -185,6 +187,13 @@ _PRODUCTS = {"linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addm
              "tensordot", "mv", "addmv", "inner", "dot"}
 
 
+def _products_of(func, *args):
+    """``func(*args)`` and the result shape of every matrix product it ran."""
+    with _RecordProducts() as recorder:
+        out = func(*args)
+    return out, recorder.shapes
+
+
 class _RecordProducts(TorchFunctionMode):
     """Remember the result shape of every matrix product run inside the block."""
 
@@ -216,10 +225,12 @@ def column_parallel_matches_linear(ns: Namespace) -> None:
                "it afterwards.")
 def column_parallel_computes_shards(ns: Namespace) -> None:
     x, weight, bias = seeded_randn(3, 8, seed=8), seeded_randn(12, 8, seed=9), seeded_randn(12, seed=10)
-    with _RecordProducts() as recorder:
-        got = call(ns, "column_parallel_forward", x, weight, bias, 4)
-    expect_close(got, F.linear(x, weight, bias), "column_parallel_forward(x (3, 8), weight (12, 8), bias, 4)")
-    full = [shape for shape in recorder.shapes if 12 in shape]
+    expected = F.linear(x, weight, bias)
+    # the recorder runs beside the learner's code (in their kernel when grading), so it sees its own products
+    got, shapes = run_learner("`column_parallel_forward`", lambda: beside_the_learner(
+        ns, _products_of, get_function(ns, "column_parallel_forward"), x.clone(), weight.clone(), bias.clone(), 4))
+    expect_close(got, expected, "column_parallel_forward(x (3, 8), weight (12, 8), bias, 4)")
+    full = [tuple(shape) for shape in shapes if 12 in shape]
     expect(not full, f"column_parallel_forward(..., world_size=4) computed a product with all 12 output features "
                      f"(result shape {full[0] if full else ''}); each shard should produce 3.")
 
@@ -373,13 +384,20 @@ def _dp_rank(cls, bucket_size: int):
     return {"params": [p.detach().clone() for p in model.parameters()], "calls": calls}
 
 
-def _dp_run(ns: Namespace, bucket_size: int):
-    from llmcourse.parallel.launch import ParallelError, notebook_launch
+def _dp_launch(cls, bucket_size: int) -> list:
+    """Two processes, each training with the learner's class ``cls``; what each rank reports."""
+    from llmcourse.parallel.launch import notebook_launch
 
+    return notebook_launch(_dp_rank, 2, args=(cls, bucket_size), timeout_s=30)
+
+
+def _dp_run(ns: Namespace, bucket_size: int):
     cls = get_function(ns, _BUCKETS)
-    try:
-        return notebook_launch(_dp_rank, 2, args=(cls, bucket_size), timeout_s=30)
-    except ParallelError as exc:
+    try:  # the processes start beside the learner's code (from their kernel when grading), where the class is
+        return beside_the_learner(ns, _dp_launch, cls, bucket_size)
+    except Exception as exc:  # noqa: BLE001 (the launcher's ParallelError, here or from the kernel)
+        if type(exc).__name__ != "ParallelError":
+            raise
         message = str(exc)
         if "NotImplementedError" in message:
             raise CheckFailed(f"`{_BUCKETS}` is not written yet: replace `raise NotImplementedError` with your "
@@ -558,8 +576,3 @@ def stashed_version_rejects_bad_input(ns: Namespace) -> None:
     expect_raises_value_error(ns, "stashed_version", 4, 4, 0)
     expect_raises_value_error(ns, "stashed_version", 4, -1, 2)
     expect_raises_value_error(ns, "stashed_version", 4, 1, -1)
-
-# These start processes that run the learner's class; they run where the class is, in the kernel.
-chapter.run_in_kernel("buckets_equal_one_process", "buckets_one_async_call_per_bucket")
-# This one watches the shapes of the products the learner's code computes, which only the kernel sees.
-chapter.run_in_kernel("column_parallel_computes_shards")

@@ -35,9 +35,9 @@ from llmcourse.grading.checks import (
     Chapter,
     CheckFailed,
     as_number,
+    beside_the_learner,
     call,
     call_method,
-    call_object,
     expect,
     expect_close,
     expect_shape,
@@ -354,9 +354,10 @@ class _Run:
         self.done.append(f"free_sequence({seq!r})")
 
     def in_use(self) -> int:
-        if not hasattr(type(self.cache), "blocks_in_use") and "blocks_in_use" not in vars(self.cache):
+        missing = object()
+        value = run_learner(f"`{_CACHE}.blocks_in_use`", lambda: getattr(self.cache, "blocks_in_use", missing))
+        if value is missing:
             raise CheckFailed(f"your `{_CACHE}` has no `blocks_in_use` (the number of blocks taken from the pool)")
-        value = run_learner(f"`{_CACHE}.blocks_in_use`", lambda: self.cache.blocks_in_use)
         if callable(value):
             value = run_learner(f"`{_CACHE}.blocks_in_use()`", value)
         return int(as_number(value, f"`{_CACHE}.blocks_in_use`"))
@@ -759,6 +760,14 @@ def online_attention_large_scores(ns: Namespace) -> None:
 _ONE_PASS = dict(heads=2, q_len=64, k_len=2048, head_dim=16, block_k=32)
 
 
+def _flops_of(func, *args):
+    """``func(*args)``, the names of the operators that did FLOPs, and the FLOPs (PyTorch's FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter:
+        out = func(*args)
+    ops = sorted({str(op).split(".")[-1] for op in counter.get_flop_counts().get("Global", {})})
+    return out, ops, counter.get_total_flops()
+
+
 @chapter.check("online_attention", points=1, hint="Visit the keys once, tile by tile (k[..., j:j + block_k, :] is "
                "a view, not a copy), and keep only m, l and acc between tiles: never the (q_len, k_len) score matrix, "
                "a list of the tiles' scores, or a second pass over the keys; and do not call "
@@ -770,29 +779,25 @@ def online_attention_one_pass(ns: Namespace) -> None:
     gen = seeded_generator(55)
     q, k, v = (torch.randn(h, n, d, generator=gen) for n in (n_q, n_k, n_k))
     func = get_function(ns, "online_attention")
-    with FlopCounterMode(display=False) as counter:
-        got = call(ns, "online_attention", q, k, v, block)
+    expected = F.scaled_dot_product_attention(q, k, v)
+    # the counters run beside the learner's code (in their kernel when grading), so they see its own products
+    got, ops, flops = run_learner("`online_attention`", lambda: beside_the_learner(
+        ns, _flops_of, func, q.clone(), k.clone(), v.clone(), block))
     shown = f"online_attention on {h} heads, {n_q} queries, {n_k} keys, head_dim {d}, block_k={block}"
-    expect_close(got, F.scaled_dot_product_attention(q, k, v), f"{shown}, against F.scaled_dot_product_attention,",
-                 atol=2e-5, rtol=1e-4)
-    ops = {str(op).split(".")[-1] for op in counter.get_flop_counts().get("Global", {})}
+    expect_close(got, expected, f"{shown}, against F.scaled_dot_product_attention,", atol=2e-5, rtol=1e-4)
+    ops = set(ops)
     expect(ops <= {"mm", "bmm", "addmm", "baddbmm"}, f"{shown} runs {sorted(ops - {'mm', 'bmm'})}: write the tiles "
                                                      f"with matrix products, not F.scaled_dot_product_attention.")
     one_pass = 4 * h * n_q * n_k * d  # q·kᵀ and weights·v, each 2·h·q_len·k_len·d FLOPs
-    flops = counter.get_total_flops()
     expect(flops <= one_pass * 1.001, f"{shown}: its matrix products do {flops / 1e6:.1f} MFLOPs; one pass (each key "
                                       f"tile times the queries once, its weights times its values once) does "
                                       f"{one_pass / 1e6:.1f}. Scores computed twice mean a second pass.")
     tile = 4 * h * n_q * block  # bytes of one tile of float32 scores
-    use = call_object("`online_attention`", lambda *args: memory_use(func, *args), q, k, v, block)
+    use = run_learner("`online_attention`", lambda: beside_the_learner(
+        ns, memory_use, func, q.clone(), k.clone(), v.clone(), block))
     expect(use["largest"] <= 2 * tile, f"{shown} creates a tensor of {use['largest'] / 1024:.0f} KB; one tile of "
                                        f"scores is {tile / 1024:.0f} KB (the whole score matrix "
                                        f"{4 * h * n_q * n_k / 1024:.0f} KB). Allowed: 2 tiles.")
     expect(use["peak"] <= 12 * tile, f"{shown} holds up to {use['peak'] / 1024:.0f} KB of tensors at once; one tile "
                                      f"of scores is {tile / 1024:.0f} KB. Allowed: 12 tiles (keeping every tile's "
                                      f"scores takes {n_k // block}).")
-
-# These need objects without a __dict__ (the block pool) or count the memory the learner's call allocates, which
-# only the kernel can see.
-chapter.run_in_kernel("cache_takes_blocks_as_needed", "cache_free_returns_blocks", "cache_full_pool_raises",
-                      "cache_fork_shares_blocks", "cache_fork_copies_on_write", "online_attention_one_pass")
