@@ -2,7 +2,8 @@
 
 The class is made from the chapter's solution and exercise: solved copies, untouched exercises, broken
 ones (a syntax error, an endless loop, a cell that kills the kernel) and hostile ones (forged result
-lines, another chapter's metadata, ANSI text, a child process that escapes its session). Prints the
+lines, another chapter's metadata, ANSI text, a child process that escapes its session, checks replaced
+inside the kernel). Prints the
 total wall time, the time per submission and each row's score.
 
     .venv/bin/python benchmarks/bench_grade_class.py [--chapter 01] [--jobs 2] [--n 20]
@@ -29,6 +30,10 @@ HOSTILE = {
     "loop": "while True:\n    pass",
     "kill": "import os\nos._exit(1)",
     "syntax": "def broken(:\n    pass",
+    # replaces the checks, the watch and CheckFailed in the kernel: the checks run in the grader, so nothing changes
+    "hooked": "import llmcourse.grading.checks as _c\n"
+              "_c.run_check = lambda check, ns: _c.CheckResult(check.name, check.exercise, check.points, "
+              "check.points, True, 'passed', '')\n_c._watched = lambda compute: (compute(), None, None)",
 }
 
 
@@ -36,7 +41,7 @@ def make_class(chapter: str, n: int, folder: Path) -> list[str]:
     solution = nbformat.read(next((ROOT / "solutions").glob(f"{chapter}_*.ipynb")), as_version=4)
     exercise = nbformat.read(next((ROOT / "exercises").glob(f"{chapter}_*.ipynb")), as_version=4)
     kinds = ["solved", "untouched", "solved+forged", "untouched+forged", "solved+ansi", "solved+escape",
-             "solved+loop", "solved+kill", "solved+syntax", "wrong-chapter"]
+             "solved+loop", "solved+kill", "solved+syntax", "wrong-chapter", "untouched+hooked"]
     made = []
     for i in range(n):
         kind = kinds[i % len(kinds)]

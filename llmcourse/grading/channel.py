@@ -374,6 +374,8 @@ class Peer:
                 raise ChannelError(f"{module}:{name} is not a dataclass")
             return klass(**{str(k): d(x) for k, x in v["fields"].items()})
         if "$named" in v:
+            if self.side == "grader":   # the kernel's callables come as handles, never as the grader's own
+                raise ChannelError("the kernel may not name the grader's functions or classes")
             return _imported(str(v["$named"]))
         if "$function" in v:
             if self.side != "kernel":   # code only ever travels from the grader to the kernel
@@ -387,6 +389,8 @@ class Peer:
             return func
         if "$object" in v:
             klass = _state_class(str(v["$object"]))
+            if self.side == "grader" and not _returnable(klass):
+                raise ChannelError(f"the kernel may not send an object of {v['$object']}")
             obj = klass.__new__(klass)
             same.append(obj)
             if self.side == "kernel":   # it may travel back by its attributes; what the kernel makes does not
@@ -548,6 +552,18 @@ def _by_state(v: Any) -> bool:
         return not callable(v) or isinstance(v, torch.nn.Module)
     names = {f"{k.__module__}:{k.__qualname__}" for k in klass.__mro__}
     return any(base in names for base in _STATE_BASES)
+
+
+def _returnable(klass: type) -> bool:
+    """The classes whose objects the kernel may send back by their attributes (the modules, optimizers, data and
+    graph nodes a check passed in): objects whose methods the grader may then run on data the kernel set."""
+    from torch.optim.lr_scheduler import LRScheduler
+    from torch.utils.data import DataLoader, Dataset, Sampler
+
+    from llmcourse.basics.autograd import Value
+
+    return issubclass(klass, (torch.nn.Module, torch.optim.Optimizer, Dataset, Sampler, DataLoader, LRScheduler,
+                              Value))
 
 
 def _state_class(path: str) -> type:
