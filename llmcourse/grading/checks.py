@@ -134,9 +134,9 @@ class Chapter:
         return register
 
     def run_in_kernel(self, *names: str) -> None:
-        """Grade these checks inside the learner's kernel, as every check once was, because the channel cannot carry
-        what they need yet (a process group the learner's code starts, a file path it writes, an object it must
-        share with the check). The notebook grader runs every other check in its own process."""
+        """Grade these checks inside the learner's kernel, as every check once was, for a check that cannot go
+        through the channel (the course has none: :func:`beside_the_learner` covers checks that watch a call
+        from close by). Their points could be forged by the notebook; every other check runs in the grader."""
         known = {c.name: c for c in self.checks}
         for name in names:
             if name not in known:
@@ -883,8 +883,9 @@ def report_checks(chapter: str, namespace: Mapping[str, Any], skip: list[str], c
                   token: str = "") -> None:
     """Run each check of ``chapter`` (but those in ``skip``) and report its result as a JSON line.
 
-    The notebook grader calls this inside the learner's kernel, with ``channel`` the path of a file of its
-    own and ``token`` a fresh random string: each result is one line written to that file in a single
+    The notebook grader calls this inside the learner's kernel for the checks marked
+    :meth:`Chapter.run_in_kernel` (every other check runs in the grader's process), with ``channel`` the path
+    of a file of its own and ``token`` a fresh random string: each result is one line written to that file in a single
     write (never to stdout, where the learner's own prints, threads and progress bars would mix with it),
     and carries the token. A line is written before each check starts too, so when a check crashes the
     kernel the grader knows which one did. Without ``channel`` the lines are printed, prefixed with

@@ -5,8 +5,8 @@ name into a fresh sandbox (:mod:`llmcourse.grading.sandbox`: a private folder, H
 memory, CPU time, file size and processes, bubblewrap where installed) and runs the copy in a fresh
 Jupyter kernel there, one code cell at a time, with a time limit per cell (longer for the cell that
 defines an exercise with a time budget, see :meth:`~llmcourse.grading.checks.Chapter.time_budget`).
-Then it runs the chapter's checks inside that kernel, one at a time, each with its own time limit, and
-reads their results from a file of their own (not from what the notebook prints). When grading ends,
+Then it runs the chapter's checks here, in the grader's process, one at a time, each with its own time
+limit, calling the learner's code in that kernel through a typed channel (see below). When grading ends,
 every process the kernel started is killed.
 
 What the grader decides itself, whatever the notebook says:
