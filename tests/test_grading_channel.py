@@ -53,6 +53,7 @@ def echo(*values):
 @pytest.fixture
 def ns():
     return remote_namespace({"echo": echo, "Counter": Counter, "Scale": Scale, "grow": lambda xs: xs.append(1),
+                             "drop": lambda state: state.pop("step"),
                              "apply": lambda f, x: f(x) * 2})
 
 
@@ -100,6 +101,13 @@ def test_the_learners_objects_stay_in_the_kernel_as_handles(ns):
     xs = [0]
     ns["grow"](xs)
     assert xs == [0, 1]       # as in one process: what the learner's code does to a plain list, the check sees
+
+
+def test_a_dict_keyed_by_tensors_comes_back_with_the_checks_own_keys(ns):
+    a, b = torch.zeros(3), torch.ones(2, 2)   # keyed by tensors, as an optimizer's state is
+    state = {a: "first", b: "second", "step": 4}
+    assert ns["drop"](state) == 4
+    assert "step" not in state and len(state) == 2 and all(k is t for k, t in zip(state, (a, b)))
 
 
 def test_gradients_flow_back_from_a_learners_module(ns):

@@ -84,7 +84,7 @@ def learner_exception(info: dict) -> BaseException:
                 base = getattr(builtins, candidate)
                 break
     kind = base if base.__name__ == name else type(name if name.isidentifier() else "LearnerError", (base,), {})
-    exc = kind(message) if kind is not KeyError else kind(message)
+    exc = kind(message)
     exc.learner_frame = str(info.get("frame", ""))[:300]  # type: ignore[attr-defined]
     return exc
 
@@ -364,14 +364,12 @@ class Peer:
             pairs = [(d(k), d(x)) for k, x in v["$dict"]]
             return OrderedDict(pairs) if v.get("ordered") else dict(pairs)
         if "$dataclass" in v:
-            module, _, name = str(v["$dataclass"]).partition(":")
-            if not module.startswith("llmcourse.") or not name.replace(".", "").replace("_", "").isalnum():
+            path = str(v["$dataclass"])
+            if not path.startswith("llmcourse."):
                 raise ChannelError("a dataclass from outside the course's package")
-            klass: Any = importlib.import_module(module)
-            for part in name.split("."):
-                klass = getattr(klass, part)
+            klass = _imported(path)
             if not (isinstance(klass, type) and dataclasses.is_dataclass(klass)):
-                raise ChannelError(f"{module}:{name} is not a dataclass")
+                raise ChannelError(f"{path} is not a dataclass")
             return klass(**{str(k): d(x) for k, x in v["fields"].items()})
         if "$named" in v:
             if self.side == "grader":   # the kernel's callables come as handles, never as the grader's own
@@ -511,11 +509,14 @@ def _imported(path: str) -> Any:
     module, _, qualname = path.partition(":")
     if not (module == "torch" or module.startswith(("torch.", "llmcourse.", "math", "operator", "builtins"))):
         raise ChannelError("a name from outside torch and the course's package")
-    found: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        if part.startswith("__"):
-            raise ChannelError("a private name")
-        found = getattr(found, part)
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            if part.startswith("__"):
+                raise ChannelError("a private name")
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ChannelError(f"{path} does not name anything ({exc})") from None
     return found
 
 
@@ -540,16 +541,19 @@ _STATE_BASES = ("torch.nn.modules.module:Module", "torch.optim.optimizer:Optimiz
 def _by_state(v: Any) -> bool:
     """Objects that travel by their attributes: torch's modules, optimizers, datasets and samplers, and the
     course's own classes (never the learner's: those stay in the kernel)."""
-    if isinstance(v, (type, Remote)):
-        return False
-    klass = type(v)
+    return not isinstance(v, (type, Remote)) and hasattr(v, "__dict__") and _travels_by_state(type(v))
+
+
+def _travels_by_state(klass: type) -> bool:
+    """Whether objects of ``klass`` travel by their attributes (see :func:`_by_state`)."""
     module = getattr(klass, "__module__", "") or ""
-    if not (module.startswith("torch.") or module.startswith("llmcourse.")) or "<locals>" in klass.__qualname__:
+    if not module.startswith(("torch.", "llmcourse.")) or "<locals>" in klass.__qualname__:
         return False
-    if not hasattr(v, "__dict__") or getattr(klass, "__slots__", None) or isinstance(v, (type, Remote)):
+    if getattr(klass, "__slots__", None):
         return False
     if module.startswith("llmcourse.") and not module.startswith("llmcourse.grading.channel"):
-        return not callable(v) or isinstance(v, torch.nn.Module)
+        callable_objects = any("__call__" in vars(k) for k in klass.__mro__ if k is not object)
+        return not callable_objects or issubclass(klass, torch.nn.Module)
     names = {f"{k.__module__}:{k.__qualname__}" for k in klass.__mro__}
     return any(base in names for base in _STATE_BASES)
 
@@ -567,16 +571,12 @@ def _returnable(klass: type) -> bool:
 
 
 def _state_class(path: str) -> type:
-    module, _, name = path.partition(":")
-    if not (module.startswith("torch.") or module.startswith("llmcourse.")) or not name:
+    if not path.startswith(("torch.", "llmcourse.")) or ":" not in path:
         raise ChannelError("an object of a class from outside torch and the course's package")
-    klass: Any = importlib.import_module(module)
-    for part in name.split("."):
-        klass = getattr(klass, part)
+    klass = _imported(path)
     if not isinstance(klass, type):
         raise ChannelError(f"{path} is not a class")
-    probe = klass.__new__(klass)
-    if not _by_state(probe) if hasattr(probe, "__dict__") else True:
+    if not _travels_by_state(klass):
         raise ChannelError(f"objects of {path} do not travel by their attributes")
     return klass
 
@@ -687,7 +687,6 @@ for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul"
     setattr(Remote, f"__r{_dunder}__", _operator(_name, reflected=True))
 for _name in ("neg", "pos", "abs", "invert", "eq", "ne", "lt", "le", "gt", "ge"):
     setattr(Remote, f"__{_name}__", _operator(_name))
-Remote.__hash__ = lambda self: hash((id(self._peer), self._id))  # type: ignore[method-assign]
 
 
 class RemoteClassMeta(type):
@@ -901,18 +900,25 @@ def _write_back(mine: Any, theirs: Any, inplace: bool, pairs: dict | None = None
         mine[:] = [_mapped(b, pairs) for b in theirs]
         return ""
     if isinstance(mine, dict) and isinstance(theirs, dict):
-        for k in list(mine):
-            if k in theirs:
-                changed = _write_back(mine[k], theirs[k], inplace, pairs, depth + 1)
+        # tensor keys (an optimizer's state is keyed by parameters) pair up in order, like the values
+        for a, b in zip([k for k in mine if isinstance(k, torch.Tensor)],
+                        [k for k in theirs if isinstance(k, torch.Tensor)]):
+            pairs.setdefault(id(b), a)
+        for k, value in theirs.items():
+            key = pairs.get(id(k), k) if isinstance(k, torch.Tensor) else k
+            if key in mine:
+                changed = _write_back(mine[key], value, inplace, pairs, depth + 1)
                 if changed:
                     return changed
-        for k in list(theirs):
-            key = pairs.get(id(k), k) if isinstance(k, torch.Tensor) else k
-            if key not in mine or not _kept(mine[key], theirs[k]):
-                mine[key] = _mapped(theirs[k], pairs)
-        for k in [k for k in mine if not any(k is pairs.get(id(t), t) or k == t for t in theirs
-                                             if not isinstance(t, torch.Tensor) or isinstance(k, torch.Tensor))]:
-            del mine[k]
+                if not _kept(mine[key], value):
+                    mine[key] = _mapped(value, pairs)
+            else:
+                mine[key] = _mapped(value, pairs)
+        kept = [pairs.get(id(k), k) if isinstance(k, torch.Tensor) else k for k in theirs]
+        for k in list(mine):  # keys the learner's code removed (tensor keys compared by identity)
+            if not any(k is t or not isinstance(k, torch.Tensor) and not isinstance(t, torch.Tensor) and k == t
+                       for t in kept):
+                del mine[k]
         return ""
     if type(mine) is type(theirs) and _by_state(mine):
         pairs[id(theirs)] = mine
